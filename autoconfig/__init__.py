@@ -1,0 +1,53 @@
+"""autoconfig: mail-client auto-configuration for an ISP whose users switch
+POP and IMAP on themselves.
+
+Importing the package does nothing; ``create_app`` builds a configured app.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from .config import Config, load
+from .service import Service
+from .store import open_store
+
+__all__ = ["create_app"]
+
+LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger(__name__)
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def create_service(config: Config | None = None) -> Service:
+    """Config plus an opened store: what both the web app and the CLI run on."""
+    config = config or load()
+    return Service(config, open_store(config.store_url))
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the WSGI app for ``config`` (default: read from ``$AUTOCONFIG_CONFIG``)."""
+    svc = create_service(config)
+    _configure_logging(svc.config.log_level)
+    app = Flask(__name__, template_folder="../templates")
+    # Werkzeug refuses larger bodies with 413 before a view reads them.
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.extensions["autoconfig"] = svc
+
+    from . import web
+
+    web.init_app(app)
+    logging.getLogger(__name__).info(
+        "serving %s for %s; store %s", svc.config.provider.id, ", ".join(svc.config.provider.domains), svc.store.kind
+    )
+    return app

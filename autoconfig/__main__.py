@@ -1,0 +1,5 @@
+"""``python -m autoconfig``: the admin command line."""
+
+from .cli import main
+
+main()

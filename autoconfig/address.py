@@ -1,0 +1,108 @@
+"""Email addresses as they arrive from the network: parsed once, normalised once.
+
+Every format and the store see the same ``Address``, so ``Alice@EXAMPLE.net``
+and ``alice@example.net`` are one account everywhere.  The checks are strict
+on purpose: the address comes from anyone on the Internet and ends up in
+documents, logs and database keys.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import idna
+
+MAX_ADDRESS_OCTETS = 254  # RFC 5321 path limit minus the angle brackets
+MAX_LOCAL_OCTETS = 64  # RFC 5321 section 4.5.3.1.1
+MAX_DOMAIN_OCTETS = 253
+MAX_LABEL_OCTETS = 63
+
+# RFC 5322 atext, plus any non-ASCII character (RFC 6532 allows UTF-8 local parts).
+_LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+$")
+_LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, separators.
+_REJECTED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+class AddressError(ValueError):
+    """The input is not an address we can answer for; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """A validated address.  ``key`` identifies the account in the store."""
+
+    local: str  # as the user typed it (case kept, for login names)
+    domain: str  # lower-case, IDNA (A-label) form
+
+    @property
+    def key(self) -> str:
+        return f"{self.local.lower()}@{self.domain}"
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in _REJECTED_CATEGORIES or ch.isspace() for ch in text)
+
+
+def normalise_domain(text: str) -> str:
+    """Lower-case, IDNA-encoded, LDH-only domain with at least two labels."""
+    if not text:
+        raise AddressError("the domain is empty")
+    if _has_control(text):
+        raise AddressError("the domain contains spaces or control characters")
+    if text.startswith("[") or text.replace(".", "").isdigit():
+        raise AddressError("IP address literals are not accepted as a domain")
+    if text.endswith("."):
+        raise AddressError("the domain must not end with a dot")
+    try:
+        ascii_domain = text.lower() if text.isascii() else idna.encode(text, uts46=True).decode()
+    except idna.IDNAError:
+        raise AddressError("the domain is not a valid internationalised domain name") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2:
+        raise AddressError("the domain needs at least two labels (like example.net)")
+    if len(ascii_domain) > MAX_DOMAIN_OCTETS:
+        raise AddressError(f"the domain is longer than {MAX_DOMAIN_OCTETS} characters")
+    for label in labels:
+        if not _LDH_LABEL.match(label):
+            raise AddressError("the domain has an invalid label (letters, digits and inner hyphens only)")
+        if label.startswith("xn--"):
+            try:
+                idna.decode(label)
+            except idna.IDNAError:
+                raise AddressError("the domain has an invalid internationalised label") from None
+    if labels[-1].isdigit():
+        raise AddressError("IP address literals are not accepted as a domain")
+    return ascii_domain
+
+
+def parse_address(text: str | None) -> Address:
+    """Parse untrusted input into an ``Address`` or raise ``AddressError``."""
+    if text is None or text == "":
+        raise AddressError("an email address is required")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ADDRESS_OCTETS * 4:
+        raise AddressError(f"the address is longer than {MAX_ADDRESS_OCTETS} characters")
+    if _has_control(text):
+        raise AddressError("the address contains spaces or control characters")
+    if text.count("@") != 1:
+        raise AddressError("the address must contain exactly one @")
+    local, domain_text = text.split("@")
+    if not local:
+        raise AddressError("the part before @ is empty")
+    if local.startswith('"'):
+        raise AddressError("quoted local parts are not supported")
+    local = unicodedata.normalize("NFC", local)
+    if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
+        raise AddressError(f"the part before @ is longer than {MAX_LOCAL_OCTETS} characters")
+    if not all(_LOCAL_ATOM.match(atom) for atom in local.split(".")):
+        raise AddressError("the part before @ contains characters not allowed in an address")
+    domain = normalise_domain(domain_text)
+    address = Address(local, domain)
+    if len(str(address).encode("utf-8")) > MAX_ADDRESS_OCTETS:
+        raise AddressError(f"the address is longer than {MAX_ADDRESS_OCTETS} characters")
+    return address

@@ -1,0 +1,333 @@
+"""The service's typed configuration, read from one TOML file.
+
+Every value is checked when the service starts, so a typo stops it with one
+message naming the file and the key instead of surfacing later as a wrong
+answer to a mail client.  Unknown keys are errors for the same reason: a
+misspelled option silently falling back to its default is the worst outcome.
+
+Two environment variables override the file, because deployments keep
+secrets and per-node locations out of the shared config:
+``AUTOCONFIG_DATABASE_URL`` (the store) and ``AUTOCONFIG_ADMIN_TOKEN`` (one
+more admin token).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from .address import AddressError, normalise_domain
+
+DEFAULT_PATH = Path("config/autoconfig.toml")
+ENV_CONFIG = "AUTOCONFIG_CONFIG"
+ENV_DATABASE_URL = "AUTOCONFIG_DATABASE_URL"
+ENV_ADMIN_TOKEN = "AUTOCONFIG_ADMIN_TOKEN"
+
+SOCKET_TYPES = ("SSL", "STARTTLS")
+AUTHENTICATIONS = ("password-cleartext", "password-encrypted")
+USERNAME_FORMS = ("address", "local-part")
+PROTOCOLS = ("imap", "pop3", "smtp")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MIN_TOKEN_LENGTH = 16
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as ``file: key: what is wrong``."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """One mail server endpoint as clients must be told about it."""
+
+    protocol: str  # "imap" | "pop3" | "smtp"
+    host: str
+    port: int
+    socket: str  # "SSL" (implicit TLS) | "STARTTLS"
+    authentication: str = "password-cleartext"
+    username: str = "address"  # "address" | "local-part"
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.socket == "SSL"
+
+
+@dataclass(frozen=True)
+class Provider:
+    id: str
+    display_name: str
+    short_name: str
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Servers:
+    imap: tuple[Server, ...]
+    pop3: tuple[Server, ...]
+    smtp: tuple[Server, ...]
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    name: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    provider: Provider
+    servers: Servers
+    public_url: str
+    webmail_url: str
+    store_url: str
+    admin_tokens: tuple[AdminToken, ...] = ()
+    log_level: str = "INFO"
+
+    def serves(self, domain: str) -> bool:
+        """Whether ``domain`` (already normalised) is one of ours."""
+        return domain in self.provider.domains
+
+
+class _Table:
+    """A TOML table being read: typed getters that name the key on error.
+
+    Keys are consumed as they are read; ``finish`` rejects whatever is left,
+    which is how unknown keys are caught without a second list of names.
+    """
+
+    def __init__(self, data: Mapping[str, Any], path: str, source: Path) -> None:
+        self._data = dict(data)
+        self._path = path
+        self._source = source
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self._source}: {key}: {message}")
+
+    def _take(self, name: str, kind: type[T], kind_name: str, default: T | None) -> T:
+        if name not in self._data:
+            if default is None:
+                raise self.error(self.key(name), "is required")
+            return default
+        value = self._data.pop(name)
+        # bool is an int in Python; a config saying port = true is still wrong.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(self.key(name), f"expected {kind_name}, got {type(value).__name__}")
+        return value
+
+    def string(
+        self,
+        name: str,
+        default: str | None = None,
+        check: Callable[[str], str] | None = None,
+        choices: tuple[str, ...] | None = None,
+    ) -> str:
+        value = self._take(name, str, "a string", default)
+        if choices is not None and value not in choices:
+            raise self.error(self.key(name), f"must be one of {', '.join(choices)}; got {value!r}")
+        if check is not None:
+            try:
+                value = check(value)
+            except ValueError as exc:
+                raise self.error(self.key(name), str(exc)) from None
+        return value
+
+    def integer(self, name: str, default: int | None = None, low: int = 0, high: int = 2**31) -> int:
+        value = self._take(name, int, "an integer", default)
+        if not low <= value <= high:
+            raise self.error(self.key(name), f"must be between {low} and {high}; got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool | None = None) -> bool:
+        return self._take(name, bool, "true or false", default)
+
+    def strings(self, name: str, default: list[str] | None = None) -> list[str]:
+        values = self._take(name, list, "a list of strings", default)
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise self.error(f"{self.key(name)}[{index}]", "expected a string")
+        return list(values)
+
+    def table(self, name: str, required: bool = True) -> _Table:
+        data = self._take(name, dict, "a table", None if required else {})
+        return _Table(data, self.key(name), self._source)
+
+    def tables(self, name: str) -> list[_Table]:
+        items = self._take(name, list, "an array of tables ([[...]])", [])
+        tables = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise self.error(f"{self.key(name)}[{index}]", "expected a table")
+            tables.append(_Table(item, f"{self.key(name)}[{index}]", self._source))
+        return tables
+
+    def finish(self) -> None:
+        if self._data:
+            unknown = sorted(self._data)[0]
+            raise self.error(self.key(unknown), "unknown option (check the spelling against config/reference.toml)")
+
+
+def check_hostname(value: str) -> str:
+    """A DNS host name clients can connect to: lower-case LDH labels, no IP literal."""
+    host = value.rstrip(".").lower()
+    labels = host.split(".")
+    if len(host) > 253 or len(labels) < 2 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"not a valid host name: {value!r}")
+    if labels[-1].isdigit():
+        raise ValueError(f"must be a host name, not an IP address: {value!r}")
+    return host
+
+
+def _check_url(require_https: bool) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        schemes = ("https",) if require_https else ("https", "http")
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"must be an absolute {' or '.join(schemes)} URL; got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials")
+        return value.rstrip("/") if require_https else value
+
+    return check
+
+
+def _check_domain(value: str) -> str:
+    try:
+        return normalise_domain(value)
+    except AddressError as exc:
+        raise ValueError(f"{exc}: {value!r}") from None
+
+
+def _check_store_url(value: str) -> str:
+    if not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
+        raise ValueError(f"must look like sqlite:///relative/path or sqlite:////absolute/path; got {value!r}")
+    return value
+
+
+def _read_server(table: _Table, protocol: str) -> Server:
+    server = Server(
+        protocol=protocol,
+        host=table.string("host", check=check_hostname),
+        port=table.integer("port", low=1, high=65535),
+        socket=table.string("socket", choices=SOCKET_TYPES),
+        authentication=table.string("authentication", "password-cleartext", choices=AUTHENTICATIONS),
+        username=table.string("username", "address", choices=USERNAME_FORMS),
+    )
+    table.finish()
+    return server
+
+
+def _read_provider(table: _Table) -> Provider:
+    domains: list[str] = []
+    raw = table.strings("domains")
+    if not raw:
+        raise table.error(table.key("domains"), "must list at least one domain")
+    for index, value in enumerate(raw):
+        key = f"{table.key('domains')}[{index}]"
+        try:
+            domain = _check_domain(value)
+        except ValueError as exc:
+            raise table.error(key, str(exc)) from None
+        if domain in domains:
+            raise table.error(key, f"domain {domain} is listed twice")
+        domains.append(domain)
+    provider = Provider(
+        id=table.string("id", check=check_hostname),
+        display_name=table.string("display_name"),
+        short_name=table.string("short_name"),
+        domains=tuple(domains),
+    )
+    table.finish()
+    return provider
+
+
+def _read_servers(table: _Table) -> Servers:
+    found = {protocol: tuple(_read_server(t, protocol) for t in table.tables(protocol)) for protocol in PROTOCOLS}
+    table.finish()
+    if not found["smtp"]:
+        raise table.error(table.key("smtp"), "at least one SMTP (submission) server is required")
+    if not found["imap"] and not found["pop3"]:
+        raise table.error(table.key("imap"), "at least one IMAP or POP3 server is required")
+    return Servers(imap=found["imap"], pop3=found["pop3"], smtp=found["smtp"])
+
+
+def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]:
+    tokens = []
+    for item in table.tables("tokens"):
+        name = item.string("name")
+        if not _TOKEN_NAME.match(name):
+            raise item.error(item.key("name"), "use 1-64 letters, digits, '.', '_' or '-'")
+        secret = item.string("token")
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise item.error(item.key("token"), f"must be at least {MIN_TOKEN_LENGTH} characters")
+        item.finish()
+        tokens.append(AdminToken(name, secret))
+    table.finish()
+    from_env = env.get(ENV_ADMIN_TOKEN, "")
+    if from_env:
+        if len(from_env) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{ENV_ADMIN_TOKEN}: must be at least {MIN_TOKEN_LENGTH} characters")
+        tokens.append(AdminToken("env", from_env))
+    return tuple(tokens)
+
+
+def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Build a validated ``Config`` from already-parsed TOML ``data``."""
+    env = os.environ if env is None else env
+    root = _Table(data, "", source)
+    service = root.table("service")
+    public_url = service.string("public_url", check=_check_url(require_https=True))
+    webmail_url = service.string("webmail_url", check=_check_url(require_https=False))
+    log_level = service.string("log_level", "INFO", choices=LOG_LEVELS)
+    service.finish()
+    provider = _read_provider(root.table("provider"))
+    servers = _read_servers(root.table("servers"))
+    store = root.table("store")
+    store_url = store.string("url", check=_check_store_url)
+    store.finish()
+    if env.get(ENV_DATABASE_URL):
+        try:
+            store_url = _check_store_url(env[ENV_DATABASE_URL])
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
+    admin_tokens = _read_admin(root.table("admin", required=False), env)
+    root.finish()
+    return Config(
+        source=source,
+        provider=provider,
+        servers=servers,
+        public_url=public_url,
+        webmail_url=webmail_url,
+        store_url=store_url,
+        admin_tokens=admin_tokens,
+        log_level=log_level,
+    )
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file named by ``path``, ``$AUTOCONFIG_CONFIG`` or the default."""
+    env = os.environ if env is None else env
+    source = Path(path or env.get(ENV_CONFIG) or DEFAULT_PATH)
+    try:
+        with source.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found (set {ENV_CONFIG} to the config file's path)") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return parse(data, source, env)

@@ -1,0 +1,48 @@
+"""Thunderbird's ``clientConfig`` v1.1 document (also read by K-9, Evolution,
+KMail, FairEmail and Delta Chat).
+
+Thunderbird drops the whole document if any required element is missing,
+so every server gets all five of hostname, port, socketType,
+authentication and username.  User names are Thunderbird's placeholders,
+which keeps the document free of anything the client sent.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+from lxml.builder import E
+
+from ..config import Provider, Server
+from ..policy import Offer
+from ..spec import CLIENTCONFIG_VERSION, THUNDERBIRD_SERVER_TYPES, USERNAME_PLACEHOLDERS
+
+
+def _server(tag: str, server: Server) -> etree._Element:
+    return E(
+        tag,
+        E.hostname(server.host),
+        E.port(str(server.port)),
+        E.socketType(server.socket),
+        E.authentication(server.authentication),
+        E.username(USERNAME_PLACEHOLDERS[server.username]),
+        type=THUNDERBIRD_SERVER_TYPES[server.protocol],
+    )
+
+
+def render(offer: Offer, provider: Provider, domains: tuple[str, ...], webmail_url: str) -> bytes:
+    """The document for an offer the policy gate allowed; a declined offer has no document."""
+    if offer.declined:
+        raise ValueError("a declined offer has no clientConfig document")
+    document = E.clientConfig(
+        E.emailProvider(
+            *(E.domain(domain) for domain in domains),
+            E.displayName(provider.display_name),
+            E.displayShortName(provider.short_name),
+            *(_server("incomingServer", server) for server in offer.incoming),
+            *(_server("outgoingServer", server) for server in offer.outgoing),
+            E.documentation(E.descr("Mail settings and the POP/IMAP switches", lang="en"), url=webmail_url),
+            id=provider.id,
+        ),
+        version=CLIENTCONFIG_VERSION,
+    )
+    return etree.tostring(document, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -1,0 +1,42 @@
+"""The one gate: which servers an account may be shown.
+
+Every client format renders an ``Offer`` and nothing else, so the rule
+"a protocol the user has not enabled is never advertised" is enforced in
+this file alone.  SMTP comes only with an incoming protocol: a document
+with submission but no IMAP/POP is rejected by clients anyway, and would
+only tell a stranger that the address is special.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Server, Servers
+from .store import Switches
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The servers one account may see: incoming in preference order (IMAP first), then SMTP."""
+
+    incoming: tuple[Server, ...] = ()
+    outgoing: tuple[Server, ...] = ()
+
+    @property
+    def declined(self) -> bool:
+        return not self.incoming
+
+    @property
+    def protocols(self) -> frozenset[str]:
+        return frozenset(server.protocol for server in self.incoming)
+
+
+DECLINED = Offer()
+
+
+def offer(switches: Switches, servers: Servers) -> Offer:
+    """What ``switches`` allow of ``servers``.  Unknown accounts arrive here as all-off."""
+    incoming = (servers.imap if switches.imap else ()) + (servers.pop3 if switches.pop else ())
+    if not incoming:
+        return DECLINED
+    return Offer(incoming=incoming, outgoing=servers.smtp)

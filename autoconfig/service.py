@@ -1,0 +1,68 @@
+"""From a raw address to a decision: the path every client format shares.
+
+request -> ``parse_address`` -> domain check -> store -> ``policy.offer``.
+Views call ``Service.decide`` and hand the result to a renderer; a renderer
+never touches the store and a view never decides what to show.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import policy
+from .address import Address, AddressError, parse_address
+from .config import Config
+from .errors import BadRequest, NotServed, Unavailable
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    address: Address
+    offer: policy.Offer
+
+
+class Service:
+    """The configured service: config plus store, shared by the web app and the CLI."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+
+    def parse(self, raw: str | None) -> Address:
+        try:
+            return parse_address(raw)
+        except AddressError as exc:
+            raise BadRequest(f"invalid email address: {exc}") from None
+
+    def serves(self, domain: str) -> bool:
+        return self.config.serves(domain)
+
+    def decide(self, raw: str | None) -> Decision:
+        """The policy decision for ``raw``; unknown and all-off accounts come out identical."""
+        address = self.parse(raw)
+        if not self.serves(address.domain):
+            raise NotServed("this service has no mail settings for that domain")
+        try:
+            switches = self.store.switches(address.key)
+        except StoreUnavailable as exc:
+            log.error("store unavailable: %s", exc)
+            raise Unavailable("account settings are temporarily unavailable; try again shortly") from None
+        return Decision(address, policy.offer(switches, self.config.servers))
+
+    def domains_for(self, address: Address) -> tuple[str, ...]:
+        """The domains a document lists: the address's own first, then the provider's."""
+        domains = self.config.provider.domains
+        return domains if address.domain in domains else (address.domain, *domains)
+
+    def declined_message(self) -> str:
+        """What a user with nothing enabled (or a stranger) is told, in every format."""
+        return (
+            "No mail settings are available for this address yet. "
+            "POP and IMAP are turned off for every mailbox until you enable them: "
+            f"sign in to webmail at {self.config.webmail_url}, enable IMAP (recommended) or POP, "
+            "then set up your mail program again."
+        )

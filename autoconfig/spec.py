@@ -1,0 +1,27 @@
+"""Constants from the client specifications, shared by the code and the tests.
+
+Keeping them in one module lets the tests assert against the spec's own
+names rather than against strings copied from the implementation.
+"""
+
+# Thunderbird / draft-ietf-mailmaint-autoconfig
+THUNDERBIRD_PATHS = (
+    "/mail/config-v1.1.xml",
+    "/.well-known/autoconfig/mail/config-v1.1.xml",
+    "/.well-known/mail-v1.xml",
+)
+THUNDERBIRD_CONTENT_TYPE = "application/xml; charset=utf-8"
+CLIENTCONFIG_VERSION = "1.1"
+# How Thunderbird expands the user name; see config key servers.*.username.
+USERNAME_PLACEHOLDERS = {"address": "%EMAILADDRESS%", "local-part": "%EMAILLOCALPART%"}
+THUNDERBIRD_SERVER_TYPES = {"imap": "imap", "pop3": "pop3", "smtp": "smtp"}
+
+# Every client-facing document: no shared caches, so a switch flipped in webmail
+# is visible to the next request.
+CACHE_CONTROL = "private, no-cache"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
+
+# Input limits.
+MAX_QUERY_STRING = 2048
+MAX_ADMIN_BODY = 4096

@@ -1,0 +1,186 @@
+"""SQLite: the embedded default store, for one node and for trying the service.
+
+WAL lets gunicorn's workers read while one writes; every write is one
+``BEGIN IMMEDIATE`` transaction, so a crash leaves each account either
+fully old or fully new.  Connections are per thread and per process, since
+sqlite3 connections must not cross either boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    address TEXT PRIMARY KEY,
+    domain  TEXT NOT NULL,
+    imap    INTEGER NOT NULL DEFAULT 0 CHECK (imap IN (0, 1)),
+    imap_at TEXT,
+    imap_by TEXT,
+    pop     INTEGER NOT NULL DEFAULT 0 CHECK (pop IN (0, 1)),
+    pop_at  TEXT,
+    pop_by  TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS accounts_by_domain ON accounts (domain, address);
+"""
+COLUMNS = "address, imap, imap_at, imap_by, pop, pop_at, pop_by"
+UPSERT = """
+INSERT INTO accounts (address, domain, imap, imap_at, imap_by, pop, pop_at, pop_by)
+VALUES (:address, :domain, :imap, :at, :by, :pop, :at, :by)
+ON CONFLICT (address) DO UPDATE SET
+    imap_at = CASE WHEN imap != excluded.imap THEN excluded.imap_at ELSE imap_at END,
+    imap_by = CASE WHEN imap != excluded.imap THEN excluded.imap_by ELSE imap_by END,
+    imap = excluded.imap,
+    pop_at = CASE WHEN pop != excluded.pop THEN excluded.pop_at ELSE pop_at END,
+    pop_by = CASE WHEN pop != excluded.pop THEN excluded.pop_by ELSE pop_by END,
+    pop = excluded.pop
+"""
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///rel/path`` is relative to the working directory, ``sqlite:////abs`` absolute."""
+    return url.removeprefix("sqlite:///")
+
+
+def _domain(key: str) -> str:
+    return key.rpartition("@")[2]
+
+
+def _change(at: str | None, by: str | None) -> Change | None:
+    return None if at is None else Change(datetime.fromisoformat(at), by or "")
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(
+        address=row["address"],
+        switches=Switches(imap=bool(row["imap"]), pop=bool(row["pop"])),
+        imap_changed=_change(row["imap_at"], row["imap_by"]),
+        pop_changed=_change(row["pop_at"], row["pop_by"]),
+    )
+
+
+class SQLiteStore(Store):
+    kind = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        self.path = path_from_url(url)
+        self._local = threading.local()
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self._errors():
+            conn = self._connection()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version} is newer than this release understands")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            self._local.conn = None
+            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._errors():
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _switches(self, key: str) -> Switches | None:
+        with self._errors():
+            row = self._connection().execute("SELECT imap, pop FROM accounts WHERE address = ?", (key,)).fetchone()
+        return None if row is None else Switches(imap=bool(row[0]), pop=bool(row[1]))
+
+    def _get(self, key: str) -> Account | None:
+        with self._errors():
+            row = self._connection().execute(f"SELECT {COLUMNS} FROM accounts WHERE address = ?", (key,)).fetchone()
+        return None if row is None else _account(row)
+
+    def _update(self, key: str, changes: dict[str, bool], actor: str, at: datetime) -> Account:
+        stamp = at.isoformat()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT imap, pop FROM accounts WHERE address = ?", (key,)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO accounts (address, domain) VALUES (?, ?)", (key, _domain(key)))
+                current = {"imap": None, "pop": None}
+            else:
+                current = {"imap": bool(row["imap"]), "pop": bool(row["pop"])}
+            for switch, value in changes.items():
+                if current[switch] != value:
+                    # switch is one of SWITCHES (checked by Store.update), never client text.
+                    conn.execute(
+                        f"UPDATE accounts SET {switch} = ?, {switch}_at = ?, {switch}_by = ? WHERE address = ?",
+                        (int(value), stamp, actor, key),
+                    )
+            account = conn.execute(f"SELECT {COLUMNS} FROM accounts WHERE address = ?", (key,)).fetchone()
+        return _account(account)
+
+    def _delete(self, key: str) -> bool:
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM accounts WHERE address = ?", (key,)).rowcount > 0
+
+    def _accounts(self, domain: str | None) -> Iterator[Account]:
+        # Read on a connection of its own so a long listing never holds the thread's connection.
+        with self._errors():
+            conn = sqlite3.connect(self.path, timeout=5.0)
+            conn.row_factory = sqlite3.Row
+        try:
+            with self._errors():
+                if domain is None:
+                    rows = conn.execute(f"SELECT {COLUMNS} FROM accounts ORDER BY address")
+                else:
+                    rows = conn.execute(
+                        f"SELECT {COLUMNS} FROM accounts WHERE domain = ? ORDER BY address", (domain,)
+                    )
+                for row in rows:
+                    yield _account(row)
+        finally:
+            conn.close()
+
+    def _import(self, rows: Iterable[tuple[str, Switches]], actor: str, at: datetime) -> int:
+        stamp = at.isoformat()
+        params = (
+            {"address": key, "domain": _domain(key), "imap": int(s.imap), "pop": int(s.pop), "at": stamp, "by": actor}
+            for key, s in rows
+        )
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(UPSERT, params)
+            return conn.total_changes - before
+
+    def _ping(self) -> None:
+        with self._errors():
+            self._connection().execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

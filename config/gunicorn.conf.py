@@ -1,0 +1,28 @@
+"""gunicorn settings for autoconfig: ``gunicorn -c config/gunicorn.conf.py wsgi:app``.
+
+Environment: AUTOCONFIG_BIND (default 127.0.0.1:8080), AUTOCONFIG_WORKERS
+(default 2 per core + 1), AUTOCONFIG_THREADS (default 4).  Threads let a
+worker keep answering while one request waits on the database.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("AUTOCONFIG_BIND", "127.0.0.1:8080").split(",")
+workers = int(os.environ.get("AUTOCONFIG_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "gthread"
+threads = int(os.environ.get("AUTOCONFIG_THREADS", "4"))
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+
+# Clients send small requests; anything bigger is hostile or broken.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+# Access log without headers: Outlook sends Basic credentials to autodiscover,
+# and no Authorization value may ever reach a log.  %(r)s is the request line.
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'

@@ -1,0 +1,28 @@
+# Shared by scripts/serve and scripts/test: make .venv with Python 3.11+ and
+# install the given requirements file into it (quietly, only when it changed).
+ensure_venv() {
+  local requirements=$1
+  local python=${PYTHON:-python3}
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "autoconfig needs Python 3.11 or newer as '$python' (set PYTHON=...)" >&2
+    exit 1
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    if ! "$python" -m venv .venv 2>/dev/null; then
+      # Debian splits venv out of python3.
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+      rm -rf .venv
+      "$python" -m venv .venv
+    fi
+  fi
+  local stamp=.venv/.installed-$(basename "$requirements")
+  if [ ! -f "$stamp" ] || [ -n "$(find requirements*.txt -newer "$stamp")" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+    touch "$stamp"
+  fi
+}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}

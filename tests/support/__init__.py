@@ -1,0 +1,1 @@
+"""Helpers that start real servers (DNS, PostgreSQL, IMAP/POP) for tests."""

@@ -1,0 +1,199 @@
+"""A private Knot DNS authoritative server serving test zone files.
+
+Knot is the smallest real authoritative server packaged in Debian 12
+(see docs in shared/design/dns.md section 3): it reads the same RFC 1035
+zone files an admin would publish, starts in ~15 ms and exits cleanly on
+SIGTERM. Each instance gets its own config, database and control socket
+in ``workdir``, listens on one loopback port, and never writes back to
+the zone files (``zonefile-sync: -1``).
+"""
+
+import pathlib
+import subprocess
+from types import TracebackType
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from tests.support.ports import free_port, stop_process, wait_for
+
+KNOTD = "/usr/sbin/knotd"
+START_TIMEOUT = 10.0
+PORT_ATTEMPTS = 5
+MAX_UNIX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
+
+
+class KnotServer:
+    """Run ``knotd`` in the foreground as a child process for one test scope.
+
+    ``zones`` maps a zone origin (``"example.net"``) to its zone file.
+    """
+
+    address = "127.0.0.1"
+
+    def __init__(self, zones: dict[str, pathlib.Path], workdir: pathlib.Path):
+        if not zones:
+            raise ValueError("KnotServer needs at least one zone")
+        self.zones = {
+            dns.name.from_text(origin): path.resolve() for origin, path in zones.items()
+        }
+        self.workdir = workdir.resolve()
+        self._control_socket = self.workdir / "knot.sock"
+        if len(bytes(self._control_socket)) > MAX_UNIX_SOCKET_PATH:
+            # knotd cannot run without a control socket, and a longer path
+            # only fails later with a cryptic "not enough space provided".
+            raise ValueError(
+                f"workdir path too long for knotd's control socket: {self._control_socket}"
+            )
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path = self.workdir / "knotd.log"
+
+    def __enter__(self) -> "KnotServer":
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start knotd and return once every zone answers authoritatively.
+
+        The port comes from :func:`free_port`, which can race with other
+        processes; a bind failure is retried on a fresh port.
+        """
+        if self._proc is not None:
+            raise RuntimeError("knotd is already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for _ in range(PORT_ATTEMPTS):
+            self.port = free_port()
+            try:
+                self._spawn_and_wait()
+                return
+            except _PortInUse:
+                continue
+        raise RuntimeError(
+            f"knotd could not bind a free port in {PORT_ATTEMPTS} attempts:\n"
+            + self.log_text()
+        )
+
+    def stop(self) -> None:
+        """SIGTERM knotd and wait for it (SIGKILL if it hangs)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_process(proc)
+
+    def resolver(self) -> dns.resolver.Resolver:
+        """A resolver that asks only this server, with short time limits.
+
+        ``timeout``/``lifetime`` of 1 s / 2 s make a broken server fail a
+        test quickly instead of hanging it on dnspython's 5 s default.
+        """
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [self.address]
+        resolver.port = self.port
+        resolver.timeout = 1.0
+        resolver.lifetime = 2.0
+        return resolver
+
+    def log_text(self) -> str:
+        """knotd's stderr log (startup, zone load errors, shutdown)."""
+        try:
+            return self._log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _spawn_and_wait(self) -> None:
+        conf = self.workdir / "knot.conf"
+        conf.write_text(self._config())
+        with self._log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [KNOTD, "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(
+                lambda: self._zones_loaded(proc),
+                START_TIMEOUT,
+                f"knotd on {self.address}@{self.port} to serve {len(self.zones)} zone(s)",
+                retry_on=(OSError, dns.exception.DNSException),
+            )
+        except BaseException:
+            stop_process(proc)
+            raise
+        self._proc = proc
+
+    def _zones_loaded(self, proc: "subprocess.Popen[bytes]") -> bool:
+        """True once every zone answers an authoritative SOA.
+
+        Raises (ending the wait early) when knotd has exited, e.g. on a
+        syntax error in a zone file or an occupied port.
+        """
+        if proc.poll() is not None:
+            log = self.log_text()
+            if "address already in use" in log:
+                raise _PortInUse()
+            raise RuntimeError(f"knotd exited with status {proc.returncode}:\n{log}")
+        return all(self._answers_soa(origin) for origin in self.zones)
+
+    def _answers_soa(self, origin: dns.name.Name) -> bool:
+        # TCP, not UDP: before knotd binds, a TCP connect is refused at once,
+        # while a UDP query would sit out its whole timeout.
+        query = dns.message.make_query(origin, dns.rdatatype.SOA)
+        response = dns.query.tcp(query, self.address, port=self.port, timeout=0.5)
+        return (
+            response.rcode() == dns.rcode.NOERROR
+            and bool(response.flags & dns.flags.AA)
+            and len(response.answer) > 0
+        )
+
+    def _config(self) -> str:
+        """knotd YAML config: everything stateful lives in ``workdir``."""
+        zones = "".join(
+            f"  - domain: {_quote(origin.to_text())}\n    file: {_quote(str(path))}\n"
+            for origin, path in self.zones.items()
+        )
+        workdir = _quote(str(self.workdir))
+        return (
+            "server:\n"
+            f"    rundir: {workdir}\n"
+            f"    listen: {self.address}@{self.port}\n"
+            "    udp-workers: 1\n"
+            "    tcp-workers: 1\n"
+            "    background-workers: 1\n"
+            "database:\n"
+            f"    storage: {workdir}\n"
+            "control:\n"
+            f"    listen: {_quote(str(self._control_socket))}\n"
+            "log:\n"
+            "  - target: stderr\n"
+            "    any: info\n"
+            "template:\n"
+            "  - id: default\n"
+            "    zonefile-sync: -1\n"
+            "    zonefile-load: whole\n"
+            "    journal-content: none\n"
+            "zone:\n" + zones
+        )
+
+
+class _PortInUse(Exception):
+    """knotd lost the race for the port picked by free_port()."""
+
+
+def _quote(value: str) -> str:
+    """Quote a string for knotd's YAML subset (paths may contain spaces)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,71 @@
+"""Port picking, readiness polling and process stopping for the fixtures.
+
+Servers are handed a concrete port number instead of binding port 0
+themselves, because knotd, postgres and dovecot cannot report back which
+port they chose. The pick is racy (another process may grab the port
+between our close() and the server's bind()), so callers retry on a
+failed start rather than trusting the number blindly.
+"""
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    retry_on: tuple[type[Exception], ...] = (OSError,),
+    interval: float = 0.01,
+) -> None:
+    """Call ``predicate`` until it returns True or ``timeout`` seconds pass.
+
+    Exceptions listed in ``retry_on`` count as "not yet" (a server that is
+    still starting refuses connections); the last one is chained to the
+    TimeoutError so a failing fixture shows why it never became ready. Any
+    other exception propagates at once, which lets a predicate abort the
+    wait early, e.g. when the server process has already exited.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            if predicate():
+                return
+        except retry_on as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"timed out after {timeout:g}s waiting for {what}"
+            ) from last_error
+        time.sleep(interval)
+
+
+def stop_process(
+    proc: "subprocess.Popen[bytes]",
+    sig: signal.Signals = signal.SIGTERM,
+    timeout: float = 5.0,
+) -> None:
+    """Send ``sig`` to ``proc`` and reap it; SIGKILL it if it outlives ``timeout``.
+
+    Always reaping (``wait``) matters: a server left as a zombie or, worse,
+    still running would keep its port and files busy for later tests.
+    """
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
