@@ -87,6 +87,8 @@ def parse_address(text: str | None) -> Address:
         raise AddressError("an email address is required")
     if len(text.encode("utf-8", "surrogatepass")) > MAX_ADDRESS_OCTETS * 4:
         raise AddressError(f"the address is longer than {MAX_ADDRESS_OCTETS} characters")
+    if "\ufffd" in text:
+        raise AddressError("the address is not valid UTF-8")
     if _has_control(text):
         raise AddressError("the address contains spaces or control characters")
     if text.count("@") != 1:

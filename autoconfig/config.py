@@ -27,7 +27,7 @@ from .address import AddressError, normalise_domain
 DEFAULT_PATH = Path("config/autoconfig.toml")
 ENV_CONFIG = "AUTOCONFIG_CONFIG"
 ENV_DATABASE_URL = "AUTOCONFIG_DATABASE_URL"
-ENV_ADMIN_TOKEN = "AUTOCONFIG_ADMIN_TOKEN"
+ENV_ADMIN_TOKEN = "AUTOCONFIG_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 SOCKET_TYPES = ("SSL", "STARTTLS")
 AUTHENTICATIONS = ("password-cleartext", "password-encrypted")

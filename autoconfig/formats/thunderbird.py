@@ -18,7 +18,7 @@ from ..spec import CLIENTCONFIG_VERSION, THUNDERBIRD_SERVER_TYPES, USERNAME_PLAC
 
 
 def _server(tag: str, server: Server) -> etree._Element:
-    return E(
+    element: etree._Element = E(
         tag,
         E.hostname(server.host),
         E.port(str(server.port)),
@@ -27,6 +27,7 @@ def _server(tag: str, server: Server) -> etree._Element:
         E.username(USERNAME_PLACEHOLDERS[server.username]),
         type=THUNDERBIRD_SERVER_TYPES[server.protocol],
     )
+    return element
 
 
 def render(offer: Offer, provider: Provider, domains: tuple[str, ...], webmail_url: str) -> bytes:

@@ -129,7 +129,7 @@ class SQLiteStore(Store):
             row = conn.execute("SELECT imap, pop FROM accounts WHERE address = ?", (key,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO accounts (address, domain) VALUES (?, ?)", (key, _domain(key)))
-                current = {"imap": None, "pop": None}
+                current: dict[str, bool | None] = {"imap": None, "pop": None}
             else:
                 current = {"imap": bool(row["imap"]), "pop": bool(row["pop"])}
             for switch, value in changes.items():

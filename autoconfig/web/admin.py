@@ -17,8 +17,8 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from ..errors import BadRequest, ClientError, Conflict, NotFound, Unauthorized, Unavailable, UnsupportedMediaType
-from ..store import SWITCHES, Account, ReadOnlyStore, StoreUnavailable
 from ..spec import MAX_ADMIN_BODY
+from ..store import SWITCHES, Account, ReadOnlyStore, StoreUnavailable
 from . import service
 
 log = logging.getLogger(__name__)

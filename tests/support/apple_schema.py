@@ -58,13 +58,11 @@ def schema_dir() -> Path:
 
 def validate_profile(profile: dict[str, Any]) -> list[str]:
     """Return every way ``profile`` departs from the schema, each prefixed by its key path."""
-    if not isinstance(profile, dict):
-        return [f"profile: expected dictionary, got {type(profile).__name__}"]
     directory = schema_dir()
     problems: list[str] = []
     _check_dict(profile, _load(directory / "TopLevel.yaml")["payloadkeys"], "", problems)
     payloads = profile.get("PayloadContent")
-    items = [("", profile)]
+    items: list[tuple[str, dict[str, Any]]] = [("", profile)]
     if isinstance(payloads, (list, tuple)):
         for index, payload in enumerate(payloads):
             # A non-dictionary item was already reported against TopLevel's PayloadContentItem.
@@ -120,7 +118,8 @@ def _payload_keys(payload_type: object, directory: Path) -> list[Spec]:
     for name in _PAYLOAD_SCHEMA_FILES:
         document = _load(directory / name)
         if document["payload"]["payloadtype"] == payload_type:
-            return common + document["payloadkeys"]
+            own: list[Spec] = document["payloadkeys"]
+            return common + own
     return [*common, _ANY_KEY]
 
 
@@ -132,11 +131,11 @@ def _check_dict(value: dict[Any, Any], specs: list[Spec], path: str, problems: l
         if spec.get("presence") == "required" and key not in value:
             problems.append(f"{_join(path, key)}: required key missing")
     for key, item in value.items():
-        spec = by_key.get(key, wildcard)
-        if spec is None:
+        item_spec = by_key.get(key, wildcard)
+        if item_spec is None:
             problems.append(f"{_join(path, key)}: key not in schema")
         else:
-            _check_value(item, spec, _join(path, key), problems)
+            _check_value(item, item_spec, _join(path, key), problems)
 
 
 def _check_value(value: object, spec: Spec, path: str, problems: list[str]) -> None:

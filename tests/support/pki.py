@@ -43,9 +43,10 @@ def make_pki(
     """Write a root, an intermediate and a signer into ``directory``.
 
     ``not_before``/``not_after`` (timezone-aware) set the signer's validity, so
-    tests can make it expired, not yet valid or about to expire; the other
-    bound defaults to a day or a year away from it. The CAs are valid around
-    both now and the signer's period, so only the signer decides the outcome.
+    tests can make it expired, not yet valid or about to expire. Unset, the
+    signer starts a day before now (or before ``not_after``) and ends a year
+    after now (or after ``not_before``). The CAs are valid around both now and
+    the signer's period, so only the signer decides the outcome.
     ``key_type`` is "ec" (P-256) or "rsa" (2048 bits) for all three keys.
     """
     now = datetime.now(UTC)
@@ -101,9 +102,7 @@ def _new_key(key_type: str) -> _PrivateKey:
 
 def _write_key(key: _PrivateKey, path: Path) -> None:
     path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
 
 
@@ -138,7 +137,8 @@ def _issue(
 ) -> x509.Certificate:
     """Sign a certificate for ``key``; self-signed when ``issuer`` is None.
 
-    Key identifiers are included because OpenSSL uses them to build the chain.
+    Key identifiers are included so chain building can match issuers by key, as
+    with real CA-issued certificates, not by subject name alone.
     """
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (

@@ -1,0 +1,121 @@
+"""Fixture chain: config file -> app -> client / admin / CLI runner, and the
+real gunicorn server.  Every test gets its own config file and SQLite file."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.testing import FlaskClient
+
+from autoconfig import create_app
+from autoconfig.cli import main
+from autoconfig.config import Config, load
+from tests.support.gunicorn import GunicornServer
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+WEBMAIL_URL = "https://webmail.example.net/settings/mail-access"
+
+BASE_CONFIG: dict[str, Any] = {
+    "service": {"public_url": "https://autoconfig.example.net", "webmail_url": WEBMAIL_URL},
+    "provider": {
+        "id": "example.net",
+        "display_name": "Example Networks Mail",
+        "short_name": "Example",
+        "domains": ["example.net", "example.org"],
+    },
+    "servers": {
+        "imap": [{"host": "imap.example.net", "port": 993, "socket": "SSL"}],
+        "pop3": [{"host": "pop.example.net", "port": 995, "socket": "SSL"}],
+        "smtp": [
+            {"host": "smtp.example.net", "port": 465, "socket": "SSL"},
+            {"host": "smtp.example.net", "port": 587, "socket": "STARTTLS"},
+        ],
+    },
+    "store": {"url": "sqlite:///unused"},
+    "admin": {"tokens": [{"name": "webmail", "token": ADMIN_TOKEN}]},
+}
+
+
+@pytest.fixture
+def config_data(tmp_path: Path) -> dict[str, Any]:
+    """A mutable copy of the base config, its store in this test's temp dir."""
+    data = copy.deepcopy(BASE_CONFIG)
+    data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
+    return data
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    def write(data: dict[str, Any], name: str = "autoconfig.toml") -> Path:
+        path = tmp_path / name
+        path.write_bytes(tomli_w.dumps(data).encode())
+        return path
+
+    return write
+
+
+@pytest.fixture
+def config_path(config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]) -> Path:
+    return write_config(config_data)
+
+
+@pytest.fixture
+def config(config_path: Path) -> Config:
+    return load(config_path, env={})
+
+
+@pytest.fixture
+def app(config: Config) -> Iterator[Flask]:
+    app = create_app(config)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["autoconfig"].store.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Admin:
+    """The webmail's side of the admin API, as a test would drive it."""
+
+    def __init__(self, client: FlaskClient, token: str = ADMIN_TOKEN) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def set(self, address: str, **switches: bool) -> dict[str, Any]:
+        response = self.client.patch(f"/admin/v1/accounts/{address}", json=switches, headers=self.headers)
+        assert response.status_code == 200, response.data
+        return dict(json.loads(response.data))
+
+
+@pytest.fixture
+def admin(client: FlaskClient) -> Admin:
+    return Admin(client)
+
+
+@pytest.fixture
+def cli(config_path: Path) -> Callable[..., Result]:
+    """Run ``python -m autoconfig --config <this test's config> ARGS``."""
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(main, ["--config", str(config_path), *args], input=input, env={})
+
+    return run
+
+
+@pytest.fixture
+def live_server(config_path: Path, tmp_path: Path) -> Iterator[GunicornServer]:
+    """The real gunicorn server on a free loopback port, on this test's config and database."""
+    with GunicornServer(config_path, tmp_path / "gunicorn.log") as server:
+        yield server

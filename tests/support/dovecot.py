@@ -1,0 +1,292 @@
+"""A private Dovecot 2.3 IMAP/POP3 server with real, working logins.
+
+Everything the server touches at run time (config, ``base_dir`` sockets,
+``state_dir``, the passwd-file and the maildirs) lives in a fresh
+``tempfile.mkdtemp()`` directory under ``/tmp`` made world-traversable
+(0755), not in ``workdir``. Under root, Dovecot's own processes drop to
+other users (``auth`` to ``dovecot``, the login processes to
+``dovenull``, mail processes to the mail user), and those users cannot
+enter pytest's ``/tmp/pytest-of-root`` (mode 0700). :meth:`DovecotServer.stop`
+deletes that directory. Only the log (``dovecot.log``) goes to
+``workdir``: the log process stays root, and the file outlives the server
+for post-mortem reading.
+
+Users are mail users in name only: all share one system account for
+mail storage. Under root that is ``nobody`` (Dovecot refuses mail access
+as UID 0); otherwise the current user, who then also stands in for
+Dovecot's internal and login users, since a non-root master cannot
+switch users.
+
+The Debian package also runs a system Dovecot on 143/110; this server
+never listens there (or on 993/995/4190) and does not share its
+``base_dir``.
+"""
+
+import grp
+import os
+import pathlib
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from types import TracebackType
+
+from tests.support.ports import free_port, stop_process, wait_for
+
+DOVECOT = "/usr/sbin/dovecot"
+START_TIMEOUT = 10.0
+PORT_ATTEMPTS = 5
+ROOT_MAIL_USER = "nobody"
+
+# Dovecot 2.3.11+ default, spelled out so a test can rely on the JSON body
+# the policy server receives: login name, protocol ("imap"/"pop3"), client IP.
+POLICY_REQUEST_ATTRIBUTES = (
+    "login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} "
+    "device_id=%{client_id} protocol=%s session_id=%{session}"
+)
+
+
+class DovecotServer:
+    """Run ``dovecot -F`` as a child process with IMAP and POP3 on loopback.
+
+    ``users`` maps login names to plaintext passwords. With ``policy_url``
+    set, the auth process asks that HTTP auth-policy server before and
+    after each authentication (Dovecot appends ``?command=allow`` or
+    ``?command=report`` to the URL, or just ``command=...`` if it ends with
+    ``&``), sending ``policy_api_header`` (``"Name: value"``) with each
+    request; ``reject_on_fail`` decides whether logins fail when the policy
+    server cannot be reached.
+    """
+
+    address = "127.0.0.1"
+
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        users: dict[str, str],
+        policy_url: str | None = None,
+        policy_api_header: str | None = None,
+        reject_on_fail: bool = False,
+    ):
+        for login, password in users.items():
+            if not login or any(c in login + password for c in ":\n\r"):
+                raise ValueError(f"login/password unusable in a passwd-file: {login!r}")
+        for setting in (policy_url, policy_api_header):
+            if setting is not None and any(c in setting for c in "\n\r"):
+                raise ValueError(f"newline in a Dovecot setting: {setting!r}")
+        self.workdir = workdir.resolve()
+        self.users = dict(users)
+        self.policy_url = policy_url
+        self.policy_api_header = policy_api_header
+        self.reject_on_fail = reject_on_fail
+        self.imap_port = 0
+        self.pop3_port = 0
+        self._runtime_dir: pathlib.Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> "DovecotServer":
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        return self.workdir / "dovecot.log"
+
+    def start(self) -> None:
+        """Start Dovecot; return once both ports send their greeting."""
+        if self._proc is not None:
+            raise RuntimeError("dovecot is already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._runtime_dir = self._make_runtime_dir()
+        try:
+            for _ in range(PORT_ATTEMPTS):
+                self.imap_port, self.pop3_port = free_port(), free_port()
+                try:
+                    self._spawn_and_wait()
+                    return
+                except _PortInUse:
+                    continue
+            raise RuntimeError(
+                f"dovecot could not bind free ports in {PORT_ATTEMPTS} attempts:\n"
+                + self.log_text()
+            )
+        except BaseException:
+            self._remove_runtime_dir()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM the master (it stops its children) and delete run-time files."""
+        proc, self._proc = self._proc, None
+        try:
+            if proc is not None:
+                stop_process(proc)
+        finally:
+            self._remove_runtime_dir()
+
+    def log_text(self, offset: int = 0) -> str:
+        """Dovecot's log (logins, auth and policy decisions), from byte ``offset``."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _make_runtime_dir(self) -> pathlib.Path:
+        runtime = pathlib.Path(tempfile.mkdtemp(prefix="autoconfig-dovecot-"))
+        runtime.chmod(0o755)
+        (runtime / "mail").mkdir()
+        user = _mail_user()
+        shutil.chown(runtime / "mail", user.pw_uid, user.pw_gid)
+        # Readable by Dovecot's auth process, which runs as another user;
+        # the passwords are throw-away test credentials.
+        passwd = runtime / "users"
+        passwd.write_text(
+            "".join(f"{login}:{{PLAIN}}{password}\n" for login, password in self.users.items())
+        )
+        passwd.chmod(0o644)
+        return runtime
+
+    def _remove_runtime_dir(self) -> None:
+        runtime, self._runtime_dir = self._runtime_dir, None
+        if runtime is not None:
+            shutil.rmtree(runtime, ignore_errors=True)
+
+    def _spawn_and_wait(self) -> None:
+        assert self._runtime_dir is not None
+        conf = self._runtime_dir / "dovecot.conf"
+        conf.write_text(self._config(self._runtime_dir))
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # Errors before log_path is open (a bad config) go to stderr: append
+        # them to the same log (O_APPEND keeps both writers' lines whole).
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(
+                lambda: self._greets(proc, log_start),
+                START_TIMEOUT,
+                f"dovecot to greet on IMAP port {self.imap_port} and POP3 port {self.pop3_port}",
+                retry_on=(OSError,),
+            )
+        except BaseException:
+            stop_process(proc)
+            raise
+        self._proc = proc
+
+    def _greets(self, proc: "subprocess.Popen[bytes]", log_start: int) -> bool:
+        """True once IMAP and POP3 both send a greeting; raises if dovecot died."""
+        if proc.poll() is not None:
+            output = self.log_text(log_start)
+            if "Address already in use" in output:
+                raise _PortInUse()
+            raise RuntimeError(f"dovecot exited with status {proc.returncode}:\n{output}")
+        return _greeting(self.imap_port).startswith(b"* OK") and _greeting(
+            self.pop3_port
+        ).startswith(b"+OK")
+
+    def _config(self, runtime: pathlib.Path) -> str:
+        mail_user = _mail_user()
+        is_root = os.geteuid() == 0
+        lines = [
+            f"base_dir = {runtime / 'run'}",
+            f"state_dir = {runtime / 'state'}",
+            f"instance_name = autoconfig-test-{runtime.name}",
+            f"log_path = {self.log_path}",
+            f"listen = {self.address}",
+            "protocols = imap pop3",
+            "ssl = no",
+            "disable_plaintext_auth = no",
+            "auth_mechanisms = plain login",
+            "auth_verbose = yes",
+            # A failed login answers in ~0.5 s (the failure flush timer)
+            # instead of 2 s, and repeated failures from 127.0.0.1 are not
+            # slowed down further by anvil's per-IP auth penalty (4, 8, 15 s).
+            "auth_failure_delay = 0",
+            "service anvil {",
+            *([] if is_root else ["  chroot ="]),
+            "  unix_listener anvil-auth-penalty {",
+            "    mode = 0",
+            "  }",
+            "}",
+            # Lets %{client_id} (the IMAP ID a client sends) reach the policy server.
+            "imap_id_retain = yes",
+            "mail_location = maildir:~/Maildir",
+            f"first_valid_uid = {mail_user.pw_uid}",
+            "passdb {",
+            "  driver = passwd-file",
+            f"  args = scheme=PLAIN username_format=%u {runtime / 'users'}",
+            "}",
+            "userdb {",
+            "  driver = static",
+            f"  args = uid={mail_user.pw_uid} gid={mail_user.pw_gid} home={runtime / 'mail'}/%u",
+            "}",
+            *_login_service("imap", self.imap_port, chroot=is_root),
+            *_login_service("pop3", self.pop3_port, chroot=is_root),
+        ]
+        if not is_root:
+            # A non-root master can neither switch users nor chroot.
+            group = grp.getgrgid(mail_user.pw_gid).gr_name
+            lines += [
+                f"default_internal_user = {mail_user.pw_name}",
+                f"default_internal_group = {group}",
+                f"default_login_user = {mail_user.pw_name}",
+                *("service ipc {", "  chroot =", "}"),
+            ]
+        if self.policy_url is not None:
+            lines += [
+                f"auth_policy_server_url = {self.policy_url}",
+                f"auth_policy_hash_nonce = {secrets.token_hex(16)}",
+                f"auth_policy_request_attributes = {POLICY_REQUEST_ATTRIBUTES}",
+                "auth_policy_check_before_auth = yes",
+                "auth_policy_check_after_auth = yes",
+                f"auth_policy_reject_on_fail = {'yes' if self.reject_on_fail else 'no'}",
+            ]
+            if self.policy_api_header is not None:
+                lines.append(f"auth_policy_server_api_header = {self.policy_api_header}")
+        return "\n".join(lines) + "\n"
+
+
+class _PortInUse(Exception):
+    """dovecot lost the race for a port picked by free_port()."""
+
+
+def _mail_user() -> pwd.struct_passwd:
+    """The account that owns all maildirs (never root: Dovecot refuses UID 0)."""
+    if os.geteuid() == 0:
+        return pwd.getpwnam(ROOT_MAIL_USER)
+    return pwd.getpwuid(os.geteuid())
+
+
+def _login_service(protocol: str, port: int, chroot: bool) -> list[str]:
+    """The plaintext listener on ``port``; the implicit-TLS one switched off."""
+    return [
+        f"service {protocol}-login {{",
+        *([] if chroot else ["  chroot ="]),
+        f"  inet_listener {protocol} {{",
+        f"    port = {port}",
+        "  }",
+        f"  inet_listener {protocol}s {{",
+        "    port = 0",
+        "  }",
+        "}",
+    ]
+
+
+def _greeting(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        return sock.recv(512)

@@ -1,0 +1,101 @@
+"""The real gunicorn server, started the way production starts it.
+
+Tests that speak HTTP over a socket use this instead of Flask's test
+client, so the WSGI entry point, the gunicorn config and the workers'
+own store connections are all exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from .ports import free_port, stop_process, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GunicornServer:
+    """``gunicorn -c config/gunicorn.conf.py wsgi:app`` on a free loopback port."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        workers: int = 2,
+    ) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.extra_env = env or {}
+        self.workers = workers
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def start(self) -> GunicornServer:
+        for _attempt in range(3):
+            self.port = free_port()
+            env = {
+                **os.environ,
+                "AUTOCONFIG_CONFIG": str(self.config_path),
+                "AUTOCONFIG_BIND": f"127.0.0.1:{self.port}",
+                "AUTOCONFIG_WORKERS": str(self.workers),
+                **self.extra_env,
+            }
+            log = self.log_path.open("ab")
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+            try:
+                wait_for(self._ready, timeout=15, what=f"gunicorn on port {self.port}", retry_on=(OSError,))
+                return self
+            except (TimeoutError, RuntimeError):
+                self.stop()
+                if "Address already in use" not in self.log_text():
+                    raise RuntimeError(f"gunicorn did not start:\n{self.log_text()[-4000:]}") from None
+        raise RuntimeError(f"gunicorn found no free port:\n{self.log_text()[-4000:]}")
+
+    def _ready(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError("gunicorn exited")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError:
+            return True  # answering at all means the workers are up
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_process(self._proc, timeout=10)
+            self._proc = None
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

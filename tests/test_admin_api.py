@@ -1,0 +1,127 @@
+"""The admin API the webmail calls: authenticated, strict about its input,
+and visible to the very next client request."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from autoconfig import create_app
+from autoconfig.config import load
+from tests.conftest import ADMIN_TOKEN
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+URL = "/admin/v1/accounts/alice@example.net"
+
+
+def test_put_sets_both_switches_and_records_who(client: FlaskClient) -> None:
+    response = client.put(URL, json={"imap": True, "pop": False}, headers={**AUTH, "X-Autoconfig-Actor": "alice"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["address"], body["imap"], body["pop"]) == ("alice@example.net", True, False)
+    # Both switches were set explicitly on a new account, so both record who set them.
+    assert body["imap_changed"]["by"] == body["pop_changed"]["by"] == "api:webmail/alice"
+    later = client.patch(URL, json={"imap": True, "pop": True}, headers=AUTH).get_json()
+    assert later["imap_changed"] == body["imap_changed"]  # unchanged value, unchanged stamp
+    assert later["pop_changed"]["by"] == "api:webmail"
+
+
+def test_patch_changes_only_what_it_names(client: FlaskClient) -> None:
+    client.put(URL, json={"imap": True, "pop": True}, headers=AUTH)
+    body = client.patch(URL, json={"pop": False}, headers=AUTH).get_json()
+    assert (body["imap"], body["pop"]) == (True, False)
+
+
+def test_get_of_a_never_seen_address_is_all_off(client: FlaskClient) -> None:
+    body = client.get("/admin/v1/accounts/Nobody@EXAMPLE.net", headers=AUTH).get_json()
+    assert body == {"address": "nobody@example.net", "imap": False, "pop": False, "imap_changed": None, "pop_changed": None}
+
+
+def test_delete_resets_the_account(client: FlaskClient) -> None:
+    client.put(URL, json={"imap": True, "pop": True}, headers=AUTH)
+    response = client.delete(URL, headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["existed"] is True
+    assert client.get(URL, headers=AUTH).get_json()["imap"] is False
+
+
+def test_a_change_is_visible_to_the_next_client_request(client: FlaskClient) -> None:
+    client.put(URL, json={"imap": True, "pop": False}, headers=AUTH)
+    assert client.get("/mail/config-v1.1.xml?emailaddress=alice@example.net").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+    ],
+    ids=["none", "wrong", "basic", "empty", "longer"],
+)
+def test_without_the_token_nothing_changes(client: FlaskClient, headers: dict[str, str]) -> None:
+    response = client.put(URL, json={"imap": True, "pop": True}, headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert client.get(URL, headers=AUTH).get_json()["imap"] is False
+
+
+def test_without_a_configured_token_the_api_does_not_exist(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    del config_data["admin"]
+    client = create_app(load(write_config(config_data), env={})).test_client()
+    assert client.get(URL, headers=AUTH).status_code == 404
+
+
+BAD_BODIES = [
+    ("not json", "{imap: true", "application/json", 400, "not valid JSON"),
+    ("array", "[true]", "application/json", 400, "JSON object"),
+    ("unknown field", '{"imap": true, "pop": false, "smtp": true}', "application/json", 400, "unknown field"),
+    ("string value", '{"imap": "true", "pop": false}', "application/json", 400, "true or false"),
+    ("number value", '{"imap": 1, "pop": false}', "application/json", 400, "true or false"),
+    ("null value", '{"imap": null, "pop": false}', "application/json", 400, "true or false"),
+    ("missing field on PUT", '{"imap": true}', "application/json", 400, "missing field"),
+    ("wrong content type", '{"imap": true, "pop": true}', "text/plain", 415, "application/json"),
+    ("huge", '{"imap": true, "pop": true' + " " * 10000 + "}", "application/json", 400, "larger"),
+    ("bad utf-8", b'{"imap": true, "pop": \xff}', "application/json", 400, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "says"), [row[1:] for row in BAD_BODIES], ids=[row[0] for row in BAD_BODIES]
+)
+def test_bad_bodies_are_refused_and_change_nothing(
+    client: FlaskClient, body: str | bytes, content_type: str, status: int, says: str
+) -> None:
+    response = client.put(URL, data=body, content_type=content_type, headers=AUTH)
+    assert response.status_code == status
+    assert says in response.get_json()["message"]
+    assert client.get(URL, headers=AUTH).get_json()["imap"] is False
+
+
+@pytest.mark.parametrize(
+    "address", ["alice", "alice@@example.net", "al%00ice@example.net", "a" * 300 + "@example.net", "<b>@example.net"]
+)
+def test_bad_addresses_are_refused(client: FlaskClient, address: str) -> None:
+    response = client.put(f"/admin/v1/accounts/{address}", json={"imap": True, "pop": True}, headers=AUTH)
+    assert response.status_code == 400
+    assert "invalid email address" in response.get_json()["message"]
+
+
+def test_empty_patch_is_refused(client: FlaskClient) -> None:
+    response = client.patch(URL, data=json.dumps({}), content_type="application/json", headers=AUTH)
+    assert response.status_code == 400
+
+
+def test_actor_header_is_validated(client: FlaskClient) -> None:
+    response = client.put(
+        URL, json={"imap": True, "pop": True}, headers={**AUTH, "X-Autoconfig-Actor": "a b\u00e9"}
+    )
+    assert response.status_code == 400

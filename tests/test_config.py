@@ -1,0 +1,136 @@
+"""The config is validated at start, and every error names the file and the key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoconfig.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_config_loads_unchanged() -> None:
+    config = load(ROOT / "config" / "autoconfig.toml", env={})
+    assert config.provider.domains == ("example.net",)
+    assert [(s.port, s.socket) for s in config.servers.imap] == [(993, "SSL")]
+    assert [(s.port, s.socket) for s in config.servers.pop3] == [(995, "SSL")]
+    assert [(s.port, s.socket) for s in config.servers.smtp] == [(465, "SSL"), (587, "STARTTLS")]
+    assert config.public_url.startswith("https://")
+
+
+def test_reference_config_is_itself_valid() -> None:
+    """The commented reference must never drift from what the loader accepts."""
+    config = load(ROOT / "config" / "reference.toml", env={})
+    assert config.admin_tokens[0].name == "webmail"
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node: Any = data
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+BAD_VALUES = [
+    ("provider.colour", "blue", "provider.colour", "unknown option"),
+    ("service.public_url", "http://autoconfig.example.net", "service.public_url", "https"),
+    ("service.public_url", 42, "service.public_url", "expected a string"),
+    ("service.webmail_url", "javascript:alert(1)", "service.webmail_url", "URL"),
+    ("provider.domains", ["example.net", "EXAMPLE.net"], "provider.domains[1]", "listed twice"),
+    ("provider.domains", ["example.net", "xn--bcher-kva.example", "bücher.example"], "provider.domains[2]", "twice"),
+    ("provider.domains", [], "provider.domains", "at least one"),
+    ("provider.domains", ["localhost"], "provider.domains[0]", "two labels"),
+    ("provider.domains", ["exa mple.net"], "provider.domains[0]", "spaces"),
+    ("provider.id", _DELETE, "provider.id", "required"),
+    ("servers.imap.0.port", 0, "servers.imap[0].port", "between 1 and 65535"),
+    ("servers.imap.0.port", 70000, "servers.imap[0].port", "between 1 and 65535"),
+    ("servers.imap.0.port", "993", "servers.imap[0].port", "expected an integer"),
+    ("servers.imap.0.port", True, "servers.imap[0].port", "expected an integer"),
+    ("servers.imap.0.host", "imap_example.net", "servers.imap[0].host", "not a valid host name"),
+    ("servers.imap.0.host", "192.0.2.1", "servers.imap[0].host", "not an IP address"),
+    ("servers.imap.0.socket", "plain", "servers.imap[0].socket", "SSL, STARTTLS"),
+    ("servers.pop3.0.username", "uid", "servers.pop3[0].username", "address, local-part"),
+    ("servers.smtp.1.prot", 1, "servers.smtp[1].prot", "unknown option"),
+    ("servers.smtp", [], "servers.smtp", "SMTP"),
+    ("store.url", "mysql://db/accounts", "store.url", "sqlite:///"),
+    ("admin.tokens.0.token", "short", "admin.tokens[0].token", "at least 16"),
+    ("admin.tokens.0.name", "web mail", "admin.tokens[0].name", "letters"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "named", "says"), BAD_VALUES, ids=[row[2] + "-" + str(i) for i, row in enumerate(BAD_VALUES)])
+def test_bad_value_stops_with_file_and_key(
+    config_data: dict[str, Any],
+    write_config: Callable[[dict[str, Any]], Path],
+    key: str,
+    value: Any,
+    named: str,
+    says: str,
+) -> None:
+    _set(config_data, key, value)
+    path = write_config(config_data)
+    with pytest.raises(ConfigError) as error:
+        load(path, env={})
+    message = str(error.value)
+    assert message.startswith(f"{path}: {named}: "), message
+    assert says in message
+
+
+def test_both_incoming_protocols_missing_is_an_error(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    del config_data["servers"]["imap"], config_data["servers"]["pop3"]
+    with pytest.raises(ConfigError, match="IMAP or POP3"):
+        load(write_config(config_data), env={})
+
+
+def test_idn_domain_is_stored_in_ascii_form(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    config_data["provider"]["domains"] = ["Bücher.example"]
+    assert load(write_config(config_data), env={}).provider.domains == ("xn--bcher-kva.example",)
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.toml: file not found"):
+        load(tmp_path / "missing.toml", env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[service\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
+        load(broken, env={})
+
+
+def test_environment_overrides_path_store_and_token(config_path: Path, tmp_path: Path) -> None:
+    env = {
+        "AUTOCONFIG_CONFIG": str(config_path),
+        "AUTOCONFIG_DATABASE_URL": f"sqlite:///{tmp_path}/other.sqlite3",
+        "AUTOCONFIG_ADMIN_TOKEN": "an-admin-token-from-the-environment",
+    }
+    config = load(env=env)
+    assert config.source == config_path
+    assert config.store_url == f"sqlite:///{tmp_path}/other.sqlite3"
+    assert [t.name for t in config.admin_tokens] == ["webmail", "env"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("AUTOCONFIG_DATABASE_URL", "oracle://x"), ("AUTOCONFIG_ADMIN_TOKEN", "short")],
+)
+def test_bad_environment_override_names_the_variable(config_path: Path, variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{variable}: "):
+        load(config_path, env={variable: value})
+
+
+def test_tokens_are_not_in_the_repr(config_path: Path) -> None:
+    config = load(config_path, env={})
+    assert config.admin_tokens[0].token not in repr(config)

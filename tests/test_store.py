@@ -1,0 +1,145 @@
+"""The store contract, run against every backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autoconfig.store import OFF, ReadOnlyStore, Store, StoreUnavailable, Switches, open_store
+
+
+@pytest.fixture(params=["sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/accounts.sqlite3"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    store = open_store(store_url)
+    yield store
+    store.close()
+
+
+def test_an_address_never_seen_has_everything_off(store: Store) -> None:
+    assert store.switches("nobody@example.net") == OFF
+    account = store.get("nobody@example.net")
+    assert account.switches == OFF
+    assert account.imap_changed is None and account.pop_changed is None
+
+
+def test_update_records_value_time_and_actor(store: Store) -> None:
+    account = store.update("alice@example.net", {"imap": True}, "api:webmail")
+    assert account.switches == Switches(imap=True, pop=False)
+    assert account.imap_changed is not None and account.imap_changed.by == "api:webmail"
+    assert account.pop_changed is None
+    assert store.switches("alice@example.net") == Switches(imap=True, pop=False)
+
+
+def test_only_a_changed_switch_gets_a_new_stamp(store: Store) -> None:
+    first = store.update("alice@example.net", {"imap": True}, "first")
+    second = store.update("alice@example.net", {"imap": True, "pop": True}, "second")
+    assert second.imap_changed == first.imap_changed
+    assert second.pop_changed is not None and second.pop_changed.by == "second"
+
+
+def test_reset_forgets_the_account(store: Store) -> None:
+    store.update("alice@example.net", {"imap": True, "pop": True}, "t")
+    assert store.reset("alice@example.net") is True
+    assert store.switches("alice@example.net") == OFF
+    assert store.reset("alice@example.net") is False
+
+
+@pytest.mark.parametrize("changes", [{"smtp": True}, {"imap": 1}, {"imap": "yes"}])
+def test_update_rejects_unknown_switches_and_non_booleans(store: Store, changes: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        store.update("alice@example.net", changes, "t")  # type: ignore[arg-type]
+    assert store.switches("alice@example.net") == OFF
+
+
+def test_accounts_are_listed_in_order_and_by_domain(store: Store) -> None:
+    for address in ("b@example.org", "c@example.net", "a@example.net"):
+        store.update(address, {"pop": True}, "t")
+    assert [a.address for a in store.accounts()] == ["a@example.net", "b@example.org", "c@example.net"]
+    assert [a.address for a in store.accounts("example.org")] == ["b@example.org"]
+
+
+def test_import_is_all_or_nothing(store: Store) -> None:
+    store.update("kept@example.net", {"imap": True}, "t")
+
+    def rows() -> Iterator[tuple[str, Switches]]:
+        yield "new@example.net", Switches(imap=True)
+        yield "kept@example.net", Switches(pop=True)
+        raise RuntimeError("the file broke halfway")
+
+    with pytest.raises(RuntimeError):
+        store.import_switches(rows(), "import:test")
+    assert store.switches("new@example.net") == OFF
+    assert store.switches("kept@example.net") == Switches(imap=True)
+
+
+def test_import_sets_every_row(store: Store) -> None:
+    rows = [(f"user{i}@example.net", Switches(imap=i % 2 == 0, pop=i % 3 == 0)) for i in range(500)]
+    store.import_switches(rows, "import:test")
+    assert {a.address: a.switches for a in store.accounts()} == dict(rows)
+
+
+def test_concurrent_writers_end_with_the_last_write_of_each(store: Store) -> None:
+    def toggle(worker: int) -> None:
+        for round_ in range(20):
+            store.update(f"user{worker}@example.net", {"imap": round_ % 2 == 0, "pop": True}, f"w{worker}")
+
+    threads = [threading.Thread(target=toggle, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(store.switches(f"user{n}@example.net") == Switches(imap=False, pop=True) for n in range(8))
+
+
+def test_a_crash_mid_import_leaves_nothing_half_written(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/crash.sqlite3"
+    open_store(url).update("before@example.net", {"imap": True}, "t")
+    crash = textwrap.dedent(
+        f"""
+        import os
+        from autoconfig.store import open_store, Switches
+        store = open_store({url!r})
+        def rows():
+            for i in range(1000):
+                yield f"user{{i}}@example.net", Switches(imap=True)
+                if i == 500:
+                    os._exit(9)  # the process dies inside the open transaction
+        store.import_switches(rows(), "crash")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", crash], cwd=Path(__file__).parents[1], check=False)
+    assert result.returncode == 9
+    store = open_store(url)
+    assert [a.address for a in store.accounts()] == ["before@example.net"]
+
+
+def test_an_unreachable_database_raises_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "gone.sqlite3"
+    store = open_store(f"sqlite:///{path}")
+    store.update("alice@example.net", {"imap": True}, "t")
+    store.close()
+    path.unlink()
+    path.mkdir()  # a directory where the database was: every query fails
+    with pytest.raises(StoreUnavailable):
+        store.switches("alice@example.net")
+    with pytest.raises(StoreUnavailable):
+        store.ping()
+
+
+def test_read_only_store_refuses_writes(store: Store) -> None:
+    store.read_only = True
+    with pytest.raises(ReadOnlyStore):
+        store.update("alice@example.net", {"imap": True}, "t")
+    with pytest.raises(ReadOnlyStore):
+        store.reset("alice@example.net")
