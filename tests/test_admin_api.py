@@ -39,7 +39,13 @@ def test_patch_changes_only_what_it_names(client: FlaskClient) -> None:
 
 def test_get_of_a_never_seen_address_is_all_off(client: FlaskClient) -> None:
     body = client.get("/admin/v1/accounts/Nobody@EXAMPLE.net", headers=AUTH).get_json()
-    assert body == {"address": "nobody@example.net", "imap": False, "pop": False, "imap_changed": None, "pop_changed": None}
+    assert body == {
+        "address": "nobody@example.net",
+        "imap": False,
+        "pop": False,
+        "imap_changed": None,
+        "pop_changed": None,
+    }
 
 
 def test_delete_resets_the_account(client: FlaskClient) -> None:
@@ -121,7 +127,5 @@ def test_empty_patch_is_refused(client: FlaskClient) -> None:
 
 
 def test_actor_header_is_validated(client: FlaskClient) -> None:
-    response = client.put(
-        URL, json={"imap": True, "pop": True}, headers={**AUTH, "X-Autoconfig-Actor": "a b\u00e9"}
-    )
+    response = client.put(URL, json={"imap": True, "pop": True}, headers={**AUTH, "X-Autoconfig-Actor": "a b\u00e9"})
     assert response.status_code == 400

@@ -33,7 +33,7 @@ def test_render_prints_what_the_client_gets(cli: Cli, client: FlaskClient) -> No
     assert result.exit_code == 0
     served = client.get("/mail/config-v1.1.xml?emailaddress=alice@example.net").data
     assert result.output.encode() == served
-    assert "<incomingServer type=\"imap\">" in result.output and "pop3" not in result.output
+    assert '<incomingServer type="imap">' in result.output and "pop3" not in result.output
 
 
 def test_render_of_a_disabled_account_explains_and_fails(cli: Cli) -> None:
@@ -69,7 +69,10 @@ def test_import_then_export_round_trips(cli: Cli, tmp_path: Path) -> None:
         ("address,imap,pop\na@example.net,on,off\nbad-address,on,off\n", "line 3: the address must contain"),
         ("address,imap,pop\na@example.net,on,maybe\n", "line 2: column pop"),
         ("address,imap,pop\na@example.net,on\n", "line 2: expected 3 columns"),
-        ("address,imap,pop\na@example.net,on,off\nA@EXAMPLE.net,off,off\n", "line 3: a@example.net already appears on line 2"),
+        (
+            "address,imap,pop\na@example.net,on,off\nA@EXAMPLE.net,off,off\n",
+            "line 3: a@example.net already appears on line 2",
+        ),
     ],
 )
 def test_a_bad_row_rejects_the_whole_file_and_names_the_row(cli: Cli, tmp_path: Path, content: str, says: str) -> None:

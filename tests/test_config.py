@@ -68,7 +68,9 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "named", "says"), BAD_VALUES, ids=[row[2] + "-" + str(i) for i, row in enumerate(BAD_VALUES)])
+@pytest.mark.parametrize(
+    ("key", "value", "named", "says"), BAD_VALUES, ids=[row[2] + "-" + str(i) for i, row in enumerate(BAD_VALUES)]
+)
 def test_bad_value_stops_with_file_and_key(
     config_data: dict[str, Any],
     write_config: Callable[[dict[str, Any]], Path],

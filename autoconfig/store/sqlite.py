@@ -156,9 +156,7 @@ class SQLiteStore(Store):
                 if domain is None:
                     rows = conn.execute(f"SELECT {COLUMNS} FROM accounts ORDER BY address")
                 else:
-                    rows = conn.execute(
-                        f"SELECT {COLUMNS} FROM accounts WHERE domain = ? ORDER BY address", (domain,)
-                    )
+                    rows = conn.execute(f"SELECT {COLUMNS} FROM accounts WHERE domain = ? ORDER BY address", (domain,))
                 for row in rows:
                     yield _account(row)
         finally:

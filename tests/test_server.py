@@ -1,0 +1,122 @@
+"""End to end through the real gunicorn server on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from lxml import etree
+
+from tests.conftest import ADMIN_TOKEN
+from tests.support.gunicorn import ROOT, GunicornServer
+
+
+def http(
+    method: str, url: str, body: dict[str, bool] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def set_switches(server: GunicornServer, address: str, **switches: bool) -> None:
+    status, _, body = http(
+        "PATCH",
+        f"{server.url}/admin/v1/accounts/{address}",
+        switches,
+        {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert status == 200, body
+
+
+def incoming_types(server: GunicornServer, address: str) -> list[str] | None:
+    status, _, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress={address}")
+    if status == 404:
+        return None
+    assert status == 200
+    root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    return [s.get("type", "") for s in root.iterfind("emailProvider/incomingServer")]
+
+
+def test_switches_flipped_through_the_api_change_the_document(live_server: GunicornServer) -> None:
+    assert incoming_types(live_server, "alice@example.net") is None
+    set_switches(live_server, "alice@example.net", imap=True)
+    assert incoming_types(live_server, "alice@example.net") == ["imap"]
+    set_switches(live_server, "alice@example.net", imap=False, pop=True)
+    assert incoming_types(live_server, "alice@example.net") == ["pop3"]
+    set_switches(live_server, "alice@example.net", pop=False)
+    assert incoming_types(live_server, "alice@example.net") is None
+
+
+def test_unknown_and_disabled_are_identical_on_the_wire(live_server: GunicornServer) -> None:
+    set_switches(live_server, "bob@example.net", imap=True)
+    set_switches(live_server, "bob@example.net", imap=False)
+
+    def answer(address: str) -> tuple[int, dict[str, str], bytes]:
+        status, headers, body = http("GET", f"{live_server.url}/mail/config-v1.1.xml?emailaddress={address}")
+        headers.pop("Date")
+        return status, headers, body
+
+    assert answer("bob@example.net") == answer("zed@example.net")
+
+
+def test_credentials_never_reach_the_log(live_server: GunicornServer) -> None:
+    secret = "c2VjcmV0LXVzZXI6aHVudGVyMg=="
+    http(
+        "GET",
+        f"{live_server.url}/mail/config-v1.1.xml?emailaddress=a@example.net",
+        headers={"Authorization": f"Basic {secret}"},
+    )
+    http(
+        "GET", f"{live_server.url}/admin/v1/accounts/a@example.net", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    http(
+        "GET",
+        f"{live_server.url}/admin/v1/accounts/a@example.net",
+        headers={"Authorization": "Bearer wrong-but-secret-xyz"},
+    )
+    log = live_server.log_text()
+    assert '"GET /admin/v1/accounts/a@example.net HTTP/1.1" 200' in log  # the access log is on
+    for credential in (secret, ADMIN_TOKEN, "wrong-but-secret-xyz"):
+        assert credential not in log
+
+
+def test_healthz(live_server: GunicornServer) -> None:
+    status, _, body = http("GET", f"{live_server.url}/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok", "checks": {"store": "ok"}}
+
+
+def test_another_config_and_database_from_the_environment(config_path: Path, tmp_path: Path) -> None:
+    """The issue's 'done when': the CLI switches IMAP on, the server shows IMAP and SMTP only."""
+    env = {
+        **os.environ,
+        "AUTOCONFIG_CONFIG": str(config_path),
+        "AUTOCONFIG_DATABASE_URL": f"sqlite:///{tmp_path}/other.db",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "autoconfig", "accounts", "set", "a@example.net", "--imap", "on"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    server_env = {"AUTOCONFIG_DATABASE_URL": env["AUTOCONFIG_DATABASE_URL"]}
+    with GunicornServer(config_path, tmp_path / "other.log", env=server_env) as server:
+        status, _, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net")
+        assert status == 200
+        root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+        assert [s.get("type") for s in root.iterfind(".//incomingServer")] == ["imap"]
+        assert {s.get("type") for s in root.iterfind(".//outgoingServer")} == {"smtp"}
+        assert http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=b@example.net")[0] == 404
+    assert (tmp_path / "other.db").exists()
