@@ -116,16 +116,19 @@ class DovecotServer:
                     return
                 except _PortInUse:
                     continue
-            raise RuntimeError(
-                f"dovecot could not bind free ports in {PORT_ATTEMPTS} attempts:\n"
-                + self.log_text()
-            )
+            raise RuntimeError(f"dovecot could not bind free ports in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
         except BaseException:
             self._remove_runtime_dir()
             raise
 
     def stop(self) -> None:
-        """SIGTERM the master (it stops its children) and delete run-time files."""
+        """SIGTERM the master (it stops its children) and delete run-time files.
+
+        Takes about 1.1 s: after its children exit, Dovecot 2.3's master
+        sends SIGQUIT to its log process and then sleeps a fixed second.
+        Signalling the whole process group instead is slower (~6 s, the
+        login processes wait for the stats-writer handshake).
+        """
         proc, self._proc = self._proc, None
         try:
             if proc is not None:
@@ -151,9 +154,7 @@ class DovecotServer:
         # Readable by Dovecot's auth process, which runs as another user;
         # the passwords are throw-away test credentials.
         passwd = runtime / "users"
-        passwd.write_text(
-            "".join(f"{login}:{{PLAIN}}{password}\n" for login, password in self.users.items())
-        )
+        passwd.write_text("".join(f"{login}:{{PLAIN}}{password}\n" for login, password in self.users.items()))
         passwd.chmod(0o644)
         return runtime
 
@@ -195,70 +196,84 @@ class DovecotServer:
             if "Address already in use" in output:
                 raise _PortInUse()
             raise RuntimeError(f"dovecot exited with status {proc.returncode}:\n{output}")
-        return _greeting(self.imap_port).startswith(b"* OK") and _greeting(
-            self.pop3_port
-        ).startswith(b"+OK")
+        imap_ready = _greeting(self.imap_port).startswith(b"* OK")
+        return imap_ready and _greeting(self.pop3_port).startswith(b"+OK")
 
     def _config(self, runtime: pathlib.Path) -> str:
         mail_user = _mail_user()
-        is_root = os.geteuid() == 0
-        lines = [
-            f"base_dir = {runtime / 'run'}",
-            f"state_dir = {runtime / 'state'}",
-            f"instance_name = autoconfig-test-{runtime.name}",
-            f"log_path = {self.log_path}",
-            f"listen = {self.address}",
-            "protocols = imap pop3",
-            "ssl = no",
-            "disable_plaintext_auth = no",
-            "auth_mechanisms = plain login",
-            "auth_verbose = yes",
-            # A failed login answers in ~0.5 s (the failure flush timer)
-            # instead of 2 s, and repeated failures from 127.0.0.1 are not
-            # slowed down further by anvil's per-IP auth penalty (4, 8, 15 s).
-            "auth_failure_delay = 0",
-            "service anvil {",
-            *([] if is_root else ["  chroot ="]),
-            "  unix_listener anvil-auth-penalty {",
-            "    mode = 0",
-            "  }",
-            "}",
-            # Lets %{client_id} (the IMAP ID a client sends) reach the policy server.
-            "imap_id_retain = yes",
-            "mail_location = maildir:~/Maildir",
-            f"first_valid_uid = {mail_user.pw_uid}",
-            "passdb {",
-            "  driver = passwd-file",
-            f"  args = scheme=PLAIN username_format=%u {runtime / 'users'}",
-            "}",
-            "userdb {",
-            "  driver = static",
-            f"  args = uid={mail_user.pw_uid} gid={mail_user.pw_gid} home={runtime / 'mail'}/%u",
-            "}",
-            *_login_service("imap", self.imap_port, chroot=is_root),
-            *_login_service("pop3", self.pop3_port, chroot=is_root),
-        ]
-        if not is_root:
-            # A non-root master can neither switch users nor chroot.
-            group = grp.getgrgid(mail_user.pw_gid).gr_name
-            lines += [
-                f"default_internal_user = {mail_user.pw_name}",
-                f"default_internal_group = {group}",
-                f"default_login_user = {mail_user.pw_name}",
-                *("service ipc {", "  chroot =", "}"),
-            ]
+        # Under root, services chroot (login processes into base_dir/login,
+        # anvil and ipc into base_dir/empty); a non-root master cannot.
+        chroot = "" if os.geteuid() == 0 else "\n  chroot ="
+        config = f"""\
+base_dir = {runtime / "run"}
+state_dir = {runtime / "state"}
+instance_name = autoconfig-test-{runtime.name}
+log_path = {self.log_path}
+listen = {self.address}
+protocols = imap pop3
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+# A failed login is answered after ~0.5 s (the failure flush timer), not
+# 2 s, and the per-IP auth penalty of anvil (4, 8, 15 s more for repeated
+# failures from 127.0.0.1) is off.
+auth_failure_delay = 0
+service anvil {{{chroot}
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service ipc {{{chroot}
+}}
+# Lets %{{client_id}} (the IMAP ID a client sends) reach the policy server.
+imap_id_retain = yes
+mail_location = maildir:~/Maildir
+first_valid_uid = {mail_user.pw_uid}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {runtime / "users"}
+}}
+userdb {{
+  driver = static
+  args = uid={mail_user.pw_uid} gid={mail_user.pw_gid} home={runtime / "mail"}/%u
+}}
+service imap-login {{{chroot}
+  inet_listener imap {{
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{{chroot}
+  inet_listener pop3 {{
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+"""
+        if os.geteuid() != 0:
+            # A non-root master cannot switch users either.
+            config += f"""\
+default_internal_user = {mail_user.pw_name}
+default_internal_group = {grp.getgrgid(mail_user.pw_gid).gr_name}
+default_login_user = {mail_user.pw_name}
+"""
         if self.policy_url is not None:
-            lines += [
-                f"auth_policy_server_url = {self.policy_url}",
-                f"auth_policy_hash_nonce = {secrets.token_hex(16)}",
-                f"auth_policy_request_attributes = {POLICY_REQUEST_ATTRIBUTES}",
-                "auth_policy_check_before_auth = yes",
-                "auth_policy_check_after_auth = yes",
-                f"auth_policy_reject_on_fail = {'yes' if self.reject_on_fail else 'no'}",
-            ]
+            config += f"""\
+auth_policy_server_url = {self.policy_url}
+auth_policy_hash_nonce = {secrets.token_hex(16)}
+auth_policy_request_attributes = {POLICY_REQUEST_ATTRIBUTES}
+auth_policy_check_before_auth = yes
+auth_policy_check_after_auth = yes
+auth_policy_reject_on_fail = {"yes" if self.reject_on_fail else "no"}
+"""
             if self.policy_api_header is not None:
-                lines.append(f"auth_policy_server_api_header = {self.policy_api_header}")
-        return "\n".join(lines) + "\n"
+                config += f"auth_policy_server_api_header = {self.policy_api_header}\n"
+        return config
 
 
 class _PortInUse(Exception):
@@ -272,21 +287,7 @@ def _mail_user() -> pwd.struct_passwd:
     return pwd.getpwuid(os.geteuid())
 
 
-def _login_service(protocol: str, port: int, chroot: bool) -> list[str]:
-    """The plaintext listener on ``port``; the implicit-TLS one switched off."""
-    return [
-        f"service {protocol}-login {{",
-        *([] if chroot else ["  chroot ="]),
-        f"  inet_listener {protocol} {{",
-        f"    port = {port}",
-        "  }",
-        f"  inet_listener {protocol}s {{",
-        "    port = 0",
-        "  }",
-        "}",
-    ]
-
-
 def _greeting(port: int) -> bytes:
+    """The first bytes a server sends after accepting a connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
         return sock.recv(512)

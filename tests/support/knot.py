@@ -40,17 +40,13 @@ class KnotServer:
     def __init__(self, zones: dict[str, pathlib.Path], workdir: pathlib.Path):
         if not zones:
             raise ValueError("KnotServer needs at least one zone")
-        self.zones = {
-            dns.name.from_text(origin): path.resolve() for origin, path in zones.items()
-        }
+        self.zones = {dns.name.from_text(origin): path.resolve() for origin, path in zones.items()}
         self.workdir = workdir.resolve()
         self._control_socket = self.workdir / "knot.sock"
         if len(bytes(self._control_socket)) > MAX_UNIX_SOCKET_PATH:
             # knotd cannot run without a control socket, and a longer path
             # only fails later with a cryptic "not enough space provided".
-            raise ValueError(
-                f"workdir path too long for knotd's control socket: {self._control_socket}"
-            )
+            raise ValueError(f"workdir path too long for knotd's control socket: {self._control_socket}")
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path = self.workdir / "knotd.log"
@@ -83,10 +79,7 @@ class KnotServer:
                 return
             except _PortInUse:
                 continue
-        raise RuntimeError(
-            f"knotd could not bind a free port in {PORT_ATTEMPTS} attempts:\n"
-            + self.log_text()
-        )
+        raise RuntimeError(f"knotd could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
 
     def stop(self) -> None:
         """SIGTERM knotd and wait for it (SIGKILL if it hangs)."""
@@ -155,9 +148,7 @@ class KnotServer:
         query = dns.message.make_query(origin, dns.rdatatype.SOA)
         response = dns.query.tcp(query, self.address, port=self.port, timeout=0.5)
         return (
-            response.rcode() == dns.rcode.NOERROR
-            and bool(response.flags & dns.flags.AA)
-            and len(response.answer) > 0
+            response.rcode() == dns.rcode.NOERROR and bool(response.flags & dns.flags.AA) and len(response.answer) > 0
         )
 
     def _config(self) -> str:

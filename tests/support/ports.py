@@ -46,9 +46,7 @@ def wait_for(
         except retry_on as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"timed out after {timeout:g}s waiting for {what}"
-            ) from last_error
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}") from last_error
         time.sleep(interval)
 
 

@@ -110,10 +110,7 @@ class PostgresCluster:
             except _PortInUse:
                 continue
         self.port = 0
-        raise RuntimeError(
-            f"postgres could not bind a free port in {PORT_ATTEMPTS} attempts:\n"
-            + self.log_text()
-        )
+        raise RuntimeError(f"postgres could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
 
     def stop_server(self) -> None:
         """Fast shutdown (SIGINT): abort client sessions, keep the data dir."""
@@ -152,10 +149,10 @@ class PostgresCluster:
             result = subprocess.run(
                 [
                     str(PG_BIN / "initdb"),
-                    "--pgdata", str(cluster_dir / "data"),
-                    "--username", SUPERUSER,
-                    "--auth", "trust",
-                    "--encoding", "UTF8",
+                    f"--pgdata={cluster_dir / 'data'}",
+                    f"--username={SUPERUSER}",
+                    "--auth=trust",
+                    "--encoding=UTF8",
                     "--no-locale",
                     "--no-sync",
                 ],
@@ -180,17 +177,20 @@ class PostgresCluster:
     def _spawn_and_wait(self) -> None:
         assert self._cluster_dir is not None
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        settings = {
+            "port": self.port,
+            "listen_addresses": self.address,
+            "unix_socket_directories": self._cluster_dir / "socket",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [
                     str(PG_BIN / "postgres"),
-                    "-D", str(self._cluster_dir / "data"),
-                    "-p", str(self.port),
-                    "-k", str(self._cluster_dir / "socket"),
-                    "-c", f"listen_addresses={self.address}",
-                    "-c", "fsync=off",
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
+                    f"-D{self._cluster_dir / 'data'}",
+                    *(f"--{name}={value}" for name, value in settings.items()),
                 ],
                 cwd=self._cluster_dir,
                 stdin=subprocess.DEVNULL,
