@@ -184,8 +184,10 @@ class DovecotServer:
                 f"dovecot to greet on IMAP port {self.imap_port} and POP3 port {self.pop3_port}",
                 retry_on=(OSError,),
             )
-        except BaseException:
+        except BaseException as exc:
             stop_process(proc)
+            if isinstance(exc, TimeoutError):
+                raise RuntimeError(f"{exc}; dovecot log:\n{self.log_text(log_start)}") from exc
             raise
         self._proc = proc
 

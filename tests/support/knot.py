@@ -1,7 +1,7 @@
 """A private Knot DNS authoritative server serving test zone files.
 
 Knot is the smallest real authoritative server packaged in Debian 12
-(see docs in shared/design/dns.md section 3): it reads the same RFC 1035
+(measured against nsd, bind9, PowerDNS and dnsmasq): it reads the same RFC 1035
 zone files an admin would publish, starts in ~15 ms and exits cleanly on
 SIGTERM. Each instance gets its own config, database and control socket
 in ``workdir``, listens on one loopback port, and never writes back to
@@ -9,6 +9,7 @@ the zone files (``zonefile-sync: -1``).
 """
 
 import pathlib
+import re
 import subprocess
 from types import TracebackType
 
@@ -27,6 +28,8 @@ KNOTD = "/usr/sbin/knotd"
 START_TIMEOUT = 10.0
 PORT_ATTEMPTS = 5
 MAX_UNIX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
+# knotd log lines look like "2026-01-01T00:00:00+0000 error: [zone.] ..."
+_LOGGED_ERROR = re.compile(r"^\S+ (error|critical): ", re.MULTILINE)
 
 
 class KnotServer:
@@ -124,22 +127,28 @@ class KnotServer:
                 f"knotd on {self.address}@{self.port} to serve {len(self.zones)} zone(s)",
                 retry_on=(OSError, dns.exception.DNSException),
             )
-        except BaseException:
+        except BaseException as exc:
             stop_process(proc)
+            if isinstance(exc, TimeoutError):
+                raise RuntimeError(f"{exc}; knotd log:\n{self.log_text()}") from exc
             raise
         self._proc = proc
 
     def _zones_loaded(self, proc: "subprocess.Popen[bytes]") -> bool:
         """True once every zone answers an authoritative SOA.
 
-        Raises (ending the wait early) when knotd has exited, e.g. on a
-        syntax error in a zone file or an occupied port.
+        Raises (ending the wait early) when knotd has exited, e.g. on an
+        occupied port, or logged an error: a zone file that does not parse
+        leaves knotd running without the zone, answering SERVFAIL forever.
         """
-        if proc.poll() is not None:
-            log = self.log_text()
-            if "address already in use" in log:
-                raise _PortInUse()
+        exited = proc.poll() is not None
+        log = self.log_text()  # read after poll(): complete if knotd exited
+        if "address already in use" in log:
+            raise _PortInUse()
+        if exited:
             raise RuntimeError(f"knotd exited with status {proc.returncode}:\n{log}")
+        if _LOGGED_ERROR.search(log):
+            raise RuntimeError(f"knotd reported an error:\n{log}")
         return all(self._answers_soa(origin) for origin in self.zones)
 
     def _answers_soa(self, origin: dns.name.Name) -> bool:
@@ -187,4 +196,4 @@ class _PortInUse(Exception):
 
 def _quote(value: str) -> str:
     """Quote a string for knotd's YAML subset (paths may contain spaces)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f'"{value}"'

@@ -84,6 +84,7 @@ class PostgresCluster:
         try:
             self.stop_server()
         finally:
+            self.port = 0
             cluster_dir, self._cluster_dir = self._cluster_dir, None
             if cluster_dir is not None:
                 shutil.rmtree(cluster_dir, ignore_errors=True)
@@ -100,7 +101,10 @@ class PostgresCluster:
         if self._proc is not None:
             raise RuntimeError("postgres is already running")
         if self.port:
-            self._spawn_and_wait()
+            try:
+                self._spawn_and_wait()
+            except _PortInUse:
+                raise RuntimeError(f"port {self.port} was taken while postgres was stopped") from None
             return
         for _ in range(PORT_ATTEMPTS):
             self.port = free_port()
@@ -113,7 +117,11 @@ class PostgresCluster:
         raise RuntimeError(f"postgres could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
 
     def stop_server(self) -> None:
-        """Fast shutdown (SIGINT): abort client sessions, keep the data dir."""
+        """Fast shutdown, keeping the data dir: clients see their sessions abort.
+
+        SIGINT to the postmaster is what ``pg_ctl stop -m fast`` sends; the
+        default SIGTERM ("smart") would wait for every client to disconnect.
+        """
         proc, self._proc = self._proc, None
         if proc is not None:
             stop_process(proc, signal.SIGINT)
@@ -207,8 +215,10 @@ class PostgresCluster:
                 f"postgres on {self.address}:{self.port} to answer SELECT 1",
                 retry_on=(psycopg.OperationalError,),
             )
-        except BaseException:
+        except BaseException as exc:
             stop_process(proc, signal.SIGINT)
+            if isinstance(exc, TimeoutError):
+                raise RuntimeError(f"{exc}; postgres log:\n{self.log_text(log_start)}") from exc
             raise
         self._proc = proc
 
