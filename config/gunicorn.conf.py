@@ -26,3 +26,9 @@ limit_request_field_size = 8190
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'
+
+# gunicorn's runtime control socket defaults to one path per user
+# ($HOME/.gunicorn/gunicorn.ctl), which several instances on one host (nodes,
+# tests) would fight over.  Off unless AUTOCONFIG_CONTROL_SOCKET names a path.
+control_socket = os.environ.get("AUTOCONFIG_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
