@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import idna
 
@@ -23,6 +24,7 @@ MAX_LABEL_OCTETS = 63
 _LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+$")
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned, separators.
+_ASCII_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _REJECTED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
@@ -46,6 +48,8 @@ class Address:
 
 
 def _has_control(text: str) -> bool:
+    if text.isascii():  # the common case, without a per-character table lookup
+        return _ASCII_CONTROL_OR_SPACE.search(text) is not None
     return any(unicodedata.category(ch) in _REJECTED_CATEGORIES or ch.isspace() for ch in text)
 
 
@@ -81,6 +85,10 @@ def normalise_domain(text: str) -> str:
     return ascii_domain
 
 
+# Clients ask for the same addresses over and over (one setup makes several
+# requests; misconfigured clients loop).  Only successes are cached: an
+# exception is never stored, so hostile input cannot fill the cache with errors.
+@lru_cache(maxsize=8192)
 def parse_address(text: str | None) -> Address:
     """Parse untrusted input into an ``Address`` or raise ``AddressError``."""
     if text is None or text == "":

@@ -9,6 +9,8 @@ which keeps the document free of anything the client sent.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from lxml import etree
 from lxml.builder import E
 
@@ -30,6 +32,10 @@ def _server(tag: str, server: Server) -> etree._Element:
     return element
 
 
+# The document depends only on its arguments (no address: user names are
+# placeholders), so each distinct offer is built once per worker.  Bounded,
+# because hosted customer domains make the domain list vary.
+@lru_cache(maxsize=1024)
 def render(offer: Offer, provider: Provider, domains: tuple[str, ...], webmail_url: str) -> bytes:
     """The document for an offer the policy gate allowed; a declined offer has no document."""
     if offer.declined:

@@ -1,0 +1,429 @@
+"""Benchmark: our service against the framework floor, in one run, with wrk.
+
+    python -m bench.run [--accounts 100000] [--duration 8] [--connections 8,32,128]
+                        [--formats thunderbird,outlook,apple] [--store sqlite|postgresql]
+                        [--scale] [--import-test] [--out bench/results/latest.txt]
+
+For each client format it starts the service under gunicorn with the
+production settings (config/gunicorn.conf.py, 2 workers) on a store of N
+generated accounts, then a minimal Flask app returning the same bytes
+(bench/floor.py) under the same settings, and loads both with wrk over
+loopback.  Every wrk run is bounded by --duration.  Server CPU per request
+comes from /proc (utime + stime of the gunicorn master and its workers),
+memory from each worker's PSS.  Targets print PASS or FAIL; this is not a
+unit test and never runs in the test suite.
+
+``--scale`` compares CPU per request at 1,000 and 1,000,000 accounts;
+``--import-test`` times ``accounts import`` of 1,000,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autoconfig.store import Switches, open_store  # noqa: E402
+from tests.support.ports import free_port, wait_for  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORKERS = 2
+DOMAIN = "example.net"
+
+# Request shapes per client format; {address} is replaced by wrk's Lua per request.
+FORMATS = {
+    "thunderbird": {"method": "GET", "path": "/mail/config-v1.1.xml?emailaddress={address}"},
+    "outlook": {
+        "method": "POST",
+        "path": "/autodiscover/autodiscover.xml",
+        "content_type": "text/xml",
+        "body": (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
+            "<Request><EMailAddress>{address}</EMailAddress>"
+            "<AcceptableResponseSchema>"
+            "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+            "</AcceptableResponseSchema></Request></Autodiscover>"
+        ),
+    },
+    "apple": {"method": "GET", "path": "/apple/mail.mobileconfig?emailaddress={address}"},
+}
+
+TARGET_CPU_RATIO = 1.3
+TARGET_P99_MS_AT_32 = 25.0
+TARGET_PSS_MIB = 60.0
+TARGET_SCALE_DRIFT = 0.10
+TARGET_IMPORT_SECONDS = 60.0
+
+
+@dataclass
+class Result:
+    server: str
+    fmt: str
+    connections: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    cpu_ms_per_request: float
+    pss_mib: float
+
+
+# -- accounts and config ------------------------------------------------------
+
+
+def enabled_address(i: int) -> str:
+    return f"user{i * 3}@{DOMAIN}"
+
+
+def make_accounts(url: str, count: int) -> None:
+    """``count`` accounts; every third one has IMAP on (those are the ones the load asks for)."""
+
+    def rows() -> Iterator[tuple[str, Switches]]:
+        for i in range(count):
+            yield f"user{i}@{DOMAIN}", Switches(imap=i % 3 == 0, pop=i % 5 == 0)
+
+    store = open_store(url)
+    store.import_switches(rows(), "bench")
+    store.close()
+
+
+def write_config(directory: Path, store_url: str) -> Path:
+    text = (ROOT / "config" / "autoconfig.toml").read_text()
+    text = re.sub(r'(?m)^url = ".*"$', f'url = "{store_url}"', text)
+    path = directory / "autoconfig.toml"
+    path.write_text(text)
+    return path
+
+
+# -- processes ---------------------------------------------------------------
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[tuple[int, str]]:
+    port = free_port()
+    full_env = {
+        **os.environ,
+        **env,
+        "AUTOCONFIG_BIND": f"127.0.0.1:{port}",
+        "AUTOCONFIG_WORKERS": str(WORKERS),
+        "PYTHONPATH": str(ROOT),
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", app],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log.read_text()[-2000:]}")
+        with suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(url + "/healthz", timeout=2).close()
+        return len(children(proc.pid)) == WORKERS
+
+    try:
+        wait_for(up, timeout=30, what=f"{app} on {url}")
+        time.sleep(0.5)  # let every worker finish importing
+        yield proc.pid, url
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def pss_mib(pid: int) -> float:
+    """Largest worker PSS (MiB): the per-worker memory figure."""
+    values = []
+    for p in children(pid):
+        text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        match = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+        if match:
+            values.append(int(match.group(1)) / 1024)
+    return max(values, default=0.0)
+
+
+# -- wrk ---------------------------------------------------------------------
+
+
+def lua_script(directory: Path, spec: dict[str, str], accounts: int) -> Path:
+    """A wrk script picking a random IMAP-enabled account per request."""
+    enabled = max(1, accounts // 3)
+    path_template = json.dumps(spec["path"])
+    body_template = json.dumps(spec.get("body", ""))
+    headers = f'wrk.headers["Content-Type"] = "{spec["content_type"]}"' if "content_type" in spec else ""
+    script = f"""
+math.randomseed({int(time.time())})
+wrk.method = "{spec["method"]}"
+{headers}
+local path_template = {path_template}
+local body_template = {body_template}
+request = function()
+  local address = "user" .. (math.random(0, {enabled - 1}) * 3) .. "@{DOMAIN}"
+  local path = path_template:gsub("{{address}}", address)
+  local body = nil
+  if body_template ~= "" then body = body_template:gsub("{{address}}", address) end
+  return wrk.format(nil, path, nil, body)
+end
+"""
+    path = directory / f"{spec['method']}-{abs(hash(spec['path']))}.lua"
+    path.write_text(script)
+    return path
+
+
+def parse_duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: int) -> tuple[int, float, float, float, int]:
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+    ).stdout
+    if "Requests/sec" not in out or "50%" not in out:
+        raise RuntimeError(f"wrk printed no figures:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = parse_duration_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = parse_duration_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    return requests, rps, p50, p99, bad
+
+
+def fetch(url: str, spec: dict[str, str], address: str) -> tuple[int, str, bytes]:
+    data = spec["body"].format(address=address).encode() if "body" in spec else None
+    request = urllib.request.Request(url + spec["path"].format(address=address), data=data, method=spec["method"])
+    if "content_type" in spec:
+        request.add_header("Content-Type", spec["content_type"])
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+def measure(server: str, pid: int, url: str, fmt: str, script: Path, connections: int, duration: int) -> Result:
+    # A short warm-up keeps connection set-up and lazy imports out of the figure.
+    run_wrk(url, script, connections, 1)
+    before = cpu_seconds(pid)
+    requests, rps, p50, p99, bad = run_wrk(url, script, connections, duration)
+    used = cpu_seconds(pid) - before
+    return Result(server, fmt, connections, requests, rps, p50, p99, bad, used * 1000 / max(requests, 1), pss_mib(pid))
+
+
+# -- the runs ----------------------------------------------------------------
+
+
+def compare(args: argparse.Namespace, work: Path, store_url: str, log: Path) -> list[Result]:
+    config = write_config(work, store_url)
+    env = {"AUTOCONFIG_CONFIG": str(config), "AUTOCONFIG_DATABASE_URL": store_url}
+    results: list[Result] = []
+    floor_dir = work / "floor"
+    floor_dir.mkdir(exist_ok=True)
+    answers: dict[str, list[object]] = {}
+    formats = [f for f in args.formats.split(",") if f]
+    scripts = {}
+    with gunicorn("wsgi:app", env, log) as (pid, url):
+        for fmt in list(formats):
+            spec = FORMATS[fmt]
+            status, content_type, body = fetch(url, spec, enabled_address(0))
+            if status != 200:
+                print(f"# {fmt}: the service answered {status}; skipped", file=sys.stderr)
+                formats.remove(fmt)
+                continue
+            (floor_dir / fmt).write_bytes(body)
+            answers[spec["path"].split("?")[0].lower()] = [status, content_type, fmt]
+            scripts[fmt] = lua_script(work, spec, args.accounts)
+            for connections in args.connections:
+                results.append(measure("autoconfig", pid, url, fmt, scripts[fmt], connections, args.duration))
+    (floor_dir / "answers.json").write_text(json.dumps(answers))
+    with gunicorn("bench.floor_wsgi:app", {"BENCH_FLOOR_DIR": str(floor_dir)}, log) as (pid, url):
+        for fmt in formats:
+            for connections in args.connections:
+                results.append(measure("floor", pid, url, fmt, scripts[fmt], connections, args.duration))
+    return results
+
+
+def cpu_at(args: argparse.Namespace, work: Path, accounts: int, log: Path) -> float:
+    store_url = prepare_store(args, work / f"scale-{accounts}", accounts)
+    narrowed = argparse.Namespace(**{**vars(args), "accounts": accounts, "formats": "thunderbird", "connections": [32]})
+    config = write_config(work / f"scale-{accounts}", store_url)
+    env = {"AUTOCONFIG_CONFIG": str(config), "AUTOCONFIG_DATABASE_URL": store_url}
+    script = lua_script(work / f"scale-{accounts}", FORMATS["thunderbird"], narrowed.accounts)
+    with gunicorn("wsgi:app", env, log) as (pid, url):
+        return measure("autoconfig", pid, url, "thunderbird", script, 32, args.duration).cpu_ms_per_request
+
+
+def prepare_store(args: argparse.Namespace, directory: Path, accounts: int) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    if args.store == "sqlite":
+        url = f"sqlite:///{directory}/accounts.sqlite3"
+    else:
+        url = os.environ["BENCH_POSTGRES_URL"]
+        store = open_store(url)
+        for account in list(store.accounts()):
+            store.reset(account.address)
+        store.close()
+    started = time.monotonic()
+    make_accounts(url, accounts)
+    print(f"# {accounts:,} accounts generated in {time.monotonic() - started:.1f} s ({args.store})", file=sys.stderr)
+    return url
+
+
+def import_test(work: Path, count: int) -> float:
+    path = work / "import.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["address", "imap", "pop"])
+        for i in range(count):
+            writer.writerow([f"user{i}@{DOMAIN}", "on" if i % 3 == 0 else "off", "off"])
+    config = write_config(work, f"sqlite:///{work}/import.sqlite3")
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "autoconfig", "--config", str(config), "accounts", "import", str(path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return time.monotonic() - started
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(results: list[Result]) -> list[str]:
+    lines = [
+        f"{'server':<11} {'format':<12} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'non-2xx':>7} {'CPU ms/req':>10} {'PSS MiB':>8}",
+    ]
+    for r in results:
+        lines.append(
+            f"{r.server:<11} {r.fmt:<12} {r.connections:>5} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{r.non_2xx:>7} {r.cpu_ms_per_request:>10.3f} {r.pss_mib:>8.1f}"
+        )
+    lines.append("")
+    by_key = {(r.server, r.fmt, r.connections): r for r in results}
+    for r in results:
+        if r.server != "autoconfig":
+            continue
+        floor = by_key.get(("floor", r.fmt, r.connections))
+        if floor is None:
+            continue
+        ratio = r.cpu_ms_per_request / floor.cpu_ms_per_request
+        lines.append(
+            f"{verdict(ratio <= TARGET_CPU_RATIO)}  {r.fmt} at {r.connections} connections: "
+            f"CPU per request {ratio:.2f}x the floor (target <= {TARGET_CPU_RATIO}x)"
+        )
+        if r.connections == 32:
+            lines.append(
+                f"{verdict(r.p99_ms < TARGET_P99_MS_AT_32)}  {r.fmt} p99 at 32 connections: "
+                f"{r.p99_ms:.2f} ms (target < {TARGET_P99_MS_AT_32:g} ms)"
+            )
+        lines.append(f"{verdict(r.non_2xx == 0)}  {r.fmt} at {r.connections} connections: {r.non_2xx} non-2xx/errors")
+    worst = max((r.pss_mib for r in results if r.server == "autoconfig"), default=0.0)
+    lines.append(f"{verdict(worst < TARGET_PSS_MIB)}  PSS per worker: {worst:.1f} MiB (target < {TARGET_PSS_MIB:g})")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (bounded)")
+    parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32, 128])
+    parser.add_argument("--formats", default="thunderbird,outlook,apple")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--scale", action="store_true", help="compare 1,000 and 1,000,000 accounts")
+    parser.add_argument("--import-test", action="store_true", help="time importing 1,000,000 accounts")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.txt")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (Debian package wrk)")
+
+    lines = [
+        f"# python -m bench.run {' '.join(sys.argv[1:])}",
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+    ]
+    with tempfile.TemporaryDirectory(prefix="autoconfig-bench-") as tmp:
+        work = Path(tmp)
+        log = work / "gunicorn.log"
+        if args.import_test:
+            seconds = import_test(work, 1_000_000)
+            lines.append(
+                f"{verdict(seconds < TARGET_IMPORT_SECONDS)}  import of 1,000,000 accounts (CLI, SQLite): "
+                f"{seconds:.1f} s (target < {TARGET_IMPORT_SECONDS:g} s)"
+            )
+        elif args.scale:
+            small = cpu_at(args, work, 1_000, log)
+            large = cpu_at(args, work, 1_000_000, log)
+            drift = abs(large - small) / small
+            lines.append(
+                f"{verdict(drift <= TARGET_SCALE_DRIFT)}  CPU per request ({args.store}) at 1,000 accounts "
+                f"{small:.3f} ms, at 1,000,000 {large:.3f} ms: {drift:.1%} apart (target <= 10%)"
+            )
+        else:
+            store_url = prepare_store(args, work / "store", args.accounts)
+            lines += report(compare(args, work, store_url, log))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 1 if "FAIL" in text else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
