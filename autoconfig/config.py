@@ -84,6 +84,17 @@ class AdminToken:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-client-IP request limits and how many proxy hops to believe."""
+
+    trusted_proxies: int = 0
+    client_rate: float = 10.0
+    client_burst: int = 100
+    admin_rate: float = 100.0
+    admin_burst: int = 200
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     provider: Provider
@@ -93,6 +104,7 @@ class Config:
     store_url: str
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
+    limits: Limits = Limits()
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -153,6 +165,14 @@ class _Table:
 
     def boolean(self, name: str, default: bool | None = None) -> bool:
         return self._take(name, bool, "true or false", default)
+
+    def number(self, name: str, default: float, low: float = 0.0, high: float = 1e9) -> float:
+        if name in self._data and isinstance(self._data[name], int) and not isinstance(self._data[name], bool):
+            self._data[name] = float(self._data[name])
+        value = self._take(name, float, "a number", default)
+        if not low <= value <= high:
+            raise self.error(self.key(name), f"must be between {low:g} and {high:g}; got {value:g}")
+        return value
 
     def strings(self, name: str, default: list[str] | None = None) -> list[str]:
         values = self._take(name, list, "a list of strings", default)
@@ -284,6 +304,19 @@ def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]
     return tuple(tokens)
 
 
+def _read_limits(table: _Table) -> Limits:
+    defaults = Limits()
+    limits = Limits(
+        trusted_proxies=table.integer("trusted_proxies", defaults.trusted_proxies, low=0, high=5),
+        client_rate=table.number("client_rate", defaults.client_rate),
+        client_burst=table.integer("client_burst", defaults.client_burst, low=1, high=100000),
+        admin_rate=table.number("admin_rate", defaults.admin_rate),
+        admin_burst=table.integer("admin_burst", defaults.admin_burst, low=1, high=100000),
+    )
+    table.finish()
+    return limits
+
+
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from already-parsed TOML ``data``."""
     env = os.environ if env is None else env
@@ -304,6 +337,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         except ValueError as exc:
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
     admin_tokens = _read_admin(root.table("admin", required=False), env)
+    limits = _read_limits(root.table("limits", required=False))
     root.finish()
     return Config(
         source=source,
@@ -314,6 +348,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         store_url=store_url,
         admin_tokens=admin_tokens,
         log_level=log_level,
+        limits=limits,
     )
 
 

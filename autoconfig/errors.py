@@ -13,10 +13,13 @@ class ClientError(Exception):
 
     status = 400
     code = "bad_request"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class BadRequest(ClientError):
@@ -59,6 +62,11 @@ class UriTooLong(ClientError):
 class UnsupportedMediaType(ClientError):
     status = 415
     code = "unsupported_media_type"
+
+
+class TooManyRequests(ClientError):
+    status = 429
+    code = "too_many_requests"
 
 
 class Unavailable(ClientError):

@@ -12,8 +12,10 @@ import re
 
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ..errors import BadRequest, ClientError, UriTooLong
+from ..errors import BadRequest, ClientError, TooManyRequests, UriTooLong
+from ..ratelimit import RateLimiter
 from ..service import Service
 from ..spec import MAX_QUERY_STRING, TEXT_CONTENT_TYPE
 
@@ -40,6 +42,23 @@ def single_arg(name: str) -> str | None:
     return values[0] if values else None
 
 
+# Blueprints whose callers are trusted machines (load balancer health checks,
+# the mail server's login hook) or that have their own limit.
+UNLIMITED_BLUEPRINTS = frozenset({"health", "dovecot", "metrics"})
+
+
+def _limit_rate() -> None:
+    limiters: dict[str, RateLimiter] = current_app.extensions["autoconfig_limits"]
+    if request.blueprint in UNLIMITED_BLUEPRINTS:
+        return
+    limiter = limiters["admin" if request.blueprint == "admin" else "client"]
+    wait = limiter.acquire(request.remote_addr or "-")
+    if wait:
+        raise TooManyRequests(
+            "too many requests from your address; slow down", retry_after=RateLimiter.retry_after(wait)
+        )
+
+
 def _check_request() -> None:
     if len(request.query_string) > MAX_QUERY_STRING:
         raise UriTooLong(f"the query string is longer than {MAX_QUERY_STRING} bytes")
@@ -50,8 +69,8 @@ def _check_request() -> None:
 
 def _client_error(exc: ClientError) -> Response:
     response = text_response(exc.message, exc.status)
-    if exc.status == 503:
-        response.headers["Retry-After"] = "5"
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
@@ -75,6 +94,18 @@ def _security_headers(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     from . import admin, health, thunderbird
 
+    limits = app.extensions["autoconfig"].config.limits
+    app.extensions["autoconfig_limits"] = {
+        "client": RateLimiter(limits.client_rate, limits.client_burst),
+        "admin": RateLimiter(limits.admin_rate, limits.admin_burst),
+    }
+    if limits.trusted_proxies:
+        # Only the configured number of hops is believed; anything a client
+        # puts further left in X-Forwarded-For is ignored.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=limits.trusted_proxies, x_proto=limits.trusted_proxies
+        )
+    app.before_request(_limit_rate)
     app.before_request(_check_request)
     app.after_request(_security_headers)
     app.register_error_handler(ClientError, _client_error)

@@ -31,7 +31,7 @@ def _error(exc: ClientError) -> Response:
     response.status_code = exc.status
     if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="autoconfig-admin"'
-    if isinstance(exc, Unavailable):
+    if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
