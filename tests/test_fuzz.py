@@ -1,0 +1,72 @@
+"""Property tests: whatever arrives in the query string, the answer is a
+well-formed 2xx/4xx, never a 500 and never an echo of the input."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from urllib.parse import quote_from_bytes
+
+import pytest
+import tomli_w
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from autoconfig import create_app
+from autoconfig.config import load
+from autoconfig.spec import THUNDERBIRD_PATHS
+from tests.conftest import BASE_CONFIG
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+ALLOWED = {200, 400, 404, 414}
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    directory = tmp_path_factory.mktemp("fuzz")
+    data = copy.deepcopy(BASE_CONFIG)
+    data["store"]["url"] = f"sqlite:///{directory}/accounts.sqlite3"
+    data["limits"] = {"client_rate": 0}
+    path = directory / "autoconfig.toml"
+    path.write_bytes(tomli_w.dumps(data).encode())
+    app = create_app(load(path, env={}))
+    app.extensions["autoconfig"].store.update("fuzz@example.net", {"imap": True}, "test")
+    yield app
+
+
+@pytest.fixture
+def fuzz_client(fuzz_app: Flask) -> FlaskClient:
+    return fuzz_app.test_client()
+
+
+def check(status: int, body: bytes) -> None:
+    assert status in ALLOWED
+    if status == 200:
+        etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    assert b"Traceback" not in body
+
+
+addresses = st.one_of(
+    st.text(max_size=300),
+    st.builds(lambda local, domain: f"{local}@{domain}", st.text(max_size=70), st.text(max_size=70)),
+    st.sampled_from(["fuzz@example.net", "FUZZ@EXAMPLE.NET"]).map(lambda a: a),
+)
+
+
+@FUZZ
+@given(address=addresses, path=st.sampled_from(THUNDERBIRD_PATHS))
+def test_any_address(fuzz_client: FlaskClient, address: str, path: str) -> None:
+    response = fuzz_client.get(path, query_string={"emailaddress": address})
+    check(response.status_code, response.data)
+    if "<" in address:
+        assert address.encode() not in response.data, "input with markup is never echoed"
+
+
+@FUZZ
+@given(raw=st.binary(max_size=600))
+def test_any_raw_query_string(fuzz_client: FlaskClient, raw: bytes) -> None:
+    response = fuzz_client.get(THUNDERBIRD_PATHS[0], query_string="emailaddress=" + quote_from_bytes(raw, safe="@&=%"))
+    check(response.status_code, response.data)
