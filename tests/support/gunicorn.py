@@ -84,6 +84,30 @@ class GunicornServer:
         except urllib.error.HTTPError:
             return True  # answering at all means the workers are up
 
+    def worker_pids(self) -> list[int]:
+        """PIDs of the current worker processes (children of the master)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
+                    found.append(int(entry.name))
+        return found
+
+    def worker_pss_kib(self) -> dict[int, int]:
+        """Proportional set size of each worker, in KiB."""
+        sizes = {}
+        for pid in self.worker_pids():
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            sizes[pid] = next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
+        return sizes
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
