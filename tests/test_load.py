@@ -154,7 +154,9 @@ def test_a_worker_killed_under_load_is_replaced_and_nothing_is_lost(
     assert all(status < 500 for status in result.statuses), result.statuses
     # At most the requests in flight on the killed worker fail: one per client thread at worst.
     assert result.connection_errors <= threads
-    wait_for(lambda: len(loaded_server.worker_pids()) == 2 and victim not in loaded_server.worker_pids(), 15, "a new worker")
+    wait_for(
+        lambda: len(loaded_server.worker_pids()) == 2 and victim not in loaded_server.worker_pids(), 15, "a new worker"
+    )
     for address, (imap, pop) in toggler.acknowledged.items():
         body = http("GET", f"{loaded_server.url}/admin/v1/accounts/{address}", headers=AUTH)[2]
         assert (json.loads(body)["imap"], json.loads(body)["pop"]) == (imap, pop)
