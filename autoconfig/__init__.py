@@ -10,6 +10,7 @@ import logging
 
 from flask import Flask
 
+from . import metrics
 from .config import Config, load
 from .service import Service
 from .store import open_store
@@ -43,6 +44,7 @@ def create_app(config: Config | None = None) -> Flask:
     # Werkzeug refuses larger bodies with 413 before a view reads them.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.extensions["autoconfig"] = svc
+    metrics.init_app(app)
 
     from . import web
 

@@ -95,6 +95,14 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class DovecotPolicy:
+    """The shared secret Dovecot's auth-policy client sends (``auth_policy_server_api_header``)."""
+
+    header: str  # HTTP header name, e.g. X-Autoconfig-Policy-Key
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     provider: Provider
@@ -105,6 +113,7 @@ class Config:
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
     limits: Limits = Limits()
+    dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -180,6 +189,9 @@ class _Table:
             if not isinstance(value, str):
                 raise self.error(f"{self.key(name)}[{index}]", "expected a string")
         return list(values)
+
+    def key_present(self, name: str) -> bool:
+        return name in self._data
 
     def table(self, name: str, required: bool = True) -> _Table:
         data = self._take(name, dict, "a table", None if required else {})
@@ -317,6 +329,29 @@ def _read_limits(table: _Table) -> Limits:
     return limits
 
 
+_HTTP_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+# Headers Dovecot's HTTP client sets itself; a second copy would break the request.
+_RESERVED_HEADERS = frozenset({"host", "content-type", "content-length", "transfer-encoding", "connection"})
+
+
+def _read_dovecot(table: _Table) -> DovecotPolicy:
+    """``[dovecot] api_header``: the very string Dovecot has in ``auth_policy_server_api_header``."""
+    raw = table.string("api_header")
+    table.finish()
+    name, colon, value = raw.partition(":")
+    name, value = name.strip(), value.strip()
+    key = table.key("api_header")
+    if not colon or not _HTTP_TOKEN.match(name):
+        raise table.error(key, 'must look like "Header-Name: secret value" (the same line Dovecot has)')
+    if name.lower() in _RESERVED_HEADERS:
+        raise table.error(key, f"{name} is set by Dovecot's HTTP client itself; choose another header name")
+    if not all("\x20" <= ch <= "\x7e" for ch in value):
+        raise table.error(key, "the secret must be printable ASCII")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise table.error(key, f"the secret after the colon must be at least {MIN_TOKEN_LENGTH} characters")
+    return DovecotPolicy(header=name, secret=value)
+
+
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from already-parsed TOML ``data``."""
     env = os.environ if env is None else env
@@ -338,6 +373,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
     admin_tokens = _read_admin(root.table("admin", required=False), env)
     limits = _read_limits(root.table("limits", required=False))
+    dovecot = _read_dovecot(root.table("dovecot")) if root.key_present("dovecot") else None
     root.finish()
     return Config(
         source=source,
@@ -349,6 +385,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         admin_tokens=admin_tokens,
         log_level=log_level,
         limits=limits,
+        dovecot=dovecot,
     )
 
 

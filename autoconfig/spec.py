@@ -25,3 +25,5 @@ JSON_CONTENT_TYPE = "application/json"
 # Input limits.
 MAX_QUERY_STRING = 2048
 MAX_ADMIN_BODY = 4096
+# Dovecot's auth-policy requests are a few hundred bytes; IMAP ID data (device_id) can add a few KiB.
+MAX_POLICY_BODY = 64 * 1024

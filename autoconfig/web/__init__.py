@@ -92,7 +92,7 @@ def _security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, health, thunderbird
+    from . import admin, dovecot, health, thunderbird
 
     limits = app.extensions["autoconfig"].config.limits
     app.extensions["autoconfig_limits"] = {
@@ -114,3 +114,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(thunderbird.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(dovecot.blueprint)

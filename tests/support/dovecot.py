@@ -57,7 +57,8 @@ class DovecotServer:
     ``?command=report`` to the URL, or just ``command=...`` if it ends with
     ``&``), sending ``policy_api_header`` (``"Name: value"``) with each
     request; ``reject_on_fail`` decides whether logins fail when the policy
-    server cannot be reached.
+    server cannot be reached. ``extra_config`` is appended to the generated
+    config verbatim (e.g. a shipped snippet, so a test exercises it as is).
     """
 
     address = "127.0.0.1"
@@ -69,6 +70,7 @@ class DovecotServer:
         policy_url: str | None = None,
         policy_api_header: str | None = None,
         reject_on_fail: bool = False,
+        extra_config: str = "",
     ):
         for login, password in users.items():
             if not login or any(c in login + password for c in ":\n\r"):
@@ -81,6 +83,7 @@ class DovecotServer:
         self.policy_url = policy_url
         self.policy_api_header = policy_api_header
         self.reject_on_fail = reject_on_fail
+        self.extra_config = extra_config
         self.imap_port = 0
         self.pop3_port = 0
         self._runtime_dir: pathlib.Path | None = None
@@ -275,7 +278,7 @@ auth_policy_reject_on_fail = {"yes" if self.reject_on_fail else "no"}
 """
             if self.policy_api_header is not None:
                 config += f"auth_policy_server_api_header = {self.policy_api_header}\n"
-        return config
+        return config + self.extra_config
 
 
 class _PortInUse(Exception):

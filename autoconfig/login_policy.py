@@ -1,0 +1,54 @@
+"""The login decision Dovecot asks for, derived from the same ``Offer`` the
+autoconfig documents render.
+
+A protocol may be logged in to exactly when ``policy.offer`` would advertise
+it, so an account's settings document and its login never disagree: a POP
+switch that is on still refuses POP logins when the ISP runs no POP server,
+because no document would ever show one.  Only IMAP and POP3 are gated;
+submission, sieve and the rest belong to every account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .policy import Offer
+
+# Dovecot's service name (%s in auth_policy_request_attributes) -> Offer protocol.
+GATED_PROTOCOLS = {"imap": "imap", "pop3": "pop3"}
+DISPLAY_NAMES = {"imap": "IMAP", "pop3": "POP"}
+
+# Dovecot's auth-policy answer: -1 refuses the login; 0 lets it through.
+REJECT = -1
+ACCEPT = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to answer Dovecot, and the metric/log label for it."""
+
+    decision: str  # allow | reject | other_protocol | not_ours
+    status: int
+    message: str = ""
+
+
+OTHER_PROTOCOL = Verdict("other_protocol", ACCEPT)
+NOT_OURS = Verdict("not_ours", ACCEPT)
+
+
+def refusal(protocol: str, webmail_url: str) -> str:
+    """The reason the user's mail program shows (IMAP: ``[ALERT] …``, POP3: ``-ERR [AUTH] …``)."""
+    name = DISPLAY_NAMES[protocol]
+    # The text ends up on one IMAP/POP3 response line: nothing that could end or split it.
+    url = "".join(ch for ch in webmail_url if ch.isprintable())
+    return f"{name} is turned off for this mailbox. Sign in to webmail at {url} and enable {name}, then try again."
+
+
+def judge(offer: Offer, protocol: str, webmail_url: str) -> Verdict:
+    """Allow ``protocol`` exactly when ``offer`` advertises it; never gate anything but IMAP/POP3."""
+    gated = GATED_PROTOCOLS.get(protocol)
+    if gated is None:
+        return OTHER_PROTOCOL
+    if gated in offer.protocols:
+        return Verdict("allow", ACCEPT)
+    return Verdict("reject", REJECT, refusal(protocol, webmail_url))

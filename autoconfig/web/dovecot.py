@@ -1,0 +1,182 @@
+"""Dovecot's authentication-policy endpoint: the user's switch enforced at login.
+
+Dovecot's auth process POSTs a JSON object to ``auth_policy_server_url``
+with ``?command=allow`` (a check that may refuse the login) and
+``?command=report`` (the outcome, answer ignored).  It can send ``allow``
+twice, before and after verifying the password, and the two requests are
+identical (Dovecot builds both without the ``success`` field), so this
+endpoint cannot tell them apart.  The shipped snippet
+(config/dovecot-auth-policy.conf) therefore turns the before-auth check
+off: every ``allow`` that reaches us comes after a correct password, and a
+stranger guessing passwords never sees an answer that depends on the
+account.
+
+Only IMAP and POP3 logins are gated, through ``Service.decide`` and
+``policy.offer``: the same gate the autoconfig documents pass.  Logins that
+are not addresses of our domains get "no opinion" (status 0): they are not
+accounts this service knows switches for.  When the store cannot answer we
+answer 503, and Dovecot's ``auth_policy_reject_on_fail`` decides.
+
+This is the one endpoint that answers 401: its caller is a mail server
+holding a shared secret, not a mail client sending a user's password.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from ..errors import (
+    BadRequest,
+    ClientError,
+    NotFound,
+    NotServed,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from ..login_policy import GATED_PROTOCOLS, NOT_OURS, OTHER_PROTOCOL, Verdict, judge
+from ..metrics import metrics
+from ..spec import MAX_POLICY_BODY
+from . import service, single_arg
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("dovecot", __name__, url_prefix="/dovecot")
+
+COMMANDS = ("allow", "report")
+UNKNOWN = "unknown"
+_LOGGABLE_LENGTH = 80
+
+
+def _loggable(value: object) -> str:
+    """A value from the request as it may appear in a log line: short, printable, no newlines."""
+    if not isinstance(value, str) or not value:
+        return "-"
+    if len(value) > _LOGGABLE_LENGTH or not all("\x21" <= ch <= "\x7e" for ch in value):
+        return f"<{len(value)} unprintable or long characters>"
+    return value
+
+
+def _labels(command: str | None = None, protocol: str | None = None) -> dict[str, str]:
+    """Metric labels from a bounded set, whatever the request sent."""
+    return {
+        "command": command if command in COMMANDS else UNKNOWN,
+        "protocol": UNKNOWN if protocol is None else (protocol if protocol in GATED_PROTOCOLS else "other"),
+    }
+
+
+def _count(labels: dict[str, str], decision: str) -> None:
+    metrics().dovecot_policy_decisions.labels(decision=decision, **labels).inc()
+
+
+def _error(exc: ClientError) -> Response:
+    response = jsonify(error=exc.code, message=exc.message)
+    response.status_code = exc.status
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'ApiKey realm="autoconfig-dovecot-policy"'
+    if isinstance(exc, Unavailable):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    settings = service().config.dovecot
+    if settings is None:
+        raise NotFound("the Dovecot auth-policy endpoint is disabled: [dovecot] api_header is not configured")
+    presented = request.headers.get(settings.header, "").strip()
+    if not hmac.compare_digest(settings.secret.encode(), presented.encode()):
+        _count(_labels(request.args.get("command")), "unauthorized")
+        log.warning("dovecot auth-policy: request without the right %s header refused", settings.header)
+        raise Unauthorized(f"send the shared secret in the {settings.header} header")
+
+
+def _read_object() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the body as Content-Type: application/json")
+    if (request.content_length or 0) > MAX_POLICY_BODY:
+        raise PayloadTooLarge(f"the body is larger than {MAX_POLICY_BODY} bytes")
+    raw = request.stream.read(MAX_POLICY_BODY + 1)
+    if len(raw) > MAX_POLICY_BODY:
+        raise PayloadTooLarge(f"the body is larger than {MAX_POLICY_BODY} bytes")
+    try:
+        data: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(
+            f"the field {name} must be a string; include {name}= in Dovecot's auth_policy_request_attributes"
+        )
+    return value
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"the field {name} must be true or false")
+    return value
+
+
+def _judge(login: str, protocol: str) -> Verdict:
+    if protocol not in GATED_PROTOCOLS:
+        return OTHER_PROTOCOL  # no store lookup: a store outage never touches SMTP or sieve logins
+    svc = service()
+    try:
+        decision = svc.decide(login)
+    except (BadRequest, NotServed):
+        return NOT_OURS
+    return judge(decision.offer, protocol, svc.config.webmail_url)
+
+
+def _answer(labels: dict[str, str]) -> Response:
+    command = single_arg("command")
+    if command not in COMMANDS:
+        raise BadRequest("the query parameter command must be allow or report")
+    labels.update(_labels(command))
+    body = _read_object()  # its pwhash field is never read, so it can never be logged
+    protocol = _text(body, "protocol")
+    labels.update(_labels(command, protocol))
+    login = _text(body, "login")
+    context = (
+        f"{_loggable(protocol)} login {_loggable(login)}, "
+        f"session={_loggable(body.get('session_id'))} remote={_loggable(body.get('remote'))}"
+    )
+    if command == "report":
+        outcome = "success" if _flag(body, "success") else "failure"
+        if _flag(body, "policy_reject"):
+            outcome = "policy_reject"
+        _count(labels, outcome)
+        log.debug("dovecot auth-policy report: %s (%s)", outcome, context)
+        return jsonify(status=0)
+    verdict = _judge(login, protocol)
+    _count(labels, verdict.decision)
+    log.info("dovecot auth-policy: %s (%s)", verdict.decision, context)
+    if verdict.message:
+        return jsonify(status=verdict.status, msg=verdict.message)
+    return jsonify(status=verdict.status)
+
+
+@blueprint.post("/auth-policy")
+def auth_policy() -> Response:
+    labels = _labels()
+    try:
+        return _answer(labels)
+    except ClientError as exc:
+        _count(labels, exc.code)
+        log.warning("dovecot auth-policy: answered %d: %s", exc.status, exc.message)
+        raise
+
+
+blueprint.register_error_handler(ClientError, _error)
