@@ -18,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -95,6 +96,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Who may read ``/metrics``: off by default; loopback only unless widened."""
+
+    enabled: bool = False
+    allow_networks: tuple[IPv4Network | IPv6Network, ...] = (
+        ip_network("127.0.0.0/8"),
+        ip_network("::1/128"),
+    )
+    token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class DovecotPolicy:
     """The shared secret Dovecot's auth-policy client sends (``auth_policy_server_api_header``)."""
 
@@ -113,6 +126,7 @@ class Config:
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
     limits: Limits = Limits()
+    metrics: MetricsSettings = MetricsSettings()
     dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
 
     def serves(self, domain: str) -> bool:
@@ -316,6 +330,23 @@ def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]
     return tuple(tokens)
 
 
+def _read_metrics(table: _Table) -> MetricsSettings:
+    defaults = MetricsSettings()
+    enabled = table.boolean("enabled", defaults.enabled)
+    networks = []
+    raw = table.strings("allow_networks", [str(n) for n in defaults.allow_networks])
+    for index, value in enumerate(raw):
+        try:
+            networks.append(ip_network(value, strict=False))
+        except ValueError:
+            raise table.error(f"{table.key('allow_networks')}[{index}]", f"not an IP network: {value!r}") from None
+    token = table.string("token", "")
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise table.error(table.key("token"), f"must be at least {MIN_TOKEN_LENGTH} characters")
+    table.finish()
+    return MetricsSettings(enabled=enabled, allow_networks=tuple(networks), token=token)
+
+
 def _read_limits(table: _Table) -> Limits:
     defaults = Limits()
     limits = Limits(
@@ -373,6 +404,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
     admin_tokens = _read_admin(root.table("admin", required=False), env)
     limits = _read_limits(root.table("limits", required=False))
+    metrics = _read_metrics(root.table("metrics", required=False))
     dovecot = _read_dovecot(root.table("dovecot")) if root.key_present("dovecot") else None
     root.finish()
     return Config(
@@ -385,6 +417,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         admin_tokens=admin_tokens,
         log_level=log_level,
         limits=limits,
+        metrics=metrics,
         dovecot=dovecot,
     )
 

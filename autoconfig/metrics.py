@@ -2,17 +2,29 @@
 
 Each ``create_app`` gets its own ``CollectorRegistry`` instead of the
 process-wide default one: the tests build many apps in one process, and a
-metric registered twice in the default registry is an error.  Views reach
-the registry through ``metrics()``; exposing it over HTTP is the job of a
-separate endpoint, not of this module.
+metric registered twice in the default registry is an error.
+
+Under gunicorn every worker counts on its own.  When
+``PROMETHEUS_MULTIPROC_DIR`` is set (config/gunicorn.conf.py sets it before
+any worker imports prometheus_client), values live in files shared by the
+workers and ``exposition`` adds them up, so a scrape sees the whole node and
+not whichever worker happened to answer.
+
+Labels come from small fixed sets (format, outcome, switch): never an
+address, a domain or anything else a client chose.
 """
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, current_app
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 EXTENSION = "autoconfig_metrics"
+OUTCOMES = ("served", "declined", "foreign_domain", "bad_request", "rate_limited", "unavailable", "error")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
@@ -20,12 +32,44 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "autoconfig_requests",
+            "HTTP requests by endpoint family (thunderbird, outlook, apple, setup, admin, ...) and outcome.",
+            ["format", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "autoconfig_request_duration_seconds",
+            "Time spent in the app per request, by endpoint family.",
+            ["format"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "autoconfig_store_errors",
+            "Requests that could not be answered because the account store was unavailable.",
+            registry=self.registry,
+        )
+        self.admin_changes = Counter(
+            "autoconfig_admin_changes",
+            "Switch changes made through the admin API, by switch and new value.",
+            ["switch", "value"],
+            registry=self.registry,
+        )
         self.dovecot_policy_decisions = Counter(
             "autoconfig_dovecot_policy_decisions",
             "Answers to Dovecot's auth-policy requests, by command, protocol and decision.",
             ["command", "protocol", "decision"],
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric, across workers when they share a directory."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
+        return generate_latest(self.registry)
 
 
 def init_app(app: Flask) -> Metrics:

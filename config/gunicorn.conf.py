@@ -7,6 +7,8 @@ worker keep answering while one request waits on the database.
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("AUTOCONFIG_BIND", "127.0.0.1:8080").split(",")
 workers = int(os.environ.get("AUTOCONFIG_WORKERS", multiprocessing.cpu_count() * 2 + 1))
@@ -32,3 +34,31 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'
 # tests) would fight over.  Off unless AUTOCONFIG_CONTROL_SOCKET names a path.
 control_socket = os.environ.get("AUTOCONFIG_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
+
+# Prometheus metrics summed over all workers: each worker writes its values
+# into files in this directory and /metrics adds them up.  A fresh directory
+# per server start, unless PROMETHEUS_MULTIPROC_DIR names one.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="autoconfig-metrics-")
+
+
+def on_starting(server):
+    """Start from zero: files left by an earlier run would be added in."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    """A replaced worker's live values (gauges) must not linger; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ..errors import BadRequest, ClientError, TooManyRequests, UriTooLong
+from ..errors import BadRequest, ClientError, NotServed, TooManyRequests, Unavailable, UriTooLong
+from ..metrics import metrics
 from ..ratelimit import RateLimiter
-from ..service import Service
+from ..service import Decision, Service
 from ..spec import MAX_QUERY_STRING, TEXT_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,45 @@ def service() -> Service:
     """The ``Service`` of the app handling this request."""
     svc: Service = current_app.extensions["autoconfig"]
     return svc
+
+
+def decide(raw: str | None) -> Decision:
+    """``Service.decide``, with the outcome noted for the request metrics."""
+    try:
+        decision = service().decide(raw)
+    except NotServed:
+        g.outcome = "foreign_domain"
+        raise
+    except Unavailable:
+        metrics().store_errors.inc()
+        raise
+    g.outcome = "declined" if decision.offer.declined else "served"
+    return decision
+
+
+def _outcome(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    if status == 503:
+        return "unavailable"
+    if status >= 500:
+        return "error"
+    return "bad_request" if status >= 400 else "served"
+
+
+def _start_clock() -> None:
+    g.started = time.perf_counter()
+
+
+def _count(response: Response) -> Response:
+    family = request.blueprint or "unknown"
+    if family != "metrics":
+        recorder = metrics()
+        outcome = g.get("outcome") or _outcome(response.status_code)
+        recorder.requests.labels(format=family, outcome=outcome).inc()
+        if "started" in g:
+            recorder.latency.labels(format=family).observe(time.perf_counter() - g.started)
+    return response
 
 
 def text_response(message: str, status: int) -> Response:
@@ -92,7 +133,7 @@ def _security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, dovecot, health, thunderbird
+    from . import admin, dovecot, health, prometheus, thunderbird
 
     limits = app.extensions["autoconfig"].config.limits
     app.extensions["autoconfig_limits"] = {
@@ -105,9 +146,11 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=limits.trusted_proxies, x_proto=limits.trusted_proxies
         )
+    app.before_request(_start_clock)
     app.before_request(_limit_rate)
     app.before_request(_check_request)
     app.after_request(_security_headers)
+    app.after_request(_count)
     app.register_error_handler(ClientError, _client_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _server_error)
@@ -115,3 +158,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(dovecot.blueprint)
+    app.register_blueprint(prometheus.blueprint)

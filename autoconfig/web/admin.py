@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from ..errors import BadRequest, ClientError, Conflict, NotFound, Unauthorized, Unavailable, UnsupportedMediaType
+from ..metrics import metrics
 from ..spec import MAX_ADMIN_BODY
 from ..store import SWITCHES, Account, ReadOnlyStore, StoreUnavailable
 from . import service
@@ -93,6 +94,7 @@ def _store_call(call: Any, *args: Any) -> Any:
     except ReadOnlyStore as exc:
         raise Conflict(str(exc)) from None
     except StoreUnavailable:
+        metrics().store_errors.inc()
         raise Unavailable("the account store is unavailable; retry shortly") from None
 
 
@@ -100,6 +102,8 @@ def _change(address: str, required: tuple[str, ...]) -> Response:
     key = _key(address)
     changes = _body(required)
     account: Account = _store_call(service().store.update, key, changes, g.actor)
+    for name, value in changes.items():
+        metrics().admin_changes.labels(switch=name, value="on" if value else "off").inc()
     log.info(
         "switches of %s set by %s: %s",
         key,

@@ -6,14 +6,14 @@ from flask import Blueprint, Response
 
 from ..formats import thunderbird
 from ..spec import CACHE_CONTROL, THUNDERBIRD_CONTENT_TYPE, THUNDERBIRD_PATHS
-from . import service, single_arg, text_response
+from . import decide, service, single_arg, text_response
 
 blueprint = Blueprint("thunderbird", __name__)
 
 
 def config_v11() -> Response:
     svc = service()
-    decision = svc.decide(single_arg("emailaddress"))
+    decision = decide(single_arg("emailaddress"))
     if decision.offer.declined:
         # No document at all: a 2xx without an incoming server is rejected by the
         # client anyway, and this text is the same for unknown and all-off accounts.

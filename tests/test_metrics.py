@@ -1,0 +1,108 @@
+"""``/metrics``: Prometheus text, outcomes by format, no per-address labels,
+readable only from allowed networks (and with the token, when one is set)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from autoconfig import create_app
+from autoconfig.config import ConfigError, load
+from tests.conftest import ADMIN_TOKEN, Admin
+from tests.support.gunicorn import GunicornServer
+from tests.test_server import http
+
+METRICS_TOKEN = "metrics-token-0123456789"
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def make_client(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], **settings: Any
+) -> FlaskClient:
+    config_data["metrics"] = {"enabled": True, **settings}
+    return create_app(load(write_config(config_data), env={})).test_client()
+
+
+def test_metrics_are_off_by_default(client: FlaskClient) -> None:
+    assert client.get("/metrics").status_code == 404
+
+
+def test_outcomes_are_counted_by_format_without_addresses(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    client = make_client(config_data, write_config)
+    Admin(client).set("served@example.net", imap=True)
+    for query in ["served@example.net", "served@example.net", "nobody@example.net", "a@other.example", "bad"]:
+        client.get(f"/mail/config-v1.1.xml?emailaddress={query}")
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.content_type.startswith("text/plain")
+    text = response.get_data(as_text=True)
+    counts = samples(text, "autoconfig_requests_total")
+    assert counts[(("format", "thunderbird"), ("outcome", "served"))] == 2
+    assert counts[(("format", "thunderbird"), ("outcome", "declined"))] == 1
+    assert counts[(("format", "thunderbird"), ("outcome", "foreign_domain"))] == 1
+    assert counts[(("format", "thunderbird"), ("outcome", "bad_request"))] == 1
+    assert samples(text, "autoconfig_admin_changes_total")[(("switch", "imap"), ("value", "on"))] == 1
+    assert samples(text, "autoconfig_request_duration_seconds_count")[(("format", "thunderbird"),)] == 5
+    for secret in ("served@", "nobody", "other.example", ADMIN_TOKEN):
+        assert secret not in text
+
+
+def test_only_allowed_networks_may_read(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    client = make_client(config_data, write_config, allow_networks=["10.1.0.0/16"])
+    assert client.get("/metrics").status_code == 404  # from 127.0.0.1
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 404),
+        ({"Authorization": "Bearer wrong-token-000000000"}, 404),
+        ({"Authorization": f"Bearer {METRICS_TOKEN}"}, 200),
+    ],
+)
+def test_a_configured_token_is_required(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], headers: dict[str, str], status: int
+) -> None:
+    client = make_client(config_data, write_config, token=METRICS_TOKEN)
+    assert client.get("/metrics", headers=headers).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [({"allow_networks": ["not-a-net"]}, "metrics.allow_networks[0]"), ({"token": "short"}, "metrics.token")],
+)
+def test_bad_metrics_settings_name_the_key(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], settings: dict[str, Any], key: str
+) -> None:
+    config_data["metrics"] = settings
+    with pytest.raises(ConfigError) as error:
+        load(write_config(config_data), env={})
+    assert f": {key}: " in str(error.value)
+
+
+def test_a_scrape_sums_every_gunicorn_worker(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
+) -> None:
+    config_data["metrics"] = {"enabled": True}
+    with GunicornServer(write_config(config_data), tmp_path / "g.log", workers=2) as server:
+        for _ in range(40):  # new connections each time: both workers answer some
+            http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=x@example.net")
+        text = http("GET", f"{server.url}/metrics")[2].decode()
+    assert samples(text, "autoconfig_requests_total")[(("format", "thunderbird"), ("outcome", "declined"))] == 40
