@@ -84,6 +84,20 @@ class AdminToken:
 
 
 @dataclass(frozen=True)
+class Apple:
+    """Apple profile settings.  Signing paths are absolute (resolved against the config file's directory)."""
+
+    profile_identifier_prefix: str = ""
+    signing_certificate: Path | None = None
+    signing_key: Path | None = None
+    signing_chain: Path | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.signing_certificate is not None
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     provider: Provider
@@ -93,6 +107,7 @@ class Config:
     store_url: str
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
+    apple: Apple = Apple()
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -284,6 +299,37 @@ def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]
     return tuple(tokens)
 
 
+_REVERSE_DNS = re.compile(r"^[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+$")
+
+
+def _check_reverse_dns(value: str) -> str:
+    if len(value) > 200 or not _REVERSE_DNS.match(value):
+        raise ValueError(f"must be a reverse-DNS name like net.example.autoconfig; got {value!r}")
+    return value
+
+
+def _read_apple(table: _Table, provider: Provider, base: Path) -> Apple:
+    """Relative paths are taken from the config file's directory, so a config and its key can move together."""
+
+    def path(name: str) -> Path | None:
+        value = table.string(name, "")
+        if not value:
+            return None
+        return base / value  # an absolute value replaces base
+
+    prefix = table.string(
+        "profile_identifier_prefix", ".".join(reversed(provider.id.split("."))), check=_check_reverse_dns
+    )
+    certificate, key, chain = path("signing_certificate"), path("signing_key"), path("signing_chain")
+    table.finish()
+    if (certificate is None) != (key is None):
+        missing = "signing_key" if key is None else "signing_certificate"
+        raise table.error(table.key(missing), "signing needs both signing_certificate and signing_key")
+    if chain is not None and certificate is None:
+        raise table.error(table.key("signing_chain"), "only makes sense with signing_certificate and signing_key")
+    return Apple(prefix, certificate, key, chain)
+
+
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from already-parsed TOML ``data``."""
     env = os.environ if env is None else env
@@ -304,6 +350,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         except ValueError as exc:
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
     admin_tokens = _read_admin(root.table("admin", required=False), env)
+    apple = _read_apple(root.table("apple", required=False), provider, source.parent)
     root.finish()
     return Config(
         source=source,
@@ -314,6 +361,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         store_url=store_url,
         admin_tokens=admin_tokens,
         log_level=log_level,
+        apple=apple,
     )
 
 

@@ -25,3 +25,11 @@ JSON_CONTENT_TYPE = "application/json"
 # Input limits.
 MAX_QUERY_STRING = 2048
 MAX_ADMIN_BODY = 4096
+
+# Apple configuration profiles (Apple's device-management schema:
+# TopLevel.yaml and com.apple.mail.managed.yaml).
+APPLE_PROFILE_PATHS = ("/apple/mail.mobileconfig", "/mobileconfig")
+APPLE_CONTENT_TYPE = "application/x-apple-aspen-config"
+APPLE_MAIL_PAYLOAD_TYPE = "com.apple.mail.managed"
+APPLE_ACCOUNT_TYPES = {"imap": "EmailTypeIMAP", "pop3": "EmailTypePOP"}
+APPLE_AUTHENTICATION = {"password-cleartext": "EmailAuthPassword", "password-encrypted": "EmailAuthCRAMMD5"}
