@@ -20,7 +20,7 @@ from .address import AddressError, parse_address
 from .config import ConfigError, load
 from .errors import ClientError
 from .formats import apple, thunderbird
-from .service import Decision, Service
+from .service import Service
 from .signing import load_signer
 from .store import Account, ReadOnlyStore, StoreError, Switches
 
@@ -232,14 +232,18 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
     """
     svc = ctx.service
     try:
+        # Like the server, refuse a broken signing setup whatever the address.
+        signer = load_signer(svc.config) if client == "apple" else None
         decision = svc.decide(address)
-    except ClientError as exc:
-        raise click.ClickException(exc.message) from None
+    except (ClientError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
     if decision.offer.declined:
         click.echo(svc.declined_message(), err=True)
         sys.exit(1)
     if client == "apple":
-        body = _apple_profile(svc, decision)
+        config = svc.config
+        body = apple.render(decision.offer, config.provider, decision.address, config.apple.profile_identifier_prefix)
+        body = body if signer is None else signer.sign(body)
     else:
         body = thunderbird.render(
             decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
@@ -251,12 +255,3 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
         sys.stdout.buffer.write(body)  # bytes: a signed profile is binary DER
         sys.stdout.buffer.flush()
 
-
-def _apple_profile(svc: Service, decision: Decision) -> bytes:
-    config = svc.config
-    body = apple.render(decision.offer, config.provider, decision.address, config.apple.profile_identifier_prefix)
-    try:
-        signer = load_signer(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    return body if signer is None else signer.sign(body)
