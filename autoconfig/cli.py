@@ -109,6 +109,12 @@ def check_config(ctx: Context) -> None:
         click.echo(f"  {server.protocol:5} {server.host}:{server.port} {server.socket}")
     click.echo(f"  store:    {svc.store.kind}")
     click.echo(f"  admin API: {'enabled' if config.admin_tokens else 'disabled (no token)'}")
+    try:
+        signer = load_signer(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    signed = f"signed by {signer.subject} until {signer.expires:%Y-%m-%d}" if signer else "unsigned"
+    click.echo(f"  apple profiles: {signed}")
 
 
 @main.group()

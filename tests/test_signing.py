@@ -247,3 +247,17 @@ def test_a_certificate_about_to_expire_is_warned_about_at_start(
     if warned:
         assert f"expires in {days_left} days" in warnings[0].getMessage()
         assert "signer.pem" in warnings[0].getMessage()
+
+
+def test_check_config_reports_the_signer(
+    tmp_path: Path, config_data: dict[str, Any], write_config: WriteConfig
+) -> None:
+    unsigned = CliRunner().invoke(main, ["--config", str(write_config(config_data, "unsigned.toml")), "check-config"])
+    assert unsigned.exit_code == 0 and "apple profiles: unsigned" in unsigned.output
+    pki = make_pki(tmp_path / "pki")
+    config_data["apple"] = signing(pki)
+    signed = CliRunner().invoke(main, ["--config", str(write_config(config_data)), "check-config"])
+    assert signed.exit_code == 0 and "apple profiles: signed by CN=autoconfig test profile signer" in signed.output
+    make_unrelated_key(pki.signer_key)
+    broken = CliRunner().invoke(main, ["--config", str(write_config(config_data)), "check-config"])
+    assert broken.exit_code == 1 and "apple.signing_key: does not match" in broken.output
