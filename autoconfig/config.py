@@ -92,10 +92,6 @@ class Apple:
     signing_key: Path | None = None
     signing_chain: Path | None = None
 
-    @property
-    def signed(self) -> bool:
-        return self.signing_certificate is not None
-
 
 @dataclass(frozen=True)
 class Config:

@@ -55,15 +55,18 @@ def decision_page(decision: Decision, declined_status: int) -> Response:
         protocol_names=PROTOCOL_NAMES,
         security_names=SECURITY_NAMES,
         authentication_names=AUTHENTICATION_NAMES,
-        profile_href=f"{APPLE_PROFILE_PATHS[0]}?{urlencode({'emailaddress': str(address)})}",
+        profile_href=_profile_path(address),
         qr_code=qr_data_uri(profile_url(address)),
     )
 
 
+def _profile_path(address: Address) -> str:
+    return f"{APPLE_PROFILE_PATHS[0]}?{urlencode({'emailaddress': str(address)})}"
+
+
 def profile_url(address: Address) -> str:
     """Absolute URL of the profile, from the configured public URL: never from the Host header."""
-    query = urlencode({"emailaddress": str(address)})
-    return f"{service().config.public_url}{APPLE_PROFILE_PATHS[0]}?{query}"
+    return f"{service().config.public_url}{_profile_path(address)}"
 
 
 def qr_data_uri(text: str) -> str:
