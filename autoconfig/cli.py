@@ -19,8 +19,9 @@ from . import create_service
 from .address import AddressError, parse_address
 from .config import ConfigError, load
 from .errors import ClientError
-from .formats import thunderbird
+from .formats import apple, thunderbird
 from .service import Service
+from .signing import load_signer
 from .store import Account, ReadOnlyStore, StoreError, Switches
 
 ON_OFF = click.Choice(["on", "off"])
@@ -108,6 +109,12 @@ def check_config(ctx: Context) -> None:
         click.echo(f"  {server.protocol:5} {server.host}:{server.port} {server.socket}")
     click.echo(f"  store:    {svc.store.kind}")
     click.echo(f"  admin API: {'enabled' if config.admin_tokens else 'disabled (no token)'}")
+    try:
+        signer = load_signer(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    signed = f"signed by {signer.subject} until {signer.expires:%Y-%m-%d}" if signer else "unsigned"
+    click.echo(f"  apple profiles: {signed}")
 
 
 @main.group()
@@ -220,20 +227,37 @@ def accounts_import(ctx: Context, file: io.TextIOWrapper) -> None:
 
 
 @main.command("render")
-@click.argument("client", type=click.Choice(["thunderbird"]))
+@click.argument("client", type=click.Choice(["thunderbird", "apple"]))
 @click.argument("address")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to this file, not stdout.")
 @pass_context
-def render(ctx: Context, client: str, address: str) -> None:
-    """Print the document CLIENT would get for ADDRESS (exit 1 if it gets none)."""
+def render(ctx: Context, client: str, address: str, out: str | None) -> None:
+    """Print the document CLIENT would get for ADDRESS (exit 1 if it gets none).
+
+    For apple: the profile, signed when [apple] names a certificate.
+    """
     svc = ctx.service
     try:
+        # Like the server, refuse a broken signing setup whatever the address.
+        signer = load_signer(svc.config) if client == "apple" else None
         decision = svc.decide(address)
-    except ClientError as exc:
-        raise click.ClickException(exc.message) from None
+    except (ClientError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
     if decision.offer.declined:
         click.echo(svc.declined_message(), err=True)
         sys.exit(1)
-    body = thunderbird.render(
-        decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
-    )
-    click.echo(body.decode(), nl=False)
+    if client == "apple":
+        config = svc.config
+        body = apple.render(decision.offer, config.provider, decision.address, config.apple.profile_identifier_prefix)
+        body = body if signer is None else signer.sign(body)
+    else:
+        body = thunderbird.render(
+            decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
+        )
+    if out is not None:
+        Path(out).write_bytes(body)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(body)  # bytes: a signed profile is binary DER
+        sys.stdout.buffer.flush()
+

@@ -116,6 +116,16 @@ class DovecotPolicy:
 
 
 @dataclass(frozen=True)
+class Apple:
+    """Apple profile settings.  Signing paths are absolute (resolved against the config file's directory)."""
+
+    profile_identifier_prefix: str = ""
+    signing_certificate: Path | None = None
+    signing_key: Path | None = None
+    signing_chain: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     provider: Provider
@@ -128,6 +138,7 @@ class Config:
     limits: Limits = Limits()
     metrics: MetricsSettings = MetricsSettings()
     dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
+    apple: Apple = Apple()
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -381,6 +392,35 @@ def _read_dovecot(table: _Table) -> DovecotPolicy:
     if len(value) < MIN_TOKEN_LENGTH:
         raise table.error(key, f"the secret after the colon must be at least {MIN_TOKEN_LENGTH} characters")
     return DovecotPolicy(header=name, secret=value)
+_REVERSE_DNS = re.compile(r"^[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+$")
+
+
+def _check_reverse_dns(value: str) -> str:
+    if len(value) > 200 or not _REVERSE_DNS.match(value):
+        raise ValueError(f"must be a reverse-DNS name like net.example.autoconfig; got {value!r}")
+    return value
+
+
+def _read_apple(table: _Table, provider: Provider, base: Path) -> Apple:
+    """Relative paths are taken from the config file's directory, so a config and its key can move together."""
+
+    def path(name: str) -> Path | None:
+        value = table.string(name, "")
+        if not value:
+            return None
+        return base / value  # an absolute value replaces base
+
+    prefix = table.string(
+        "profile_identifier_prefix", ".".join(reversed(provider.id.split("."))), check=_check_reverse_dns
+    )
+    certificate, key, chain = path("signing_certificate"), path("signing_key"), path("signing_chain")
+    table.finish()
+    if (certificate is None) != (key is None):
+        missing = "signing_key" if key is None else "signing_certificate"
+        raise table.error(table.key(missing), "signing needs both signing_certificate and signing_key")
+    if chain is not None and certificate is None:
+        raise table.error(table.key("signing_chain"), "only makes sense with signing_certificate and signing_key")
+    return Apple(prefix, certificate, key, chain)
 
 
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -406,6 +446,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     limits = _read_limits(root.table("limits", required=False))
     metrics = _read_metrics(root.table("metrics", required=False))
     dovecot = _read_dovecot(root.table("dovecot")) if root.key_present("dovecot") else None
+    apple = _read_apple(root.table("apple", required=False), provider, source.parent)
     root.finish()
     return Config(
         source=source,
@@ -419,6 +460,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         limits=limits,
         metrics=metrics,
         dovecot=dovecot,
+        apple=apple,
     )
 
 

@@ -27,3 +27,11 @@ MAX_QUERY_STRING = 2048
 MAX_ADMIN_BODY = 4096
 # Dovecot's auth-policy requests are a few hundred bytes; IMAP ID data (device_id) can add a few KiB.
 MAX_POLICY_BODY = 64 * 1024
+
+# Apple configuration profiles (Apple's device-management schema:
+# TopLevel.yaml and com.apple.mail.managed.yaml).
+APPLE_PROFILE_PATHS = ("/apple/mail.mobileconfig", "/mobileconfig")
+APPLE_CONTENT_TYPE = "application/x-apple-aspen-config"
+APPLE_MAIL_PAYLOAD_TYPE = "com.apple.mail.managed"
+APPLE_ACCOUNT_TYPES = {"imap": "EmailTypeIMAP", "pop3": "EmailTypePOP"}
+APPLE_AUTHENTICATION = {"password-cleartext": "EmailAuthPassword", "password-encrypted": "EmailAuthCRAMMD5"}

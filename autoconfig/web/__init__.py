@@ -133,7 +133,7 @@ def _security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, dovecot, health, prometheus, thunderbird
+    from . import admin, apple, dovecot, health, prometheus, setup, thunderbird
 
     limits = app.extensions["autoconfig"].config.limits
     app.extensions["autoconfig_limits"] = {
@@ -159,3 +159,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(dovecot.blueprint)
     app.register_blueprint(prometheus.blueprint)
+    app.register_blueprint(apple.blueprint)
+    app.register_blueprint(setup.blueprint)

@@ -1,0 +1,23 @@
+"""``/setup``: the page a help article points people to.
+
+It answers from the same policy decision as every client format: the
+settings for what the account has enabled, or the way to enable it.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from . import decide, single_arg
+from .pages import decision_page, page, serve_html
+
+blueprint = Blueprint("setup", __name__, static_folder="../../static", static_url_path="/setup/static")
+serve_html(blueprint)
+
+
+@blueprint.get("/setup")
+def setup() -> Response:
+    raw = single_arg("emailaddress")
+    if raw is None:
+        return page()
+    return decision_page(decide(raw), declined_status=200)
