@@ -13,6 +13,7 @@ more admin token).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -83,6 +84,49 @@ class AdminToken:
     token: str = field(repr=False)
 
 
+# RFC 6186 / RFC 8314 SRV service labels, by (protocol, socket) of a configured server.
+SRV_SERVICES = {
+    ("imap", "SSL"): "imaps",
+    ("imap", "STARTTLS"): "imap",
+    ("pop3", "SSL"): "pop3s",
+    ("pop3", "STARTTLS"): "pop3",
+    ("smtp", "SSL"): "submissions",
+    ("smtp", "STARTTLS"): "submission",
+}
+# Implicit TLS first (RFC 8314), IMAP before POP (RFC 6186 section 3.4).
+DEFAULT_SRV_PRIORITIES = {"imaps": 0, "submissions": 0, "imap": 10, "submission": 10, "pop3s": 20, "pop3": 30}
+MAX_RESOLVER_TIMEOUT = 1.0
+MAX_RESOLVER_LIFETIME = 2.0
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """``[dns]``: the records to publish, and hosted customer domains found by MX.
+
+    Hosted detection is on only when ``mx_hosts`` is not empty; everything
+    else here only feeds ``dns records`` and ``dns check``.
+    """
+
+    responder: str = ""  # host name of this service (CNAME target); default: public_url's host
+    own_domains: tuple[str, ...] = ()  # served domains that get A/AAAA instead of CNAMEs
+    addresses: tuple[str, ...] = ()  # the responder's IPv4/IPv6 addresses
+    autodiscover_target: str = ""  # _autodiscover._tcp SRV target; default: responder
+    https_port: int = 443
+    ttl: int = 3600
+    priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SRV_PRIORITIES))
+    mx_hosts: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    nameserver: str | None = None  # None: the system resolver (/etc/resolv.conf)
+    port: int = 53
+    timeout: float = MAX_RESOLVER_TIMEOUT
+    lifetime: float = MAX_RESOLVER_LIFETIME
+    cache_size: int = 10000
+
+    @property
+    def hosted(self) -> bool:
+        return bool(self.mx_hosts)
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path
@@ -93,6 +137,7 @@ class Config:
     store_url: str
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
+    dns: DnsSettings = field(default_factory=DnsSettings)
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -149,6 +194,17 @@ class _Table:
         value = self._take(name, int, "an integer", default)
         if not low <= value <= high:
             raise self.error(self.key(name), f"must be between {low} and {high}; got {value}")
+        return value
+
+    def has(self, name: str) -> bool:
+        return name in self._data
+
+    def number(self, name: str, default: float | None = None, low: float = 0.0, high: float = 2.0**31) -> float:
+        if isinstance(self._data.get(name), int) and not isinstance(self._data.get(name), bool):
+            self._data[name] = float(self._data[name])
+        value = self._take(name, float, "a number", default)
+        if not low < value <= high:
+            raise self.error(self.key(name), f"must be more than {low:g} and at most {high:g}; got {value:g}")
         return value
 
     def boolean(self, name: str, default: bool | None = None) -> bool:
@@ -284,6 +340,73 @@ def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]
     return tuple(tokens)
 
 
+def _check_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {value!r}") from None
+
+
+def _unique(table: _Table, name: str, check: Callable[[str], str]) -> tuple[str, ...]:
+    """A list option whose items are each checked and may appear once."""
+    found: list[str] = []
+    for index, raw in enumerate(table.strings(name, [])):
+        key = f"{table.key(name)}[{index}]"
+        try:
+            value = check(raw)
+        except ValueError as exc:
+            raise table.error(key, str(exc)) from None
+        if value in found:
+            raise table.error(key, f"{value} is listed twice")
+        found.append(value)
+    return tuple(found)
+
+
+def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings:
+    responder = table.string("responder", urlsplit(public_url).hostname or "", check=check_hostname)
+    if table.has("own_domains"):
+        own = _unique(table, "own_domains", _check_domain)
+        for index, domain in enumerate(own):
+            if domain not in provider.domains:
+                raise table.error(f"{table.key('own_domains')}[{index}]", f"{domain} is not in provider.domains")
+    else:
+        # The ISP's own zone is the one its responder lives in.
+        own = tuple(d for d in provider.domains if responder == d or responder.endswith("." + d))
+    addresses = _unique(table, "addresses", _check_ip)
+    autodiscover_target = table.string("autodiscover_target", responder, check=check_hostname)
+    https_port = table.integer("https_port", 443, low=1, high=65535)
+    ttl = table.integer("ttl", 3600, low=1, high=2**31 - 1)
+    prio_table = table.table("priority", required=False)
+    priorities = {name: prio_table.integer(name, low, high=65535) for name, low in DEFAULT_SRV_PRIORITIES.items()}
+    prio_table.finish()
+    mx_hosts = _unique(table, "mx_hosts", check_hostname)
+    deny = _unique(table, "deny", _check_domain)
+    nameserver = table.string("nameserver", check=_check_ip) if table.has("nameserver") else None
+    port = table.integer("port", 53, low=1, high=65535)
+    timeout = table.number("timeout", MAX_RESOLVER_TIMEOUT, high=MAX_RESOLVER_TIMEOUT)
+    lifetime = table.number("lifetime", MAX_RESOLVER_LIFETIME, high=MAX_RESOLVER_LIFETIME)
+    if lifetime < timeout:
+        raise table.error(table.key("lifetime"), f"must be at least timeout ({timeout:g}); got {lifetime:g}")
+    cache_size = table.integer("cache_size", 10000, low=1, high=10_000_000)
+    table.finish()
+    return DnsSettings(
+        responder=responder,
+        own_domains=own,
+        addresses=addresses,
+        autodiscover_target=autodiscover_target,
+        https_port=https_port,
+        ttl=ttl,
+        priorities=priorities,
+        mx_hosts=mx_hosts,
+        deny=deny,
+        nameserver=nameserver,
+        port=port,
+        timeout=timeout,
+        lifetime=lifetime,
+        cache_size=cache_size,
+    )
+
+
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from already-parsed TOML ``data``."""
     env = os.environ if env is None else env
@@ -304,6 +427,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         except ValueError as exc:
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
     admin_tokens = _read_admin(root.table("admin", required=False), env)
+    dns = _read_dns(root.table("dns", required=False), public_url, provider)
     root.finish()
     return Config(
         source=source,
@@ -314,6 +438,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         store_url=store_url,
         admin_tokens=admin_tokens,
         log_level=log_level,
+        dns=dns,
     )
 
 
