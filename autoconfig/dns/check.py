@@ -163,7 +163,7 @@ class Checker:
             if got.target != dns.name.root:
                 problem = self._target_problem(got.target)
                 if problem is not None:
-                    finding(problem[0], want.name, "SRV", f"{got.target} with A/AAAA and no CNAME", problem[1])
+                    finding(problem[0], want.name, "SRV", "a target with A/AAAA records, not a CNAME", problem[1])
 
     def _target_problem(self, target: dns.name.Name) -> tuple[str, str] | None:
         if target not in self._targets:
