@@ -185,12 +185,15 @@ def test_a_silent_resolver_costs_one_lifetime_then_a_clean_failure() -> None:
         started = time.monotonic()
         results = _ask_concurrently(hosted, "shop.example", 4)
         elapsed = time.monotonic() - started
+        tries = list(resolver.queries)
         assert all(isinstance(r, LookupFailed) for r in results)
-        assert resolver.queries == [("shop.example", "MX")]
+        # One lookup for all four callers: tries of 0.5 s while its 1 s lifetime lasts.
+        assert set(tries) == {("shop.example", "MX")}
+        assert len(tries) <= 2
         assert elapsed < 1.0 + 1.5
         with pytest.raises(LookupFailed):
             hosted.is_hosted("shop.example")  # remembered: no second wait
-        assert len(resolver.queries) == 1
+        assert resolver.queries == tries
 
 
 # -- through the real gunicorn server -------------------------------------------------

@@ -10,6 +10,7 @@ turns them into one value so callers compare instead of catching.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 
 import dns.exception
@@ -48,16 +49,38 @@ class Lookup:
         return self.rrset.ttl if self.rrset is not None else 0
 
 
+# dnspython sleeps a back-off (0.1 s, then doubling) after every unanswered
+# round before it notices that the lifetime is over, so resolve(lifetime=2)
+# against a silent server takes 2.2 s, and more with shorter tries.
+BACKOFF = 0.1
+
+
 def lookup(resolver: dns.resolver.Resolver, name: str | dns.name.Name, rdtype: str) -> Lookup:
-    """Ask ``resolver`` for ``name``/``rdtype``; never raises for DNS trouble."""
+    """Ask ``resolver`` for ``name``/``rdtype``; never raises for DNS trouble.
+
+    Takes at most ``resolver.lifetime``: one try (``resolver.timeout``) per
+    call to dnspython, under our own deadline that leaves room for its back-off.
+    """
+    deadline = time.monotonic() + resolver.lifetime
+    while True:
+        budget = min(resolver.timeout, deadline - time.monotonic() - BACKOFF)
+        if budget <= 0:
+            return Lookup(Outcome.TIMEOUT)
+        try:
+            return _resolve_once(resolver, name, rdtype, budget)
+        except dns.exception.Timeout:
+            continue
+
+
+def _resolve_once(resolver: dns.resolver.Resolver, name: str | dns.name.Name, rdtype: str, budget: float) -> Lookup:
     try:
-        answer = resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
+        answer = resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False, lifetime=budget)
     except dns.resolver.NXDOMAIN:
         return Lookup(Outcome.NXDOMAIN)
-    except dns.exception.Timeout:
-        return Lookup(Outcome.TIMEOUT)
     except dns.resolver.NoNameservers as exc:
         return Lookup(_no_nameservers_outcome(exc))
+    except dns.exception.Timeout:
+        raise  # the caller tries again while its deadline allows
     except dns.exception.DNSException:
         return Lookup(Outcome.SERVFAIL)
     if answer.rrset is None:
