@@ -12,6 +12,8 @@ from flask import Flask
 
 from . import metrics
 from .config import Config, load
+from .dns import make_resolver
+from .dns.hosted import HostedDomains
 from .service import Service
 from .store import open_store
 
@@ -33,7 +35,21 @@ def _configure_logging(level: str) -> None:
 def create_service(config: Config | None = None) -> Service:
     """Config plus an opened store: what both the web app and the CLI run on."""
     config = config or load()
-    return Service(config, open_store(config.store_url))
+    return Service(config, open_store(config.store_url), hosted=_hosted_domains(config))
+
+
+def _hosted_domains(config: Config) -> HostedDomains | None:
+    """Hosted-domain detection, only when ``[dns] mx_hosts`` names the ISP's MX hosts."""
+    settings = config.dns
+    if not settings.hosted:
+        return None
+    return HostedDomains(
+        make_resolver(settings),
+        settings.mx_hosts,
+        own_domains=config.provider.domains,
+        deny=settings.deny,
+        cache_size=settings.cache_size,
+    )
 
 
 def create_app(config: Config | None = None) -> Flask:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import getpass
 import io
+import ipaddress
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,11 @@ from pathlib import Path
 import click
 
 from . import create_service
-from .address import AddressError, parse_address
-from .config import ConfigError, load
+from .address import AddressError, normalise_domain, parse_address
+from .config import Config, ConfigError, load
+from .dns import make_resolver
+from .dns import records as dns_records_mod
+from .dns.check import check_domains
 from .errors import ClientError
 from .formats import apple, thunderbird
 from .service import Service
@@ -261,3 +266,81 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
         sys.stdout.buffer.write(body)  # bytes: a signed profile is binary DER
         sys.stdout.buffer.flush()
 
+
+# -- dns ------------------------------------------------------------------------
+
+EXIT_FINDINGS = 1
+EXIT_COULD_NOT_CHECK = 3
+
+
+def _load_config(ctx: Context) -> Config:
+    """The config alone: the DNS commands never need the store."""
+    try:
+        return load(ctx.config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _domains(config: Config, given: tuple[str, ...]) -> list[str]:
+    domains = []
+    for value in given:
+        try:
+            domains.append(normalise_domain(value.rstrip(".")))
+        except AddressError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}", param_hint="DOMAIN") from None
+    return domains or list(config.provider.domains)
+
+
+@main.group("dns")
+def dns_group() -> None:
+    """The DNS records to publish, and a live check of what DNS says."""
+
+
+@dns_group.command("records")
+@click.argument("domains", nargs=-1, metavar="[DOMAIN]...")
+@pass_context
+def dns_records(ctx: Context, domains: tuple[str, ...]) -> None:
+    """Print the zone-file lines each DOMAIN should publish (default: every served domain)."""
+    config = _load_config(ctx)
+    try:
+        texts = [dns_records_mod.to_text(dns_records_mod.expected(config, d)) for d in _domains(config, domains)]
+    except dns_records_mod.RecordsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("\n".join(texts), nl=False)
+
+
+def _ip(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise click.BadParameter("must be an IPv4 or IPv6 address") from None
+
+
+@dns_group.command("check")
+@click.argument("domains", nargs=-1, metavar="[DOMAIN]...")
+@click.option("--nameserver", callback=_ip, help="Ask this server (IP) instead of [dns] nameserver or the system's.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port of the nameserver (default: [dns] port, 53).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@pass_context
+def dns_check(ctx: Context, domains: tuple[str, ...], nameserver: str | None, port: int | None, as_json: bool) -> None:
+    """Compare what DNS publishes for each DOMAIN with `dns records`.
+
+    One line per finding.  Exit status: 0 nothing found, 1 something is wrong,
+    3 nothing wrong found but some records could not be checked (timeout,
+    server failure, refused).
+    """
+    config = _load_config(ctx)
+    names = _domains(config, domains)
+    findings = check_domains(config, make_resolver(config.dns, nameserver, port), names)
+    if as_json:
+        click.echo(json.dumps({"domains": names, "findings": [f.to_dict() for f in findings]}, indent=2))
+    else:
+        for name in names:
+            lines = [f.to_text() for f in findings if f.domain == name]
+            click.echo("\n".join(lines) if lines else f"{name}: ok")
+    if any(not f.could_not_check for f in findings):
+        sys.exit(EXIT_FINDINGS)
+    if findings:
+        sys.exit(EXIT_COULD_NOT_CHECK)

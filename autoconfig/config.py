@@ -13,6 +13,7 @@ more admin token).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -84,6 +85,49 @@ class AdminToken:
     token: str = field(repr=False)
 
 
+# RFC 6186 / RFC 8314 SRV service labels, by (protocol, socket) of a configured server.
+SRV_SERVICES = {
+    ("imap", "SSL"): "imaps",
+    ("imap", "STARTTLS"): "imap",
+    ("pop3", "SSL"): "pop3s",
+    ("pop3", "STARTTLS"): "pop3",
+    ("smtp", "SSL"): "submissions",
+    ("smtp", "STARTTLS"): "submission",
+}
+# Implicit TLS first (RFC 8314), IMAP before POP (RFC 6186 section 3.4).
+DEFAULT_SRV_PRIORITIES = {"imaps": 0, "submissions": 0, "imap": 10, "submission": 10, "pop3s": 20, "pop3": 30}
+MAX_RESOLVER_TIMEOUT = 1.0
+MAX_RESOLVER_LIFETIME = 2.0
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """``[dns]``: the records to publish, and hosted customer domains found by MX.
+
+    Hosted detection is on only when ``mx_hosts`` is not empty; everything
+    else here only feeds ``dns records`` and ``dns check``.
+    """
+
+    responder: str = ""  # host name of this service (CNAME target); default: public_url's host
+    own_domains: tuple[str, ...] = ()  # served domains that get A/AAAA instead of CNAMEs
+    addresses: tuple[str, ...] = ()  # the responder's IPv4/IPv6 addresses
+    autodiscover_target: str = ""  # _autodiscover._tcp SRV target; default: responder
+    https_port: int = 443
+    ttl: int = 3600
+    priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SRV_PRIORITIES))
+    mx_hosts: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    nameserver: str | None = None  # None: the system resolver (/etc/resolv.conf)
+    port: int = 53
+    timeout: float = MAX_RESOLVER_TIMEOUT
+    lifetime: float = MAX_RESOLVER_LIFETIME
+    cache_size: int = 10000
+
+    @property
+    def hosted(self) -> bool:
+        return bool(self.mx_hosts)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-client-IP request limits and how many proxy hops to believe."""
@@ -139,6 +183,7 @@ class Config:
     metrics: MetricsSettings = MetricsSettings()
     dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
     apple: Apple = Apple()
+    dns: DnsSettings = field(default_factory=DnsSettings)
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -197,10 +242,14 @@ class _Table:
             raise self.error(self.key(name), f"must be between {low} and {high}; got {value}")
         return value
 
+    def has(self, name: str) -> bool:
+        return name in self._data
+
     def boolean(self, name: str, default: bool | None = None) -> bool:
         return self._take(name, bool, "true or false", default)
 
-    def number(self, name: str, default: float, low: float = 0.0, high: float = 1e9) -> float:
+    def number(self, name: str, default: float | None = None, low: float = 0.0, high: float = 1e9) -> float:
+        """An int or float in [low, high] (TOML writes 2 and 2.0 differently; both mean a number)."""
         if name in self._data and isinstance(self._data[name], int) and not isinstance(self._data[name], bool):
             self._data[name] = float(self._data[name])
         value = self._take(name, float, "a number", default)
@@ -215,8 +264,6 @@ class _Table:
                 raise self.error(f"{self.key(name)}[{index}]", "expected a string")
         return list(values)
 
-    def key_present(self, name: str) -> bool:
-        return name in self._data
 
     def table(self, name: str, required: bool = True) -> _Table:
         data = self._take(name, dict, "a table", None if required else {})
@@ -392,6 +439,8 @@ def _read_dovecot(table: _Table) -> DovecotPolicy:
     if len(value) < MIN_TOKEN_LENGTH:
         raise table.error(key, f"the secret after the colon must be at least {MIN_TOKEN_LENGTH} characters")
     return DovecotPolicy(header=name, secret=value)
+
+
 _REVERSE_DNS = re.compile(r"^[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+$")
 
 
@@ -423,6 +472,73 @@ def _read_apple(table: _Table, provider: Provider, base: Path) -> Apple:
     return Apple(prefix, certificate, key, chain)
 
 
+def _check_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {value!r}") from None
+
+
+def _unique(table: _Table, name: str, check: Callable[[str], str]) -> tuple[str, ...]:
+    """A list option whose items are each checked and may appear once."""
+    found: list[str] = []
+    for index, raw in enumerate(table.strings(name, [])):
+        key = f"{table.key(name)}[{index}]"
+        try:
+            value = check(raw)
+        except ValueError as exc:
+            raise table.error(key, str(exc)) from None
+        if value in found:
+            raise table.error(key, f"{value} is listed twice")
+        found.append(value)
+    return tuple(found)
+
+
+def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings:
+    responder = table.string("responder", urlsplit(public_url).hostname or "", check=check_hostname)
+    if table.has("own_domains"):
+        own = _unique(table, "own_domains", _check_domain)
+        for index, domain in enumerate(own):
+            if domain not in provider.domains:
+                raise table.error(f"{table.key('own_domains')}[{index}]", f"{domain} is not in provider.domains")
+    else:
+        # The ISP's own zone is the one its responder lives in.
+        own = tuple(d for d in provider.domains if responder == d or responder.endswith("." + d))
+    addresses = _unique(table, "addresses", _check_ip)
+    autodiscover_target = table.string("autodiscover_target", responder, check=check_hostname)
+    https_port = table.integer("https_port", 443, low=1, high=65535)
+    ttl = table.integer("ttl", 3600, low=1, high=2**31 - 1)
+    prio_table = table.table("priority", required=False)
+    priorities = {name: prio_table.integer(name, low, high=65535) for name, low in DEFAULT_SRV_PRIORITIES.items()}
+    prio_table.finish()
+    mx_hosts = _unique(table, "mx_hosts", check_hostname)
+    deny = _unique(table, "deny", _check_domain)
+    nameserver = table.string("nameserver", check=_check_ip) if table.has("nameserver") else None
+    port = table.integer("port", 53, low=1, high=65535)
+    timeout = table.number("timeout", MAX_RESOLVER_TIMEOUT, low=0.001, high=MAX_RESOLVER_TIMEOUT)
+    lifetime = table.number("lifetime", MAX_RESOLVER_LIFETIME, low=0.001, high=MAX_RESOLVER_LIFETIME)
+    if lifetime < timeout:
+        raise table.error(table.key("lifetime"), f"must be at least timeout ({timeout:g}); got {lifetime:g}")
+    cache_size = table.integer("cache_size", 10000, low=1, high=10_000_000)
+    table.finish()
+    return DnsSettings(
+        responder=responder,
+        own_domains=own,
+        addresses=addresses,
+        autodiscover_target=autodiscover_target,
+        https_port=https_port,
+        ttl=ttl,
+        priorities=priorities,
+        mx_hosts=mx_hosts,
+        deny=deny,
+        nameserver=nameserver,
+        port=port,
+        timeout=timeout,
+        lifetime=lifetime,
+        cache_size=cache_size,
+    )
+
+
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from already-parsed TOML ``data``."""
     env = os.environ if env is None else env
@@ -445,8 +561,9 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     admin_tokens = _read_admin(root.table("admin", required=False), env)
     limits = _read_limits(root.table("limits", required=False))
     metrics = _read_metrics(root.table("metrics", required=False))
-    dovecot = _read_dovecot(root.table("dovecot")) if root.key_present("dovecot") else None
+    dovecot = _read_dovecot(root.table("dovecot")) if root.has("dovecot") else None
     apple = _read_apple(root.table("apple", required=False), provider, source.parent)
+    dns = _read_dns(root.table("dns", required=False), public_url, provider)
     root.finish()
     return Config(
         source=source,
@@ -461,6 +578,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         metrics=metrics,
         dovecot=dovecot,
         apple=apple,
+        dns=dns,
     )
 
 

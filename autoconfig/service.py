@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from . import policy
 from .address import Address, AddressError, parse_address
 from .config import Config
+from .dns.hosted import HostedDomains, LookupFailed
 from .errors import BadRequest, NotServed, Unavailable
 from .store import Store, StoreUnavailable
 
@@ -28,9 +29,10 @@ class Decision:
 class Service:
     """The configured service: config plus store, shared by the web app and the CLI."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, hosted: HostedDomains | None = None) -> None:
         self.config = config
         self.store = store
+        self.hosted = hosted  # customer domains found by MX; None unless dns.mx_hosts is set
 
     def parse(self, raw: str | None) -> Address:
         try:
@@ -39,7 +41,16 @@ class Service:
             raise BadRequest(f"invalid email address: {exc}") from None
 
     def serves(self, domain: str) -> bool:
-        return self.config.serves(domain)
+        """Configured domains first; then, if configured, a customer domain whose MX is ours."""
+        if self.config.serves(domain):
+            return True
+        if self.hosted is None:
+            return False
+        try:
+            return self.hosted.is_hosted(domain)
+        except LookupFailed as exc:
+            log.warning("cannot tell whether %s is hosted: %s", domain, exc)
+            raise Unavailable("cannot check this domain right now; try again shortly") from None
 
     def decide(self, raw: str | None) -> Decision:
         """The policy decision for ``raw``; unknown and all-off accounts come out identical."""

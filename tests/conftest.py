@@ -19,6 +19,7 @@ from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import Config, load
 from tests.support.gunicorn import GunicornServer
+from tests.support.knot import KnotServer
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 WEBMAIL_URL = "https://webmail.example.net/settings/mail-access"
@@ -119,3 +120,17 @@ def live_server(config_path: Path, tmp_path: Path) -> Iterator[GunicornServer]:
     """The real gunicorn server on a free loopback port, on this test's config and database."""
     with GunicornServer(config_path, tmp_path / "gunicorn.log") as server:
         yield server
+
+
+# -- DNS: one Knot server for the whole session, serving tests/dns_zones/ ------------
+
+DNS_ZONES = Path(__file__).resolve().parent / "dns_zones"
+
+
+@pytest.fixture(scope="session")
+def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
+    """Knot serving every ``<origin>.zone`` under tests/dns_zones/ (read-only)."""
+    zones = {path.name.removesuffix(".zone"): path for path in sorted(DNS_ZONES.glob("*.zone"))}
+    with KnotServer(zones, tmp_path_factory.mktemp("knot")) as server:
+        yield server
+

@@ -1,4 +1,10 @@
-"""``/healthz`` for load balancers: 200 while the store answers, 503 when it does not."""
+"""``/healthz`` for load balancers: 200 while the store answers, 503 when it does not.
+
+With hosted customer domains configured, a failing resolver makes the
+service "degraded", still 200: every configured domain is served as usual,
+and only unknown domains get a 503 until DNS answers again, so taking the
+node out of the pool would only make things worse.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,20 @@ blueprint = Blueprint("health", __name__)
 
 @blueprint.get("/healthz")
 def healthz() -> tuple[Response, int]:
+    svc = service()
     checks: dict[str, str] = {}
     try:
-        service().store.ping()
+        svc.store.ping()
         checks["store"] = "ok"
     except StoreUnavailable:
         checks["store"] = "down"
-    status = "ok" if all(v == "ok" for v in checks.values()) else "down"
-    return jsonify(status=status, checks=checks), 200 if status == "ok" else 503
+    if svc.hosted is not None:
+        # Recent lookups answer this; otherwise one probe, bounded by the resolver lifetime.
+        checks["resolver"] = "ok" if svc.hosted.resolver_ok(svc.config.provider.domains[0]) else "failing"
+    if checks["store"] != "ok":
+        status = "down"
+    elif all(v == "ok" for v in checks.values()):
+        status = "ok"
+    else:
+        status = "degraded"
+    return jsonify(status=status, checks=checks), 503 if status == "down" else 200
