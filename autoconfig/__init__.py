@@ -10,7 +10,7 @@ import logging
 
 from flask import Flask
 
-from .config import Config, load
+from .config import MAX_BODY_LIMIT, Config, load
 from .service import Service
 from .store import open_store
 
@@ -41,7 +41,7 @@ def create_app(config: Config | None = None) -> Flask:
     _configure_logging(svc.config.log_level)
     app = Flask(__name__, template_folder="../templates")
     # Werkzeug refuses larger bodies with 413 before a view reads them.
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_LIMIT
     app.extensions["autoconfig"] = svc
 
     from . import web

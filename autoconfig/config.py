@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .address import AddressError, normalise_domain
+from .spec import OUTLOOK_DEFAULT_MAX_BODY
 
 DEFAULT_PATH = Path("config/autoconfig.toml")
 ENV_CONFIG = "AUTOCONFIG_CONFIG"
@@ -35,6 +36,8 @@ USERNAME_FORMS = ("address", "local-part")
 PROTOCOLS = ("imap", "pop3", "smtp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_TOKEN_LENGTH = 16
+# Flask refuses bodies above this (create_app's MAX_CONTENT_LENGTH); a larger cap could never apply.
+MAX_BODY_LIMIT = 1024 * 1024
 
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -84,6 +87,13 @@ class AdminToken:
 
 
 @dataclass(frozen=True)
+class Outlook:
+    """Limits of the Outlook autodiscover endpoint, which takes XML from anyone."""
+
+    max_body_bytes: int = OUTLOOK_DEFAULT_MAX_BODY
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     provider: Provider
@@ -93,6 +103,7 @@ class Config:
     store_url: str
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
+    outlook: Outlook = Outlook()
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -284,6 +295,14 @@ def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]
     return tuple(tokens)
 
 
+def _read_outlook(table: _Table) -> Outlook:
+    outlook = Outlook(
+        max_body_bytes=table.integer("max_body_bytes", OUTLOOK_DEFAULT_MAX_BODY, low=1024, high=MAX_BODY_LIMIT)
+    )
+    table.finish()
+    return outlook
+
+
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from already-parsed TOML ``data``."""
     env = os.environ if env is None else env
@@ -304,6 +323,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         except ValueError as exc:
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
     admin_tokens = _read_admin(root.table("admin", required=False), env)
+    outlook = _read_outlook(root.table("outlook", required=False))
     root.finish()
     return Config(
         source=source,
@@ -314,6 +334,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         store_url=store_url,
         admin_tokens=admin_tokens,
         log_level=log_level,
+        outlook=outlook,
     )
 
 

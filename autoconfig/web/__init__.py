@@ -73,7 +73,7 @@ def _security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, health, thunderbird
+    from . import admin, health, outlook, thunderbird
 
     app.before_request(_check_request)
     app.after_request(_security_headers)
@@ -83,3 +83,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(thunderbird.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(outlook.blueprint)
