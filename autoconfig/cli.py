@@ -11,6 +11,7 @@ import getpass
 import io
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -19,8 +20,9 @@ from . import create_service
 from .address import AddressError, parse_address
 from .config import ConfigError, load
 from .errors import ClientError
-from .formats import thunderbird
+from .formats import outlook, thunderbird
 from .service import Service
+from .spec import OUTLOOK_ERROR_NO_CONFIGURATION
 from .store import Account, ReadOnlyStore, StoreError, Switches
 
 ON_OFF = click.Choice(["on", "off"])
@@ -220,16 +222,27 @@ def accounts_import(ctx: Context, file: io.TextIOWrapper) -> None:
 
 
 @main.command("render")
-@click.argument("client", type=click.Choice(["thunderbird"]))
+@click.argument("client", type=click.Choice(["thunderbird", "outlook"]))
 @click.argument("address")
 @pass_context
 def render(ctx: Context, client: str, address: str) -> None:
-    """Print the document CLIENT would get for ADDRESS (exit 1 if it gets none)."""
+    """Print the document CLIENT would get for ADDRESS (exit 1 if it is offered nothing).
+
+    Outlook's answer for an address offered nothing is its error 501 document, printed like any other.
+    """
     svc = ctx.service
     try:
         decision = svc.decide(address)
     except ClientError as exc:
         raise click.ClickException(exc.message) from None
+    if client == "outlook":
+        if decision.offer.declined:
+            message, now = svc.declined_message(), datetime.now(UTC)
+            body = outlook.render_error(OUTLOOK_ERROR_NO_CONFIGURATION, message, svc.config.provider.id, now)
+            click.echo(body.decode(), nl=False)
+            sys.exit(1)
+        click.echo(outlook.render_settings(decision.offer, decision.address).decode(), nl=False)
+        return
     if decision.offer.declined:
         click.echo(svc.declined_message(), err=True)
         sys.exit(1)

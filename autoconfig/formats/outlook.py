@@ -123,13 +123,12 @@ def render_settings(offer: Offer, address: Address) -> bytes:
     return _serialise(document)
 
 
-def server_id(provider_id: str) -> str:
-    """The ``Id`` attribute of errors: names this service, the same for every account and request."""
-    return format(zlib.crc32(provider_id.encode()), "08X")
+def render_error(code: str, message: str, provider_id: str, now: datetime) -> bytes:
+    """An error answer in the base namespace.
 
-
-def render_error(code: str, message: str, error_id: str, now: datetime) -> bytes:
-    """An error answer in the base namespace.  ``Time`` is the only part that varies between requests."""
+    ``Time`` is the only part that varies between requests; ``Id`` names this
+    service (a checksum of the provider id), never the account or the request.
+    """
     b = _BASE
     document = b.Autodiscover(
         b.Response(
@@ -138,7 +137,7 @@ def render_error(code: str, message: str, error_id: str, now: datetime) -> bytes
                 b.Message(message),
                 b.DebugData(),
                 Time=now.strftime("%H:%M:%S"),
-                Id=error_id,
+                Id=format(zlib.crc32(provider_id.encode()), "08X"),
             )
         )
     )

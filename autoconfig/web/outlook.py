@@ -97,8 +97,7 @@ def _pox_response(body: bytes, status: int = 200) -> Response:
 
 
 def _pox_error(code: str, message: str, status: int = 200) -> Response:
-    svc = service()
-    body = outlook.render_error(code, message, outlook.server_id(svc.config.provider.id), datetime.now(UTC))
+    body = outlook.render_error(code, message, service().config.provider.id, datetime.now(UTC))
     return _pox_response(body, status)
 
 
@@ -171,8 +170,8 @@ def _pox_http_error(exc: HTTPException) -> Response:
 
 
 def _pointer(raw_address: str | None) -> Response:
-    protocol = single_arg("Protocol")
-    if protocol is None or protocol.lower() != AUTODISCOVER_V1.lower():
+    protocols = request.args.getlist("Protocol")
+    if len(protocols) != 1 or protocols[0].lower() != AUTODISCOVER_V1.lower():
         raise InvalidProtocol(f"only the protocol {AUTODISCOVER_V1} is available")
     svc = service()
     svc.decide(raw_address)  # the address and domain checks every format makes; the answer is the same for all
