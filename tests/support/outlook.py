@@ -102,9 +102,7 @@ def raw_http(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict[str
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
 
-def request_bytes(
-    path: str, body: bytes = b"", headers: dict[str, str] | None = None, method: str = "POST"
-) -> bytes:
+def request_bytes(path: str, body: bytes = b"", headers: dict[str, str] | None = None, method: str = "POST") -> bytes:
     """An HTTP/1.1 request with Content-Length (unless headers name a Transfer-Encoding) and Connection: close."""
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
     headers = dict(headers or {})
