@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from exchangelib.autodiscover.properties import Autodiscover
-from exchangelib.errors import AutoDiscoverFailed
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -33,7 +31,7 @@ from autoconfig.spec import (
 )
 from autoconfig.store import StoreUnavailable
 from tests.conftest import WEBMAIL_URL, Admin
-from tests.support.outlook import Protocol, error_code, pox_request, protocols
+from tests.support.outlook import Protocol, error_code, exchangelib_reader, pox_request, protocols
 
 POX_PATHS = [
     "/autodiscover/autodiscover.xml",
@@ -157,6 +155,7 @@ def test_store_outage_is_503_with_retry_after(client: FlaskClient, app: Any, mon
 def test_exchangelib_reads_the_settings(
     client: FlaskClient, admin: Admin, imap: bool, pop: bool, types: list[str]
 ) -> None:
+    Autodiscover = exchangelib_reader()
     admin.set("alice@example.net", imap=imap, pop=pop)
     body = client.post(OUTLOOK_POX_PATH, data=Autodiscover.payload("alice@example.net"), content_type="text/xml").data
     answer = Autodiscover.from_bytes(body)
@@ -175,6 +174,9 @@ def test_exchangelib_reads_the_settings(
 
 
 def test_exchangelib_reads_the_501_as_an_error(client: FlaskClient) -> None:
+    Autodiscover = exchangelib_reader()
+    from exchangelib.errors import AutoDiscoverFailed
+
     body = client.post(OUTLOOK_POX_PATH, data=Autodiscover.payload("bob@example.net"), content_type="text/xml").data
     answer = Autodiscover.from_bytes(body)
     assert answer.response is None

@@ -8,7 +8,9 @@ from __future__ import annotations
 import http.client
 import socket
 from dataclasses import dataclass
+from typing import Any
 
+import pytest
 from lxml import etree
 from lxml.builder import ElementMaker
 
@@ -116,3 +118,19 @@ def chunked(body: bytes, size: int = 4096) -> bytes:
     """``body`` in chunked transfer coding, ending with the last chunk."""
     out = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size))
     return out + b"0\r\n\r\n"
+
+
+def exchangelib_reader() -> Any:
+    """exchangelib's POX answer reader, ``Autodiscover`` (with ``from_bytes`` and ``payload``).
+
+    Imported on use, so an environment with the wrong exchangelib fails these
+    tests with a clear reason instead of stopping the whole collection.
+    """
+    try:
+        from exchangelib.autodiscover.properties import Autodiscover
+    except ImportError:
+        pytest.fail(
+            "exchangelib's POX reader (exchangelib.autodiscover.properties) is missing: install "
+            "exchangelib==4.9.0 from requirements-dev.txt (exchangelib 5 dropped POX autodiscover)"
+        )
+    return Autodiscover
