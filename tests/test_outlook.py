@@ -252,12 +252,18 @@ def test_render_outlook_prints_what_outlook_gets(cli: Callable[..., Result], cli
     assert [p.type for p in protocols(result.output.encode())] == ["IMAP", "SMTP", "SMTP"]
 
 
-def test_body_cap_is_configurable(config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]) -> None:
+@pytest.mark.parametrize(("size", "status"), [(1024, 200), (1025, 413)])
+def test_body_cap_is_configurable_and_exact(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], size: int, status: int
+) -> None:
     config_data["outlook"] = {"max_body_bytes": 1024}
     client = create_app(load(write_config(config_data), env={})).test_client()
-    padded = pox_request("alice@example.net").replace(b"<Request>", b"<Request>" + b" " * 1024)
-    assert client.post(OUTLOOK_POX_PATH, data=padded, content_type="text/xml").status_code == 413
-    assert post(client, "alice@example.net").status_code == 200
+    body = pox_request("alice@example.net")
+    padded = body.replace(b"<Request>", b"<Request>" + b" " * (size - len(body)))
+    assert len(padded) == size
+    response = client.post(OUTLOOK_POX_PATH, data=padded, content_type="text/xml")
+    assert response.status_code == status
+    assert error_code(response.data) == (OUTLOOK_ERROR_NO_CONFIGURATION if status == 200 else "600")
 
 
 @pytest.mark.parametrize(

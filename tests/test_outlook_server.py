@@ -18,17 +18,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
 from lxml import etree
 
+from autoconfig.config import MAX_BODY_LIMIT
 from autoconfig.spec import (
     MOBILESYNC_RESPONSE_NS,
     OUTLOOK_CONTENT_TYPE,
+    OUTLOOK_DEFAULT_MAX_BODY,
     OUTLOOK_ERROR_ADDRESS_NOT_FOUND,
     OUTLOOK_ERROR_INVALID_REQUEST,
     OUTLOOK_ERROR_NO_CONFIGURATION,
@@ -194,6 +197,16 @@ HOSTILE = {
         OUTLOOK_ERROR_INVALID_REQUEST,
         headers={**XML, "Transfer-Encoding": "chunked"},
         stream=True,
+    ),
+    # The next two never finish their body: an answer at all proves the server did not wait for it.
+    "Content-Length of 10 MB, body never sent": Case(
+        b"", 413, OUTLOOK_ERROR_INVALID_REQUEST, headers={**XML, "Content-Length": str(TEN_MB)}
+    ),
+    "chunked: cap + 1 bytes sent, the rest never": Case(
+        chunked(b"x" * (OUTLOOK_DEFAULT_MAX_BODY + 1), 1000)[: -len(b"0\r\n\r\n")],
+        413,
+        OUTLOOK_ERROR_INVALID_REQUEST,
+        headers={**XML, "Transfer-Encoding": "chunked"},
     ),
     "truncated XML": Case(request_body("<EMailAddress>a@example.net</EMailAddress>")[:-30], 200, "600"),
     "two EMailAddress": pox_case(
@@ -374,3 +387,22 @@ def test_the_readme_example_request_with_the_readme_path(served: Served) -> None
     status, headers, body = http_call("POST", served.server.url + "/Autodiscover/Autodiscover.xml", example, XML)
     assert status == 200 and headers["Content-Type"] == OUTLOOK_CONTENT_TYPE
     assert [p.type for p in protocols(body)] == ["IMAP", "SMTP", "SMTP"]
+
+
+@pytest.mark.parametrize("transfer", ["Content-Length", "chunked"])
+def test_the_largest_cap_meets_flasks_own_limit_with_a_pox_413(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path, transfer: str
+) -> None:
+    """At the top of the range the app's MAX_CONTENT_LENGTH trips too: still the POX 413, never HTML or a 500."""
+    config_data["outlook"] = {"max_body_bytes": MAX_BODY_LIMIT}
+    body = b"x" * (2 * MAX_BODY_LIMIT)
+    if transfer == "chunked":
+        data, headers = chunked(body, 65536), {**XML, "Transfer-Encoding": "chunked"}
+    else:
+        data, headers = body, XML
+    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log", workers=1) as server:
+        status, answer_headers, answer = raw_http(server.port, request_bytes(POX, data, headers))
+        assert status == 413 and answer_headers["content-type"] == OUTLOOK_CONTENT_TYPE
+        assert error_code(answer) == OUTLOOK_ERROR_INVALID_REQUEST
+        assert f"larger than {MAX_BODY_LIMIT} bytes".encode() in answer
+        assert "Traceback" not in server.log_text()
