@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from ..errors import BadRequest, ClientError, NotServed, PayloadTooLarge, Unavailable
 from ..formats import outlook
 from ..spec import (
+    AUTODISCOVER_PREFIX,
     AUTODISCOVER_V1,
     CACHE_CONTROL,
     OUTLOOK_CONTENT_TYPE,
@@ -56,7 +57,7 @@ _pox = Blueprint("pox", __name__)
 _json = Blueprint("json", __name__)
 
 # "/autodiscover/<segment>" in any case; the segment is ASCII so lower() cannot change its length.
-_AUTODISCOVER_PREFIX = re.compile(r"^/autodiscover/[A-Za-z0-9._-]*", re.IGNORECASE)
+_AUTODISCOVER_PREFIX = re.compile(rf"^{re.escape(AUTODISCOVER_PREFIX)}[A-Za-z0-9._-]*", re.IGNORECASE)
 
 
 class InvalidProtocol(BadRequest):
