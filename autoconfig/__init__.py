@@ -11,7 +11,7 @@ import logging
 from flask import Flask
 
 from . import metrics
-from .config import Config, load
+from .config import MAX_BODY_LIMIT, Config, load
 from .dns import make_resolver
 from .dns.hosted import HostedDomains
 from .service import Service
@@ -58,7 +58,7 @@ def create_app(config: Config | None = None) -> Flask:
     _configure_logging(svc.config.log_level)
     app = Flask(__name__, template_folder="../templates")
     # Werkzeug refuses larger bodies with 413 before a view reads them.
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_LIMIT
     app.extensions["autoconfig"] = svc
     metrics.init_app(app)
 

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -24,9 +25,10 @@ from .dns import make_resolver
 from .dns import records as dns_records_mod
 from .dns.check import check_domains
 from .errors import ClientError
-from .formats import apple, thunderbird
+from .formats import apple, outlook, thunderbird
 from .service import Service
 from .signing import load_signer
+from .spec import OUTLOOK_ERROR_NO_CONFIGURATION
 from .store import Account, ReadOnlyStore, StoreError, Switches
 
 ON_OFF = click.Choice(["on", "off"])
@@ -232,14 +234,16 @@ def accounts_import(ctx: Context, file: io.TextIOWrapper) -> None:
 
 
 @main.command("render")
-@click.argument("client", type=click.Choice(["thunderbird", "apple"]))
+@click.argument("client", type=click.Choice(["thunderbird", "outlook", "apple"]))
 @click.argument("address")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to this file, not stdout.")
 @pass_context
 def render(ctx: Context, client: str, address: str, out: str | None) -> None:
-    """Print the document CLIENT would get for ADDRESS (exit 1 if it gets none).
+    """Print the document CLIENT would get for ADDRESS (exit 1 if it is offered nothing).
 
-    For apple: the profile, signed when [apple] names a certificate.
+    For apple: the profile, signed when [apple] names a certificate.  For
+    outlook, an address offered nothing gets its error 501 document, printed
+    like any other answer.
     """
     svc = ctx.service
     try:
@@ -248,10 +252,17 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
         decision = svc.decide(address)
     except (ClientError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
-    if decision.offer.declined:
+    declined = decision.offer.declined
+    if client == "outlook":
+        if declined:
+            message, now = svc.declined_message(), datetime.now(UTC)
+            body = outlook.render_error(OUTLOOK_ERROR_NO_CONFIGURATION, message, svc.config.provider.id, now)
+        else:
+            body = outlook.render_settings(decision.offer, decision.address)
+    elif declined:
         click.echo(svc.declined_message(), err=True)
         sys.exit(1)
-    if client == "apple":
+    elif client == "apple":
         config = svc.config
         body = apple.render(decision.offer, config.provider, decision.address, config.apple.profile_identifier_prefix)
         body = body if signer is None else signer.sign(body)
@@ -265,6 +276,8 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
         sys.stdout.flush()
         sys.stdout.buffer.write(body)  # bytes: a signed profile is binary DER
         sys.stdout.buffer.flush()
+    if declined:
+        sys.exit(1)
 
 
 # -- dns ------------------------------------------------------------------------

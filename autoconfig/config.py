@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .address import AddressError, normalise_domain
+from .spec import OUTLOOK_DEFAULT_MAX_BODY
 
 DEFAULT_PATH = Path("config/autoconfig.toml")
 ENV_CONFIG = "AUTOCONFIG_CONFIG"
@@ -37,6 +38,8 @@ USERNAME_FORMS = ("address", "local-part")
 PROTOCOLS = ("imap", "pop3", "smtp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_TOKEN_LENGTH = 16
+# Flask refuses bodies above this (create_app's MAX_CONTENT_LENGTH); a larger cap could never apply.
+MAX_BODY_LIMIT = 1024 * 1024
 
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -170,6 +173,13 @@ class Apple:
 
 
 @dataclass(frozen=True)
+class Outlook:
+    """Limits of the Outlook autodiscover endpoint, which takes XML from anyone."""
+
+    max_body_bytes: int = OUTLOOK_DEFAULT_MAX_BODY
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     provider: Provider
@@ -184,6 +194,7 @@ class Config:
     dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
     apple: Apple = Apple()
     dns: DnsSettings = field(default_factory=DnsSettings)
+    outlook: Outlook = Outlook()
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -263,7 +274,6 @@ class _Table:
             if not isinstance(value, str):
                 raise self.error(f"{self.key(name)}[{index}]", "expected a string")
         return list(values)
-
 
     def table(self, name: str, required: bool = True) -> _Table:
         data = self._take(name, dict, "a table", None if required else {})
@@ -539,6 +549,14 @@ def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings
     )
 
 
+def _read_outlook(table: _Table) -> Outlook:
+    outlook = Outlook(
+        max_body_bytes=table.integer("max_body_bytes", OUTLOOK_DEFAULT_MAX_BODY, low=1024, high=MAX_BODY_LIMIT)
+    )
+    table.finish()
+    return outlook
+
+
 def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from already-parsed TOML ``data``."""
     env = os.environ if env is None else env
@@ -564,6 +582,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     dovecot = _read_dovecot(root.table("dovecot")) if root.has("dovecot") else None
     apple = _read_apple(root.table("apple", required=False), provider, source.parent)
     dns = _read_dns(root.table("dns", required=False), public_url, provider)
+    outlook = _read_outlook(root.table("outlook", required=False))
     root.finish()
     return Config(
         source=source,
@@ -579,6 +598,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         dovecot=dovecot,
         apple=apple,
         dns=dns,
+        outlook=outlook,
     )
 
 

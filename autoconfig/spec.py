@@ -35,3 +35,36 @@ APPLE_CONTENT_TYPE = "application/x-apple-aspen-config"
 APPLE_MAIL_PAYLOAD_TYPE = "com.apple.mail.managed"
 APPLE_ACCOUNT_TYPES = {"imap": "EmailTypeIMAP", "pop3": "EmailTypePOP"}
 APPLE_AUTHENTICATION = {"password-cleartext": "EmailAuthPassword", "password-encrypted": "EmailAuthCRAMMD5"}
+
+# Outlook autodiscover, plain old XML ([MS-OXDSCLI]) and the JSON pointer ([MS-OXDISCO]).
+# Clients vary the case of this prefix; web/outlook.py folds it to these spellings.
+AUTODISCOVER_PREFIX = "/autodiscover/"
+OUTLOOK_POX_PATH = "/autodiscover/autodiscover.xml"
+OUTLOOK_JSON_PATH = "/autodiscover/autodiscover.json"
+OUTLOOK_JSON_V1_PATH = "/autodiscover/autodiscover.json/v1.0/"
+OUTLOOK_CONTENT_TYPE = "text/xml; charset=utf-8"
+# Request bodies we read; a missing Content-Type is tolerated, anything else is refused.
+OUTLOOK_REQUEST_MIMETYPES = ("text/xml", "application/xml")
+OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+# The settings answer's schema, which the request must name in AcceptableResponseSchema.
+OUTLOOK_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+# Root element of every answer, and the namespace of error answers.
+AUTODISCOVER_BASE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
+# Exchange ActiveSync's schema: we have no ActiveSync, so it gets 601.
+MOBILESYNC_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
+OUTLOOK_ERROR_ADDRESS_NOT_FOUND = "500"
+OUTLOOK_ERROR_NO_CONFIGURATION = "501"
+OUTLOOK_ERROR_INVALID_REQUEST = "600"
+OUTLOOK_ERROR_SCHEMA_UNAVAILABLE = "601"
+OUTLOOK_ERROR_SERVER = "603"
+OUTLOOK_PROTOCOL_TYPES = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP"}
+# Outlook's Encryption names: "SSL" is implicit TLS, "TLS" is STARTTLS.
+OUTLOOK_ENCRYPTION = {"SSL": "SSL", "STARTTLS": "TLS"}
+OUTLOOK_DEFAULT_MAX_BODY = 16384
+# JSON pointer (newer Outlook asks it first).
+AUTODISCOVER_V1 = "AutodiscoverV1"
+OUTLOOK_JSON_ERROR_PROTOCOL = "InvalidProtocol"
+OUTLOOK_JSON_ERROR_USER = "InvalidUser"
+OUTLOOK_JSON_ERROR_REQUEST = "InvalidRequest"
+OUTLOOK_JSON_ERROR_NOT_SERVED = "NotFound"
+OUTLOOK_JSON_ERROR_UNAVAILABLE = "ServiceUnavailable"

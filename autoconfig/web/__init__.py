@@ -133,7 +133,7 @@ def _security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, apple, dovecot, health, prometheus, setup, thunderbird
+    from . import admin, apple, dovecot, health, outlook, prometheus, setup, thunderbird
 
     limits = app.extensions["autoconfig"].config.limits
     app.extensions["autoconfig_limits"] = {
@@ -161,3 +161,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(prometheus.blueprint)
     app.register_blueprint(apple.blueprint)
     app.register_blueprint(setup.blueprint)
+    app.register_blueprint(outlook.blueprint)

@@ -1,0 +1,144 @@
+"""Outlook's autodiscover "plain old XML" ([MS-OXDSCLI]): the request it
+sends and the two kinds of answer.
+
+Every protocol carries ``SPA off`` (absent means on, and Outlook then tries
+NTLM), ``DomainRequired off`` and an explicit ``Encryption``: ``SSL`` for
+implicit TLS, ``TLS`` for STARTTLS.  Without ``Encryption`` Outlook reads
+``SSL on`` as implicit TLS and fails against a STARTTLS port.
+
+The answers never contain text the client sent: login names are built from
+the validated ``Address``, and error messages are fixed sentences.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from lxml import etree
+from lxml.builder import ElementMaker
+
+from .. import xmlinput
+from ..address import Address
+from ..config import Server
+from ..policy import Offer
+from ..spec import (
+    AUTODISCOVER_BASE_NS,
+    OUTLOOK_ENCRYPTION,
+    OUTLOOK_PROTOCOL_TYPES,
+    OUTLOOK_REQUEST_NS,
+    OUTLOOK_RESPONSE_NS,
+)
+
+_BASE = ElementMaker(namespace=AUTODISCOVER_BASE_NS, nsmap={None: AUTODISCOVER_BASE_NS})
+_OUTLOOK = ElementMaker(namespace=OUTLOOK_RESPONSE_NS, nsmap={None: OUTLOOK_RESPONSE_NS})
+_XML_SPACE = " \t\r\n"
+
+
+class RequestError(ValueError):
+    """The body is not an Outlook autodiscover request (answered with error 600).  Safe to show."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What an autodiscover request asks: untrusted text, to go through ``Service.parse`` next."""
+
+    email_address: str
+    response_schema: str
+
+
+def _qname(local: str) -> str:
+    return f"{{{OUTLOOK_REQUEST_NS}}}{local}"
+
+
+def _only_text(parent: etree._Element, local: str) -> str:
+    elements = parent.findall(_qname(local))
+    if not elements:
+        raise RequestError(f"the request has no {local} element in the Outlook request namespace")
+    if len(elements) > 1:
+        raise RequestError(f"the request has more than one {local} element")
+    element = elements[0]
+    if len(element):
+        raise RequestError(f"{local} must contain text only")
+    return (element.text or "").strip(_XML_SPACE)
+
+
+def read_request(body: bytes) -> Request:
+    """The request in ``body``; ``RequestError`` for anything that is not one."""
+    try:
+        root = xmlinput.parse(body)
+    except xmlinput.XMLInputError as exc:
+        raise RequestError(str(exc)) from None
+    if root.tag != _qname("Autodiscover"):
+        raise RequestError("the root element must be Autodiscover in the Outlook request namespace")
+    requests = root.findall(_qname("Request"))
+    if len(requests) != 1:
+        raise RequestError("Autodiscover must contain exactly one Request element")
+    request = requests[0]
+    return Request(
+        email_address=_only_text(request, "EMailAddress"),
+        response_schema=_only_text(request, "AcceptableResponseSchema"),
+    )
+
+
+def _login_name(server: Server, address: Address) -> str:
+    return address.local if server.username == "local-part" else str(address)
+
+
+def _protocol(server: Server, address: Address) -> etree._Element:
+    o = _OUTLOOK
+    element: etree._Element = o.Protocol(
+        o.Type(OUTLOOK_PROTOCOL_TYPES[server.protocol]),
+        o.Server(server.host),
+        o.Port(str(server.port)),
+        o.DomainRequired("off"),
+        o.LoginName(_login_name(server, address)),
+        o.SPA("off"),
+        o.SSL("on"),
+        o.Encryption(OUTLOOK_ENCRYPTION[server.socket]),
+        o.AuthRequired("on"),
+    )
+    return element
+
+
+def _serialise(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def render_settings(offer: Offer, address: Address) -> bytes:
+    """The ``Action settings`` answer: one Protocol per server the policy gate allowed."""
+    if offer.declined:
+        raise ValueError("a declined offer is answered with error 501, not settings")
+    o = _OUTLOOK
+    document = _BASE.Autodiscover(
+        o.Response(
+            o.Account(
+                o.AccountType("email"),
+                o.Action("settings"),
+                *(_protocol(server, address) for server in (*offer.incoming, *offer.outgoing)),
+            )
+        )
+    )
+    return _serialise(document)
+
+
+def render_error(code: str, message: str, provider_id: str, now: datetime) -> bytes:
+    """An error answer in the base namespace.
+
+    ``Time`` is the only part that varies between requests; ``Id`` names this
+    service (a checksum of the provider id), never the account or the request.
+    """
+    b = _BASE
+    document = b.Autodiscover(
+        b.Response(
+            b.Error(
+                b.ErrorCode(code),
+                b.Message(message),
+                b.DebugData(),
+                Time=now.strftime("%H:%M:%S"),
+                Id=format(zlib.crc32(provider_id.encode()), "08X"),
+            )
+        )
+    )
+    return _serialise(document)

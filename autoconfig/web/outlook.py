@@ -1,0 +1,215 @@
+"""Outlook autodiscover: the POX endpoint and the JSON pointer newer Outlook asks first.
+
+The POX endpoint reads an XML body from anyone, so the body is size-checked
+before it is read (Content-Length) and while it is read (chunked), and goes
+to the hardened parser in ``autoconfig.xmlinput`` only after that.
+
+Outlook and Thunderbird send Basic credentials here.  Nothing in this module
+reads ``Authorization``, and no answer is ever 401 or carries
+``WWW-Authenticate``.
+
+Clients vary the case of ``/autodiscover/autodiscover.xml``; the first two
+path segments under ``/autodiscover/`` are folded to lower case before
+routing (``_FoldAutodiscoverCase``), so the routes below name one spelling.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, cast
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ..errors import BadRequest, ClientError, NotServed, PayloadTooLarge, Unavailable
+from ..formats import outlook
+from ..spec import (
+    AUTODISCOVER_PREFIX,
+    AUTODISCOVER_V1,
+    CACHE_CONTROL,
+    OUTLOOK_CONTENT_TYPE,
+    OUTLOOK_ERROR_ADDRESS_NOT_FOUND,
+    OUTLOOK_ERROR_INVALID_REQUEST,
+    OUTLOOK_ERROR_NO_CONFIGURATION,
+    OUTLOOK_ERROR_SCHEMA_UNAVAILABLE,
+    OUTLOOK_ERROR_SERVER,
+    OUTLOOK_JSON_ERROR_NOT_SERVED,
+    OUTLOOK_JSON_ERROR_PROTOCOL,
+    OUTLOOK_JSON_ERROR_REQUEST,
+    OUTLOOK_JSON_ERROR_UNAVAILABLE,
+    OUTLOOK_JSON_ERROR_USER,
+    OUTLOOK_JSON_PATH,
+    OUTLOOK_JSON_V1_PATH,
+    OUTLOOK_POX_PATH,
+    OUTLOOK_REQUEST_MIMETYPES,
+    OUTLOOK_RESPONSE_NS,
+)
+from . import decide, service, single_arg
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+blueprint = Blueprint("outlook", __name__)
+_pox = Blueprint("pox", __name__)
+_json = Blueprint("json", __name__)
+
+# "/autodiscover/<segment>" in any case; the segment is ASCII so lower() cannot change its length.
+_AUTODISCOVER_PREFIX = re.compile(rf"^{re.escape(AUTODISCOVER_PREFIX)}[A-Za-z0-9._-]*", re.IGNORECASE)
+
+
+class InvalidProtocol(BadRequest):
+    """The JSON pointer was asked for a protocol other than AutodiscoverV1."""
+
+
+class _FoldAutodiscoverCase:
+    """WSGI middleware: ``/AutoDiscover/AutoDiscover.XML/...`` routes as ``/autodiscover/autodiscover.xml/...``.
+
+    Only the prefix is folded; anything after it (the address in the JSON
+    v1.0 path) reaches the view as sent.
+    """
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        match = _AUTODISCOVER_PREFIX.match(path)
+        if match:
+            environ["PATH_INFO"] = match.group(0).lower() + path[match.end() :]
+        return self.app(environ, start_response)
+
+
+@blueprint.record_once
+def _fold_case(state: BlueprintSetupState) -> None:
+    app = cast(Flask, state.app)
+    app.wsgi_app = _FoldAutodiscoverCase(app.wsgi_app)  # type: ignore[method-assign]
+
+
+# --- POX --------------------------------------------------------------------------------------------------------
+
+
+def _pox_response(body: bytes, status: int = 200) -> Response:
+    response = Response(body, status=status, content_type=OUTLOOK_CONTENT_TYPE)
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+def _pox_error(code: str, message: str, status: int = 200) -> Response:
+    body = outlook.render_error(code, message, service().config.provider.id, datetime.now(UTC))
+    return _pox_response(body, status)
+
+
+def _read_body(cap: int) -> bytes:
+    """At most ``cap`` bytes of body, or 413.  A chunked body is read no further than ``cap + 1`` bytes."""
+    too_large = PayloadTooLarge(f"the request body is larger than {cap} bytes")
+    if request.content_length is not None and request.content_length > cap:
+        raise too_large
+    if request.mimetype and request.mimetype not in OUTLOOK_REQUEST_MIMETYPES:
+        raise BadRequest("send the request as Content-Type: text/xml")
+    charset = request.mimetype_params.get("charset")
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise BadRequest("the request must be encoded as UTF-8")
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while total <= cap:
+            chunk = request.stream.read(cap + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    if total > cap:
+        raise too_large
+    return b"".join(chunks)
+
+
+@_pox.post(OUTLOOK_POX_PATH)
+def pox_post() -> Response:
+    svc = service()
+    try:
+        asked = outlook.read_request(_read_body(svc.config.outlook.max_body_bytes))
+    except outlook.RequestError as exc:
+        raise BadRequest(str(exc)) from None
+    decision = decide(asked.email_address)
+    if asked.response_schema != OUTLOOK_RESPONSE_NS:
+        # Includes the mobilesync (ActiveSync) schema: there is no ActiveSync here.
+        return _pox_error(OUTLOOK_ERROR_SCHEMA_UNAVAILABLE, "Only the Outlook response schema 2006a is available.")
+    if decision.offer.declined:
+        # The same bytes (but for Error/@Time) for unknown and all-off accounts.
+        return _pox_error(OUTLOOK_ERROR_NO_CONFIGURATION, svc.declined_message())
+    return _pox_response(outlook.render_settings(decision.offer, decision.address))
+
+
+@_pox.get(OUTLOOK_POX_PATH)
+def pox_get() -> Response:
+    return _pox_error(OUTLOOK_ERROR_INVALID_REQUEST, "Autodiscover requests are sent with POST.")
+
+
+@_pox.errorhandler(ClientError)
+def _pox_client_error(exc: ClientError) -> Response:
+    if isinstance(exc, NotServed):
+        return _pox_error(OUTLOOK_ERROR_ADDRESS_NOT_FOUND, exc.message, 404)  # let the client move on
+    if isinstance(exc, Unavailable):
+        response = _pox_error(OUTLOOK_ERROR_SERVER, exc.message, exc.status)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    # Malformed requests are answered 200 with error 600, as Outlook expects; size limits keep their status.
+    return _pox_error(OUTLOOK_ERROR_INVALID_REQUEST, exc.message, 200 if exc.status == 400 else exc.status)
+
+
+@_pox.errorhandler(HTTPException)
+def _pox_http_error(exc: HTTPException) -> Response:
+    return _pox_error(OUTLOOK_ERROR_INVALID_REQUEST, f"{exc.code} {exc.name}", exc.code or 400)
+
+
+# --- JSON pointer -----------------------------------------------------------------------------------------------
+
+
+def _pointer(raw_address: str | None) -> Response:
+    protocols = request.args.getlist("Protocol")
+    if len(protocols) != 1 or protocols[0].lower() != AUTODISCOVER_V1.lower():
+        raise InvalidProtocol(f"only the protocol {AUTODISCOVER_V1} is available")
+    svc = service()
+    decide(raw_address)  # the address and domain checks every format makes; the answer is the same for all
+    response = jsonify(Protocol=AUTODISCOVER_V1, Url=svc.config.public_url + OUTLOOK_POX_PATH)
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+@_json.get(OUTLOOK_JSON_PATH)
+def json_query() -> Response:
+    return _pointer(single_arg("Email"))
+
+
+@_json.get(OUTLOOK_JSON_V1_PATH + "<path:address>")
+def json_v1(address: str) -> Response:
+    return _pointer(address)
+
+
+@_json.errorhandler(ClientError)
+def _json_client_error(exc: ClientError) -> Response:
+    if isinstance(exc, InvalidProtocol):
+        code = OUTLOOK_JSON_ERROR_PROTOCOL
+    elif isinstance(exc, NotServed):
+        code = OUTLOOK_JSON_ERROR_NOT_SERVED
+    elif isinstance(exc, Unavailable):
+        code = OUTLOOK_JSON_ERROR_UNAVAILABLE
+    elif isinstance(exc, BadRequest):
+        code = OUTLOOK_JSON_ERROR_USER
+    else:
+        code = OUTLOOK_JSON_ERROR_REQUEST
+    response = jsonify(ErrorCode=code, ErrorMessage=exc.message)
+    response.status_code = exc.status
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    if isinstance(exc, Unavailable):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+blueprint.register_blueprint(_pox)
+blueprint.register_blueprint(_json)

@@ -1,0 +1,286 @@
+"""Outlook autodiscover, POX and JSON, checked against [MS-OXDSCLI] as
+summarised in ../shared/design/protocols.md ("Outlook") and against an
+independent reader of the answers, exchangelib's ``Autodiscover.from_bytes``."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from autoconfig import create_app
+from autoconfig.config import ConfigError, load
+from autoconfig.spec import (
+    AUTODISCOVER_V1,
+    CACHE_CONTROL,
+    MOBILESYNC_RESPONSE_NS,
+    OUTLOOK_CONTENT_TYPE,
+    OUTLOOK_ERROR_ADDRESS_NOT_FOUND,
+    OUTLOOK_ERROR_INVALID_REQUEST,
+    OUTLOOK_ERROR_NO_CONFIGURATION,
+    OUTLOOK_ERROR_SCHEMA_UNAVAILABLE,
+    OUTLOOK_JSON_ERROR_PROTOCOL,
+    OUTLOOK_POX_PATH,
+)
+from autoconfig.store import StoreUnavailable
+from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.outlook import Protocol, error_code, exchangelib_reader, pox_request, protocols
+
+POX_PATHS = [
+    "/autodiscover/autodiscover.xml",
+    "/Autodiscover/Autodiscover.xml",
+    "/AutoDiscover/AutoDiscover.xml",
+    "/AUTODISCOVER/AUTODISCOVER.XML",
+    "/autodiscover/AutoDiscover.XML",
+]
+SWITCH_CASES = [
+    # imap,  pop,   incoming Protocol types in document order
+    (True, False, ["IMAP"]),
+    (False, True, ["POP3"]),
+    (True, True, ["IMAP", "POP3"]),
+]
+_TIME = re.compile(rb' Time="[0-9:]+"')
+
+
+def post(client: FlaskClient, address: str, path: str = OUTLOOK_POX_PATH, **kw: Any) -> TestResponse:
+    return client.post(path, data=pox_request(address, **kw), content_type="text/xml")
+
+
+def without_time(body: bytes) -> bytes:
+    return _TIME.sub(b"", body)
+
+
+@pytest.mark.parametrize("path", POX_PATHS)
+@pytest.mark.parametrize(("imap", "pop", "types"), SWITCH_CASES)
+def test_settings_list_exactly_the_enabled_protocols_plus_smtp(
+    client: FlaskClient, admin: Admin, path: str, imap: bool, pop: bool, types: list[str]
+) -> None:
+    admin.set("alice@example.net", imap=imap, pop=pop)
+    response = post(client, "alice@example.net", path)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == OUTLOOK_CONTENT_TYPE
+    assert response.headers["Cache-Control"] == CACHE_CONTROL
+    assert [p.type for p in protocols(response.data)] == [*types, "SMTP", "SMTP"]
+
+
+def test_every_protocol_is_spelled_out_for_outlook(client: FlaskClient, admin: Admin) -> None:
+    admin.set("Alice@example.net", imap=True, pop=True)
+    assert protocols(post(client, "Alice@EXAMPLE.net").data) == [
+        # SPA off (absent means NTLM), explicit Encryption: SSL = implicit TLS, TLS = STARTTLS.
+        Protocol("IMAP", "imap.example.net", 993, "Alice@example.net", "off", "on", "SSL", "off", "on"),
+        Protocol("POP3", "pop.example.net", 995, "Alice@example.net", "off", "on", "SSL", "off", "on"),
+        Protocol("SMTP", "smtp.example.net", 465, "Alice@example.net", "off", "on", "SSL", "off", "on"),
+        Protocol("SMTP", "smtp.example.net", 587, "Alice@example.net", "off", "on", "TLS", "off", "on"),
+    ]
+
+
+def test_login_name_follows_each_servers_username_setting(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    config_data["servers"]["imap"][0]["username"] = "local-part"
+    client = create_app(load(write_config(config_data), env={})).test_client()
+    Admin(client).set("alice@example.net", imap=True)
+    names = [(p.type, p.login_name) for p in protocols(post(client, "alice@example.net").data)]
+    assert names == [("IMAP", "alice"), ("SMTP", "alice@example.net"), ("SMTP", "alice@example.net")]
+
+
+def test_nothing_enabled_is_error_501_pointing_to_webmail(client: FlaskClient, admin: Admin) -> None:
+    admin.set("bob@example.net", imap=False, pop=False)
+    response = post(client, "bob@example.net")
+    assert response.status_code == 200
+    assert error_code(response.data) == OUTLOOK_ERROR_NO_CONFIGURATION
+    assert WEBMAIL_URL.encode() in response.data and b"enable IMAP" in response.data
+    assert b"bob" not in response.data
+
+
+def test_unknown_and_disabled_are_identical_but_for_the_time(client: FlaskClient, admin: Admin) -> None:
+    admin.set("bob@example.net", imap=True, pop=True)
+    admin.set("bob@example.net", imap=False, pop=False)
+    disabled, unknown = post(client, "bob@example.net"), post(client, "never-seen@example.net")
+    assert disabled.status_code == unknown.status_code == 200
+    assert dict(disabled.headers) == dict(unknown.headers)
+    assert without_time(disabled.data) == without_time(unknown.data)
+    assert _TIME.search(disabled.data), "the Time attribute is the only thing stripped"
+
+
+def test_foreign_domain_is_http_404(client: FlaskClient) -> None:
+    response = post(client, "alice@gmail.com")
+    assert response.status_code == 404
+    assert error_code(response.data) == OUTLOOK_ERROR_ADDRESS_NOT_FOUND
+    assert b"gmail" not in response.data
+
+
+@pytest.mark.parametrize("schema", [MOBILESYNC_RESPONSE_NS, "http://example.com/other-schema", ""])
+@pytest.mark.parametrize("enabled", [True, False])
+def test_other_response_schemas_get_601(client: FlaskClient, admin: Admin, schema: str, enabled: bool) -> None:
+    admin.set("alice@example.net", imap=enabled)
+    response = post(client, "alice@example.net", schema=schema)
+    assert response.status_code == 200
+    assert error_code(response.data) == OUTLOOK_ERROR_SCHEMA_UNAVAILABLE
+    assert b"imap.example.net" not in response.data
+
+
+def test_mobilesync_for_a_foreign_domain_is_still_404(client: FlaskClient) -> None:
+    assert post(client, "a@gmail.com", schema=MOBILESYNC_RESPONSE_NS).status_code == 404
+
+
+@pytest.mark.parametrize("path", POX_PATHS)
+def test_get_on_the_pox_url_is_error_600(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert error_code(response.data) == OUTLOOK_ERROR_INVALID_REQUEST
+
+
+def test_store_outage_is_503_with_retry_after(client: FlaskClient, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(key: str) -> None:
+        raise StoreUnavailable("database is gone")
+
+    monkeypatch.setattr(app.extensions["autoconfig"].store, "switches", down)
+    response = post(client, "alice@example.net")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert error_code(response.data) == "603"
+
+
+# --- exchangelib, an independent client library, reads our answers --------------------------------------------
+
+
+@pytest.mark.parametrize(("imap", "pop", "types"), SWITCH_CASES)
+def test_exchangelib_reads_the_settings(
+    client: FlaskClient, admin: Admin, imap: bool, pop: bool, types: list[str]
+) -> None:
+    Autodiscover = exchangelib_reader()
+    admin.set("alice@example.net", imap=imap, pop=pop)
+    body = client.post(OUTLOOK_POX_PATH, data=Autodiscover.payload("alice@example.net"), content_type="text/xml").data
+    answer = Autodiscover.from_bytes(body)
+    answer.raise_errors()  # a settings answer raises nothing
+    assert (answer.response.account.type, answer.response.account.action) == ("email", "settings")
+    seen = [
+        (p.type, p.server, p.port, p.login_name, p.spa, p.ssl, p.auth_required, p.domain_required)
+        for p in answer.response.account.protocols
+    ]
+    expected_hosts = {"IMAP": ("imap.example.net", 993), "POP3": ("pop.example.net", 995)}
+    assert seen == [
+        *((t, *expected_hosts[t], "alice@example.net", False, True, True, False) for t in types),
+        ("SMTP", "smtp.example.net", 465, "alice@example.net", False, True, True, False),
+        ("SMTP", "smtp.example.net", 587, "alice@example.net", False, True, True, False),
+    ]
+
+
+def test_exchangelib_reads_the_501_as_an_error(client: FlaskClient) -> None:
+    Autodiscover = exchangelib_reader()
+    from exchangelib.errors import AutoDiscoverFailed
+
+    body = client.post(OUTLOOK_POX_PATH, data=Autodiscover.payload("bob@example.net"), content_type="text/xml").data
+    answer = Autodiscover.from_bytes(body)
+    assert answer.response is None
+    assert answer.error_response.error.code == OUTLOOK_ERROR_NO_CONFIGURATION
+    assert WEBMAIL_URL in answer.error_response.error.message
+    with pytest.raises(AutoDiscoverFailed, match="501"):
+        answer.raise_errors()
+
+
+# --- JSON pointer -----------------------------------------------------------------------------------------------
+
+JSON_URLS = [
+    "/autodiscover/autodiscover.json?Email=alice@example.net&Protocol=AutodiscoverV1",
+    "/Autodiscover/Autodiscover.json?Email=alice%40example.net&Protocol=autodiscoverv1&RedirectCount=1",
+    "/autodiscover/autodiscover.json/v1.0/alice@example.net?Protocol=AutodiscoverV1",
+    "/AutoDiscover/AutoDiscover.JSON/v1.0/Alice%40Example.net?Protocol=AutodiscoverV1",
+]
+
+
+@pytest.mark.parametrize("url", JSON_URLS)
+@pytest.mark.parametrize("enabled", [True, False])
+def test_json_points_to_the_https_pox_url(client: FlaskClient, admin: Admin, url: str, enabled: bool) -> None:
+    admin.set("alice@example.net", imap=enabled)
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert json.loads(response.data) == {
+        "Protocol": AUTODISCOVER_V1,
+        "Url": "https://autoconfig.example.net/autodiscover/autodiscover.xml",
+    }
+
+
+@pytest.mark.parametrize(
+    "query", ["Protocol=ActiveSync", "Protocol=Ews", "Protocol=", "", "Protocol=AutodiscoverV1&Protocol=Ews"]
+)
+def test_json_other_protocols_are_400_invalid_protocol(client: FlaskClient, query: str) -> None:
+    response = client.get(f"/autodiscover/autodiscover.json?Email=alice@example.net&{query}")
+    assert response.status_code == 400
+    body = json.loads(response.data)
+    assert body["ErrorCode"] == OUTLOOK_JSON_ERROR_PROTOCOL and body["ErrorMessage"]
+    assert "Ews" not in body["ErrorMessage"]
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/autodiscover/autodiscover.json?Email=a@gmail.com&Protocol=AutodiscoverV1", 404),
+        ("/autodiscover/autodiscover.json/v1.0/a@gmail.com?Protocol=AutodiscoverV1", 404),
+        ("/autodiscover/autodiscover.json?Email=%3Cscript%3E@example.net&Protocol=AutodiscoverV1", 400),
+        ("/autodiscover/autodiscover.json?Protocol=AutodiscoverV1", 400),
+        ("/autodiscover/autodiscover.json/v1.0/no-at-sign?Protocol=AutodiscoverV1", 400),
+    ],
+)
+def test_json_bad_or_foreign_addresses(client: FlaskClient, url: str, status: int) -> None:
+    response = client.get(url)
+    assert response.status_code == status
+    body = json.loads(response.data)
+    assert set(body) == {"ErrorCode", "ErrorMessage"}
+    assert "script" not in response.get_data(as_text=True) and "gmail" not in response.get_data(as_text=True)
+
+
+# --- CLI and config ---------------------------------------------------------------------------------------------
+
+
+def test_render_outlook_prints_what_outlook_gets(cli: Callable[..., Result], client: FlaskClient) -> None:
+    declined = cli("render", "outlook", "alice@example.net")
+    assert declined.exit_code == 1
+    assert without_time(declined.output.encode()) == without_time(post(client, "alice@example.net").data)
+    cli("accounts", "set", "alice@example.net", "--imap", "on")
+    result = cli("render", "outlook", "alice@example.net")
+    assert result.exit_code == 0
+    assert result.output.encode() == post(client, "alice@example.net").data
+    assert [p.type for p in protocols(result.output.encode())] == ["IMAP", "SMTP", "SMTP"]
+
+
+@pytest.mark.parametrize(("size", "status"), [(1024, 200), (1025, 413)])
+def test_body_cap_is_configurable_and_exact(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], size: int, status: int
+) -> None:
+    config_data["outlook"] = {"max_body_bytes": 1024}
+    client = create_app(load(write_config(config_data), env={})).test_client()
+    body = pox_request("alice@example.net")
+    padded = body.replace(b"<Request>", b"<Request>" + b" " * (size - len(body)))
+    assert len(padded) == size
+    response = client.post(OUTLOOK_POX_PATH, data=padded, content_type="text/xml")
+    assert response.status_code == status
+    assert error_code(response.data) == (OUTLOOK_ERROR_NO_CONFIGURATION if status == 200 else "600")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(100, "between 1024 and 1048576"), (2_000_000, "between 1024 and 1048576"), ("16k", "expected an integer")],
+)
+def test_bad_body_caps_are_named(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], value: object, message: str
+) -> None:
+    config_data["outlook"] = {"max_body_bytes": value}
+    with pytest.raises(ConfigError, match=f"outlook.max_body_bytes: .*{message}"):
+        load(write_config(config_data), env={})
+
+
+def test_unknown_outlook_option_is_refused(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    config_data["outlook"] = {"max_body": 1}
+    with pytest.raises(ConfigError, match=r"outlook\.max_body: unknown option"):
+        load(write_config(config_data), env={})
