@@ -17,7 +17,7 @@ from lxml import etree
 
 from autoconfig import create_app
 from autoconfig.config import load
-from autoconfig.spec import THUNDERBIRD_PATHS
+from autoconfig.spec import AUTODISCOVER_BASE_NS, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS, THUNDERBIRD_PATHS
 from tests.conftest import BASE_CONFIG
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -70,3 +70,39 @@ def test_any_address(fuzz_client: FlaskClient, address: str, path: str) -> None:
 def test_any_raw_query_string(fuzz_client: FlaskClient, raw: bytes) -> None:
     response = fuzz_client.get(THUNDERBIRD_PATHS[0], query_string="emailaddress=" + quote_from_bytes(raw, safe="@&=%"))
     check(response.status_code, response.data)
+
+
+def pox(address: str) -> bytes:
+    """A well-formed Outlook request carrying ``address`` (escaped by lxml, as a client would)."""
+    ns = OUTLOOK_REQUEST_NS
+    root = etree.Element(f"{{{ns}}}Autodiscover", nsmap={None: ns})
+    request = etree.SubElement(root, f"{{{ns}}}Request")
+    etree.SubElement(request, f"{{{ns}}}EMailAddress").text = address
+    etree.SubElement(request, f"{{{ns}}}AcceptableResponseSchema").text = OUTLOOK_RESPONSE_NS
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def check_pox(status: int, content_type: str, body: bytes) -> None:
+    assert status in {200, 404, 413}, status
+    assert content_type.startswith("text/xml")
+    root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    assert root.tag == f"{{{AUTODISCOVER_BASE_NS}}}Autodiscover"
+
+
+xml_safe_text = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00\ufffe\uffff"), max_size=300
+).filter(lambda t: all(c in "\t\n\r" or ord(c) >= 0x20 for c in t))
+
+
+@FUZZ
+@given(address=st.one_of(xml_safe_text, st.sampled_from(["fuzz@example.net", "a@other.example"])))
+def test_any_address_in_a_pox_body(fuzz_client: FlaskClient, address: str) -> None:
+    response = fuzz_client.post("/autodiscover/autodiscover.xml", data=pox(address), content_type="text/xml")
+    check_pox(response.status_code, response.content_type, response.data)
+
+
+@FUZZ
+@given(body=st.one_of(st.binary(max_size=2000), st.text(max_size=2000).map(str.encode)))
+def test_any_pox_body(fuzz_client: FlaskClient, body: bytes) -> None:
+    response = fuzz_client.post("/autodiscover/autodiscover.xml", data=body, content_type="text/xml")
+    check_pox(response.status_code, response.content_type, response.data)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import plistlib
 import random
 import signal
 import sqlite3
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,24 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from autoconfig.spec import OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.conftest import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
 from tests.support.load import Request, run_load
 from tests.support.ports import wait_for
 from tests.test_server import http
+
+
+def raw_http(
+    base: str, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(base + path, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
 
 STABLE = {f"stable{n}@example.net": (n % 2 == 0, n % 3 == 0) for n in range(30)}
 TOGGLED = [f"toggled{n}@example.net" for n in range(20)]
@@ -48,32 +64,68 @@ def thunderbird(address: str) -> Request:
     return ("GET", f"/mail/config-v1.1.xml?emailaddress={address}", None, {})
 
 
+def outlook(address: str) -> Request:
+    body = (
+        f'<Autodiscover xmlns="{OUTLOOK_REQUEST_NS}"><Request><EMailAddress>{address}</EMailAddress>'
+        f"<AcceptableResponseSchema>{OUTLOOK_RESPONSE_NS}</AcceptableResponseSchema></Request></Autodiscover>"
+    )
+    return ("POST", "/autodiscover/autodiscover.xml", body.encode(), {"Content-Type": "text/xml"})
+
+
+def apple(address: str) -> Request:
+    return ("GET", f"/apple/mail.mobileconfig?emailaddress={address}", None, {})
+
+
+FORMATS = (thunderbird, outlook, apple)
+APPLE_KINDS = {"EmailTypeIMAP": "imap", "EmailTypePOP": "pop3"}
+XML = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
 def shown_protocols(request: Request, status: int, body: bytes) -> set[str] | None:
-    """The incoming protocols an answer advertises, or None for 'nothing enabled'."""
+    """The incoming protocols an answer advertises (in any format), or None for 'nothing enabled'."""
+    path = request[1]
+    if path.startswith("/autodiscover/"):
+        assert status == 200
+        types = {
+            p.findtext(f"{{{OUTLOOK_RESPONSE_NS}}}Type")
+            for p in etree.fromstring(body, XML).iter(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol")
+        }
+        return {t.lower() for t in types if t != "SMTP"} or None
     if status == 404:
         return None
-    root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
-    return {s.get("type", "") for s in root.iterfind("emailProvider/incomingServer")}
+    assert status == 200, status
+    if path.startswith("/apple/"):
+        payloads = plistlib.loads(body)["PayloadContent"]
+        return {APPLE_KINDS[p["EmailAccountType"]] for p in payloads if p["PayloadType"] == "com.apple.mail.managed"}
+    return {s.get("type", "") for s in etree.fromstring(body, XML).iterfind("emailProvider/incomingServer")}
 
 
-def expected(imap: bool, pop: bool) -> set[str] | None:
+def expected(request: Request, imap: bool, pop: bool) -> set[str] | None:
+    if request[1].startswith("/apple/"):  # one account per profile: IMAP if enabled, else POP
+        return {"imap"} if imap else ({"pop3"} if pop else None)
     shown = {"imap"} if imap else set()
     shown |= {"pop3"} if pop else set()
     return shown or None
 
 
+def address_of(request: Request) -> str:
+    if request[2] is not None:
+        return etree.fromstring(request[2], XML).findtext(f".//{{{OUTLOOK_REQUEST_NS}}}EMailAddress") or ""
+    return request[1].split("emailaddress=")[1]
+
+
 def mixed_request(rng: random.Random) -> Request:
     address = rng.choice([*STABLE, *TOGGLED, f"unknown{rng.randrange(10**6)}@example.net"])
-    return thunderbird(address)
+    return rng.choice(FORMATS)(address)
 
 
 def check_answer(request: Request, status: int, body: bytes) -> None:
     assert status < 500, f"server error {status}"
-    address = request[1].split("emailaddress=")[1]
+    address = address_of(request)
     if address in STABLE:
-        assert shown_protocols(request, status, body) == expected(*STABLE[address])
+        assert shown_protocols(request, status, body) == expected(request, *STABLE[address])
     elif address.startswith("unknown"):
-        assert status == 404
+        assert shown_protocols(request, status, body) is None
 
 
 class Toggler(threading.Thread):
@@ -119,9 +171,11 @@ def test_sixty_seconds_of_mixed_load(loaded_server: GunicornServer) -> None:
     for address, (imap, pop) in toggler.acknowledged.items():
         status, _, body = http("GET", f"{loaded_server.url}/admin/v1/accounts/{address}", headers=AUTH)
         assert (json.loads(body)["imap"], json.loads(body)["pop"]) == (imap, pop)
-        request = thunderbird(address)
-        status, _, body = http("GET", f"{loaded_server.url}{request[1]}")
-        assert shown_protocols(request, status, body) == expected(imap, pop)
+        for make in FORMATS:
+            request = make(address)
+            method, path, data, headers = request
+            status, _, body = raw_http(loaded_server.url, method, path, data, headers)
+            assert shown_protocols(request, status, body) == expected(request, imap, pop), make.__name__
     # Memory per worker does not grow more than 10 % (same workers before and after).
     assert set(pss_before) == set(pss_after), "no worker was replaced"
     for pid, before in pss_before.items():
