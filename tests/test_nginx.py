@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import plistlib
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from autoconfig.spec import APPLE_CONTENT_TYPE, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.support.gunicorn import GunicornServer
 from tests.support.nginx import NginxServer
 from tests.support.tls import self_signed
@@ -107,3 +109,34 @@ def test_other_plain_http_requests_go_to_https(front: tuple[NginxServer, ssl.SSL
     nginx, _ = front
     status, headers, _ = request(nginx.http_port, "GET", "/mail/config-v1.1.xml?emailaddress=a@example.net", HOSTS[0])
     assert status == 301 and headers["location"].startswith(f"https://{HOSTS[0]}/mail/config-v1.1.xml")
+
+
+def test_outlook_settings_through_tls(front: tuple[NginxServer, ssl.SSLContext], live_server: GunicornServer) -> None:
+    nginx, context = front
+    set_switches(live_server, "olly@example.net", pop=True)
+    body = (
+        f'<Autodiscover xmlns="{OUTLOOK_REQUEST_NS}"><Request><EMailAddress>olly@example.net</EMailAddress>'
+        f"<AcceptableResponseSchema>{OUTLOOK_RESPONSE_NS}</AcceptableResponseSchema></Request></Autodiscover>"
+    ).encode()
+    status, headers, answer = request(
+        nginx.https_port,
+        "POST",
+        "/AutoDiscover/AutoDiscover.xml",
+        HOSTS[1],
+        context,
+        body=body,
+        headers={"Content-Type": "text/xml", "Authorization": BASIC},
+    )
+    assert status == 200 and headers["content-type"].startswith("text/xml")
+    assert b"<Type>POP3</Type>" in answer and b"<Type>IMAP</Type>" not in answer
+    assert "www-authenticate" not in headers
+
+
+def test_apple_profile_through_tls(front: tuple[NginxServer, ssl.SSLContext], live_server: GunicornServer) -> None:
+    nginx, context = front
+    set_switches(live_server, "ana@example.net", imap=True)
+    status, headers, answer = request(
+        nginx.https_port, "GET", "/apple/mail.mobileconfig?emailaddress=ana@example.net", HOSTS[0], context
+    )
+    assert status == 200 and headers["content-type"] == APPLE_CONTENT_TYPE
+    assert plistlib.loads(answer)["PayloadContent"][0]["EmailAccountType"] == "EmailTypeIMAP"
