@@ -42,10 +42,7 @@ MAILBOXES = [
     ("dave@example.org", 1, 0, 0),
 ]
 # What the README recommends for iRedMail / Postfixadmin-style tables.
-QUERY = (
-    "SELECT enableimap = 1 AND active = 1, enablepop3 = 1 AND active = 1 "
-    "FROM mailbox WHERE username = %(address)s"
-)
+QUERY = "SELECT enableimap = 1 AND active = 1, enablepop3 = 1 AND active = 1 FROM mailbox WHERE username = %(address)s"
 DOC = "/mail/config-v1.1.xml?emailaddress="
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -126,9 +123,7 @@ def test_a_change_in_the_mail_database_shows_at_the_next_request(sql_client: Fla
 def test_the_admin_api_says_the_source_is_read_only(
     sql_client: FlaskClient, method: str, body: dict[str, bool] | None
 ) -> None:
-    response = sql_client.open(
-        "/admin/v1/accounts/alice@example.net", method=method, json=body, headers=AUTH
-    )
+    response = sql_client.open("/admin/v1/accounts/alice@example.net", method=method, json=body, headers=AUTH)
     assert response.status_code == 409
     answer = json.loads(response.data)
     assert answer["error"] == "read_only"
@@ -166,7 +161,9 @@ def sql_cli(sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]],
         (("accounts", "export"), "cannot list"),
     ],
 )
-def test_the_cli_refuses_what_the_source_cannot_do(sql_cli: Callable[..., Any], args: tuple[str, ...], says: str) -> None:
+def test_the_cli_refuses_what_the_source_cannot_do(
+    sql_cli: Callable[..., Any], args: tuple[str, ...], says: str
+) -> None:
     result = sql_cli(*args)
     assert result.exit_code == 1
     assert says in result.output
