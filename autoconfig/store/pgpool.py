@@ -6,11 +6,13 @@ that uses it, and forgotten in a forked child.
 
 Failures the caller cannot fix (server down, connection lost, no free
 connection within ``timeout``) become ``StoreUnavailable`` within about
-``timeout`` seconds, so a client gets 503 quickly instead of hanging.  A
-connection found broken (typically after the server restarted) is
+``timeout`` seconds, so a client gets 503 quickly instead of hanging; after
+the first such failure, requests fail in milliseconds until one succeeds.
+A connection found broken (typically after the server restarted) is
 discarded together with every idle connection that is just as dead, and
-the work is tried once more on a fresh one: that is what lets a node
-resume by itself, on its first request after the database is back.
+the work is tried once more on a fresh one.  The pool keeps reconnecting
+in the background, so a node resumes by itself within a few seconds of the
+database coming back.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import StoreUnavailable
 
@@ -34,6 +36,9 @@ T = TypeVar("T")
 # How long a statement may run on the request path.  Bulk work (import,
 # export) lifts it for its own transaction.
 STATEMENT_TIMEOUT_MS = 5000
+# While the database is known to be down, how long a request waits for a pooled connection.
+DOWN_WAIT = 0.05
+RECONNECT_TIMEOUT = 0.5
 
 _LIVE: weakref.WeakSet[PgConnections] = weakref.WeakSet()
 
@@ -65,12 +70,14 @@ class PgConnections:
         self.what = what
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
+        self.down = False  # set by a failure to reach the server, cleared by the next success
         _LIVE.add(self)
 
     def forget_pool(self) -> None:
         """In a forked child: drop the parent's pool without touching its sockets."""
         self._lock = threading.Lock()
         self._pool = None
+        self.down = False
 
     def _configure(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
@@ -89,9 +96,10 @@ class PgConnections:
                         min_size=1,
                         max_size=self.pool_size,
                         timeout=self.timeout,
-                        # Give up a reconnection loop soon: the next request then starts a
-                        # fresh attempt at once instead of waiting out a long backoff.
-                        reconnect_timeout=max(2.0, self.timeout),
+                        # End a failing reconnection loop quickly: the next request then starts
+                        # a fresh attempt at once, instead of the pool sleeping through an
+                        # exponential backoff while the database is already back.
+                        reconnect_timeout=RECONNECT_TIMEOUT,
                         kwargs={"autocommit": True, "connect_timeout": max(2, int(self.timeout))},
                         configure=self._configure,
                         name="autoconfig",
@@ -113,18 +121,26 @@ class PgConnections:
         attempts = 2 if retry else 1
         for attempt in range(1, attempts + 1):
             broken = False
+            # Once the database is known to be down, take only a connection the pool already
+            # has (it keeps reconnecting in the background): fail in milliseconds, not seconds,
+            # so an outage does not tie up every worker thread for the whole pool timeout.
+            wait = DOWN_WAIT if self.down else None
             try:
-                with self.pool().connection() as conn:
+                with self.pool().connection(timeout=wait) as conn:
                     try:
-                        return work(conn)
+                        result = work(conn)
                     except psycopg.OperationalError:
                         broken = conn.broken
                         raise
+                self.down = False
+                return result
             except psycopg.OperationalError as exc:
                 if broken and attempt < attempts:
                     log.warning("%s: connection lost (%s); checking the pool and retrying once", self.what, exc)
                     self.pool().check()
                     continue
+                if broken or isinstance(exc, PoolTimeout):
+                    self.down = True
                 raise StoreUnavailable(f"{self.what}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
