@@ -77,6 +77,7 @@ RETURNING {COLUMNS}
 """
 
 # Rows arrive by COPY into a temporary table; the last row of an address wins, as in SQLite.
+# The count returned is of accounts created or changed (SQLite counts every row it upserts).
 IMPORT_TABLE = """
 CREATE TEMPORARY TABLE autoconfig_import (
     seq bigint NOT NULL, address text COLLATE "C" NOT NULL, domain text COLLATE "C" NOT NULL,
@@ -97,6 +98,8 @@ ON CONFLICT (address) DO UPDATE SET
     pop_at = CASE WHEN excluded.pop <> a.pop THEN excluded.pop_at ELSE a.pop_at END,
     pop_by = CASE WHEN excluded.pop <> a.pop THEN excluded.pop_by ELSE a.pop_by END,
     pop = excluded.pop
+-- An unchanged account is not rewritten: re-importing a full export costs reads, not a table rewrite.
+WHERE (a.imap, a.pop) IS DISTINCT FROM (excluded.imap, excluded.pop)
 """
 
 Conn = psycopg.Connection[tuple[Any, ...]]
