@@ -38,6 +38,8 @@ def test_a_broken_postgresql_url_is_named_but_never_echoed(config_data: dict[str
         load(path, env={})
     assert str(error.value).startswith(f"{path}: store.url: ")
     assert "hunter2" not in str(error.value)
+    config_data["store"]["url"] = "sqlite:///file.sqlite3"
+    path = write_config(config_data)
     with pytest.raises(ConfigError) as error:
         load(path, env={"AUTOCONFIG_DATABASE_URL": "postgres://u:hunter2-secret@[::1/d"})
     assert str(error.value).startswith("AUTOCONFIG_DATABASE_URL: ")
