@@ -27,7 +27,7 @@ def every_kind_of_account(count: int) -> list[tuple[str, Switches]]:
 
 def test_sqlite_to_csv_to_postgresql_to_csv_loses_nothing(cli: Cli, config_path: Path, pg_dsn: str) -> None:
     sqlite_url = next(line for line in config_path.read_text().splitlines() if "sqlite:///" in line).split('"')[1]
-    accounts = every_kind_of_account(20_000)
+    accounts = every_kind_of_account(10_000)
     source = open_store(sqlite_url)
     source.import_switches(accounts, "setup")
     source.update("late@example.net", {"pop": True}, "api:webmail")  # one written the ordinary way

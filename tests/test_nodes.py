@@ -36,10 +36,10 @@ class Nodes:
         return iter((self.a, self.b))
 
 
-def start_nodes(workdir: Path, dsn: str) -> tuple[GunicornServer, GunicornServer]:
+def start_nodes(workdir: Path, dsn: str, timeout: int = 2) -> tuple[GunicornServer, GunicornServer]:
     """Two nodes with one config file; the database comes from the environment, as in production."""
     config = copy.deepcopy(BASE_CONFIG)
-    config["store"]["url"] = "sqlite:///not-used-the-environment-wins"
+    config["store"] = {"url": "sqlite:///not-used-the-environment-wins", "timeout": timeout}
     path = workdir / "autoconfig.toml"
     path.write_bytes(tomli_w.dumps(config).encode())
     env = {"AUTOCONFIG_DATABASE_URL": dsn}
@@ -100,7 +100,7 @@ def test_a_switch_flipped_on_one_node_is_what_the_next_request_to_the_other_sees
 
 def test_concurrent_writers_through_both_nodes_end_with_each_last_acknowledged_write(nodes: Nodes) -> None:
     """Each account has one writer at a time (so "last" is well defined); writes go through either node."""
-    threads, accounts_per_thread, seconds = 8, 5, 3.0
+    threads, accounts_per_thread, seconds = 8, 5, 2.0
     last: dict[str, tuple[bool, bool]] = {}
     lock = threading.Lock()
     failures: list[BaseException] = []
@@ -142,7 +142,8 @@ def outage_cluster(tmp_path: Path) -> Iterator[PostgresCluster]:
 def test_a_database_outage_is_503_and_down_then_service_resumes_without_a_restart(
     outage_cluster: PostgresCluster, tmp_path: Path
 ) -> None:
-    a, b = start_nodes(tmp_path, outage_cluster.create_database("outage"))
+    # The shortest store timeout: each worker's first request of the outage waits that long.
+    a, b = start_nodes(tmp_path, outage_cluster.create_database("outage"), timeout=1)
     try:
         patch(a, "alice@example.net", imap=True)
         pids = (a.pid, b.pid)

@@ -100,7 +100,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCl
 
 def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluster, tmp_path: Path) -> None:
     dsn = own_cluster.create_database("outage")
-    store = open_store(dsn)
+    store = open_store(dsn, timeout=1)
     try:
         store.update("alice@example.net", {"imap": True}, "t")
         own_cluster.stop_server()
