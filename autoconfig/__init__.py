@@ -35,7 +35,10 @@ def _configure_logging(level: str) -> None:
 def create_service(config: Config | None = None) -> Service:
     """Config plus an opened store: what both the web app and the CLI run on."""
     config = config or load()
-    return Service(config, open_store(config.store_url), hosted=_hosted_domains(config))
+    store = open_store(
+        config.store_url, query=config.store_query, pool_size=config.store_pool_size, timeout=config.store_timeout
+    )
+    return Service(config, store, hosted=_hosted_domains(config))
 
 
 def _hosted_domains(config: Config) -> HostedDomains | None:

@@ -152,7 +152,11 @@ def accounts_set(ctx: Context, address: str, imap: str | None, pop: str | None) 
 @pass_context
 def accounts_show(ctx: Context, address: str) -> None:
     """Show ADDRESS's switches (an address never seen has both off)."""
-    click.echo(_describe(ctx.service.store.get(_key(address))))
+    try:
+        account = ctx.service.store.get(_key(address))
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(_describe(account))
 
 
 @accounts.command("list")
@@ -165,11 +169,14 @@ def accounts_list(ctx: Context, domain: str | None) -> None:
             domain = parse_address(f"x@{domain}").domain
         except AddressError as exc:
             raise click.BadParameter(str(exc), param_hint="--domain") from None
-    for account in ctx.service.store.accounts(domain):
-        click.echo(
-            f"{account.address}\timap={'on' if account.switches.imap else 'off'}"
-            f"\tpop={'on' if account.switches.pop else 'off'}"
-        )
+    try:
+        for account in ctx.service.store.accounts(domain):
+            click.echo(
+                f"{account.address}\timap={'on' if account.switches.imap else 'off'}"
+                f"\tpop={'on' if account.switches.pop else 'off'}"
+            )
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @accounts.command("export")
@@ -177,9 +184,14 @@ def accounts_list(ctx: Context, domain: str | None) -> None:
 def accounts_export(ctx: Context) -> None:
     """Write every stored account as CSV (address,imap,pop) to standard output."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for account in ctx.service.store.accounts():
-        writer.writerow([account.address, _word(account.switches.imap), _word(account.switches.pop)])
+    try:
+        # Opened before the header is written, so a source that cannot list prints no partial file.
+        accounts = ctx.service.store.accounts()
+        writer.writerow(CSV_HEADER)
+        for account in accounts:
+            writer.writerow([account.address, _word(account.switches.imap), _word(account.switches.pop)])
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _word(value: bool) -> str:

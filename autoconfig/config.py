@@ -195,6 +195,11 @@ class Config:
     apple: Apple = Apple()
     dns: DnsSettings = field(default_factory=DnsSettings)
     outlook: Outlook = Outlook()
+    # PostgreSQL only: connections per process, and seconds before a request gives up (503).
+    store_pool_size: int = 4
+    store_timeout: int = 2
+    # [store.sql] query: read switches from an existing mail database (read-only source).
+    store_query: str | None = None
 
     def serves(self, domain: str) -> bool:
         """Whether ``domain`` (already normalised) is one of ours."""
@@ -215,6 +220,9 @@ class _Table:
 
     def key(self, name: str) -> str:
         return f"{self._path}.{name}" if self._path else name
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._data
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self._source}: {key}: {message}")
@@ -326,9 +334,27 @@ def _check_domain(value: str) -> str:
 
 
 def _check_store_url(value: str) -> str:
+    if value.startswith(("postgresql://", "postgres://")):
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value)
+        except Exception:
+            # Never echo it: a PostgreSQL URL may carry a password.
+            raise ValueError("is not a valid postgresql:// connection URL (libpq rejects it)") from None
+        return value
     if not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
-        raise ValueError(f"must look like sqlite:///relative/path or sqlite:////absolute/path; got {value!r}")
+        raise ValueError(
+            "must look like sqlite:///relative/path, sqlite:////absolute/path or "
+            f"postgresql://user@host/dbname; got {value.split(':', 1)[0]!r}..."
+        )
     return value
+
+
+def _check_sql_query(value: str) -> str:
+    from .store.sql import check_query
+
+    return check_query(value)
 
 
 def _read_server(table: _Table, protocol: str) -> Server:
@@ -570,12 +596,21 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     servers = _read_servers(root.table("servers"))
     store = root.table("store")
     store_url = store.string("url", check=_check_store_url)
+    store_pool_size = store.integer("pool_size", 4, low=1, high=100)
+    store_timeout = store.integer("timeout", 2, low=1, high=30)
+    store_query = None
+    if "sql" in store:
+        store_sql = store.table("sql")
+        store_query = store_sql.string("query", check=_check_sql_query)
+        store_sql.finish()
     store.finish()
     if env.get(ENV_DATABASE_URL):
         try:
             store_url = _check_store_url(env[ENV_DATABASE_URL])
         except ValueError as exc:
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
+    if store_query is not None and not store_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{source}: store.url: the sql source ([store.sql]) needs a postgresql:// URL")
     admin_tokens = _read_admin(root.table("admin", required=False), env)
     limits = _read_limits(root.table("limits", required=False))
     metrics = _read_metrics(root.table("metrics", required=False))
@@ -599,6 +634,9 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         apple=apple,
         dns=dns,
         outlook=outlook,
+        store_pool_size=store_pool_size,
+        store_timeout=store_timeout,
+        store_query=store_query,
     )
 
 

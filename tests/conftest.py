@@ -4,6 +4,7 @@ real gunicorn server.  Every test gets its own config file and SQLite file."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from autoconfig.cli import main
 from autoconfig.config import Config, load
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
+from tests.support.postgres import PostgresCluster
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 WEBMAIL_URL = "https://webmail.example.net/settings/mail-access"
@@ -134,3 +136,18 @@ def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
     with KnotServer(zones, tmp_path_factory.mktemp("knot")) as server:
         yield server
 
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """One private PostgreSQL cluster for the whole run; tests isolate by database."""
+    with PostgresCluster(tmp_path_factory.mktemp("postgres")) as cluster:
+        yield cluster
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresCluster) -> str:
+    """A fresh, empty database of its own for this test (CREATE DATABASE costs ~40 ms)."""
+    return postgres.create_database(f"test_{next(_database_numbers)}")

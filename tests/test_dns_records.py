@@ -175,4 +175,3 @@ def test_bad_dns_settings_name_the_key(
         load(path, env={})
     assert f"{path}: {key}: " in str(error.value)
     assert message in str(error.value)
-

@@ -330,4 +330,3 @@ def test_the_dovecot_section_is_checked_like_the_rest(
     with pytest.raises(ConfigError) as error:
         load(write_config(config_data), env={})
     assert message in str(error.value)
-

@@ -14,8 +14,11 @@ import pytest
 from autoconfig.store import OFF, ReadOnlyStore, Store, StoreUnavailable, Switches, open_store
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        dsn: str = request.getfixturevalue("pg_dsn")
+        return dsn
     return f"sqlite:///{tmp_path}/accounts.sqlite3"
 
 
@@ -102,9 +105,11 @@ def test_concurrent_writers_end_with_the_last_write_of_each(store: Store) -> Non
     assert all(store.switches(f"user{n}@example.net") == Switches(imap=False, pop=True) for n in range(8))
 
 
-def test_a_crash_mid_import_leaves_nothing_half_written(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/crash.sqlite3"
-    open_store(url).update("before@example.net", {"imap": True}, "t")
+def test_a_crash_mid_import_leaves_nothing_half_written(store_url: str) -> None:
+    url = store_url
+    first = open_store(url)
+    first.update("before@example.net", {"imap": True}, "t")
+    first.close()
     crash = textwrap.dedent(
         f"""
         import os
@@ -122,6 +127,7 @@ def test_a_crash_mid_import_leaves_nothing_half_written(tmp_path: Path) -> None:
     assert result.returncode == 9
     store = open_store(url)
     assert [a.address for a in store.accounts()] == ["before@example.net"]
+    store.close()
 
 
 def test_an_unreachable_database_raises_store_unavailable(tmp_path: Path) -> None:

@@ -78,6 +78,7 @@ class Store(abc.ABC):
     """Account switches keyed by ``Address.key`` (normalised address)."""
 
     read_only = False
+    read_only_reason = ""  # what a refused write is told; a default is built from ``kind``
     kind = "abstract"
 
     # -- the public surface: final, shared checks ------------------------
@@ -122,7 +123,10 @@ class Store(abc.ABC):
 
     def _writable(self) -> None:
         if self.read_only:
-            raise ReadOnlyStore(f"the {self.kind} account source is read-only; change switches where it is managed")
+            raise ReadOnlyStore(
+                self.read_only_reason
+                or f"the {self.kind} account source is read-only; change switches where it is managed"
+            )
 
     # -- what a backend implements -----------------------------------------
 

@@ -1,0 +1,254 @@
+"""PostgreSQL: the store for several responder nodes sharing one database.
+
+There is no per-node cache: every client request reads its account's row
+(one primary-key lookup on a pooled connection), so a switch acknowledged
+by any node is what the very next request on every node sees.  Writes are
+single statements (an upsert whose ``CASE`` keeps the stamp of a switch
+that did not change), so concurrent writers through several nodes cannot
+interleave half-updates: the row lock orders them and the last commit wins.
+
+The schema is versioned in ``autoconfig_schema``; each start applies the
+migrations the database lacks, under an advisory lock so nodes starting
+together do not race, and refuses a database newer than this release.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches
+from .pgpool import PgConnections
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: "autoconfig" folded into a bigint; any constant works.
+MIGRATION_LOCK = 0x6175746F636F6E66
+
+# (version, description, SQL).  Append only: a released migration never changes.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "accounts with imap/pop switches and who changed each",
+        """
+        CREATE TABLE accounts (
+            -- "C" collation: byte order, the order SQLite lists and exports in.
+            address text COLLATE "C" PRIMARY KEY,
+            domain  text COLLATE "C" NOT NULL,
+            imap    boolean NOT NULL DEFAULT false,
+            imap_at timestamptz,
+            imap_by text,
+            pop     boolean NOT NULL DEFAULT false,
+            pop_at  timestamptz,
+            pop_by  text
+        );
+        CREATE INDEX accounts_by_domain ON accounts (domain, address);
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+COLUMNS = "address, imap, imap_at, imap_by, pop, pop_at, pop_by"
+
+# One statement, so it is atomic per row.  A NULL parameter means "not in this change".
+UPDATE = f"""
+INSERT INTO accounts AS a (address, domain, imap, imap_at, imap_by, pop, pop_at, pop_by)
+VALUES (
+    %(address)s, %(domain)s,
+    coalesce(%(imap)s::boolean, false),
+    CASE WHEN %(imap)s::boolean IS NOT NULL THEN %(at)s::timestamptz END,
+    CASE WHEN %(imap)s::boolean IS NOT NULL THEN %(by)s::text END,
+    coalesce(%(pop)s::boolean, false),
+    CASE WHEN %(pop)s::boolean IS NOT NULL THEN %(at)s::timestamptz END,
+    CASE WHEN %(pop)s::boolean IS NOT NULL THEN %(by)s::text END
+)
+ON CONFLICT (address) DO UPDATE SET
+    imap_at = CASE WHEN %(imap)s::boolean <> a.imap THEN %(at)s::timestamptz ELSE a.imap_at END,
+    imap_by = CASE WHEN %(imap)s::boolean <> a.imap THEN %(by)s::text ELSE a.imap_by END,
+    imap = coalesce(%(imap)s::boolean, a.imap),
+    pop_at = CASE WHEN %(pop)s::boolean <> a.pop THEN %(at)s::timestamptz ELSE a.pop_at END,
+    pop_by = CASE WHEN %(pop)s::boolean <> a.pop THEN %(by)s::text ELSE a.pop_by END,
+    pop = coalesce(%(pop)s::boolean, a.pop)
+RETURNING {COLUMNS}
+"""
+
+# Rows arrive by COPY into a temporary table; the last row of an address wins, as in SQLite.
+# The count returned is of accounts created or changed (SQLite counts every row it upserts).
+IMPORT_TABLE = """
+CREATE TEMPORARY TABLE autoconfig_import (
+    seq bigint NOT NULL, address text COLLATE "C" NOT NULL, domain text COLLATE "C" NOT NULL,
+    imap boolean NOT NULL, pop boolean NOT NULL
+) ON COMMIT DROP
+"""
+IMPORT_COPY = "COPY autoconfig_import (seq, address, domain, imap, pop) FROM STDIN"
+IMPORT_UPSERT = """
+INSERT INTO accounts AS a (address, domain, imap, imap_at, imap_by, pop, pop_at, pop_by)
+SELECT DISTINCT ON (address)
+    address, domain, imap, %(at)s::timestamptz, %(by)s::text, pop, %(at)s::timestamptz, %(by)s::text
+FROM autoconfig_import
+ORDER BY address, seq DESC
+ON CONFLICT (address) DO UPDATE SET
+    imap_at = CASE WHEN excluded.imap <> a.imap THEN excluded.imap_at ELSE a.imap_at END,
+    imap_by = CASE WHEN excluded.imap <> a.imap THEN excluded.imap_by ELSE a.imap_by END,
+    imap = excluded.imap,
+    pop_at = CASE WHEN excluded.pop <> a.pop THEN excluded.pop_at ELSE a.pop_at END,
+    pop_by = CASE WHEN excluded.pop <> a.pop THEN excluded.pop_by ELSE a.pop_by END,
+    pop = excluded.pop
+-- An unchanged account is not rewritten: re-importing a full export costs reads, not a table rewrite.
+WHERE (a.imap, a.pop) IS DISTINCT FROM (excluded.imap, excluded.pop)
+"""
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def _domain(key: str) -> str:
+    return key.rpartition("@")[2]
+
+
+def _change(at: datetime | None, by: str | None) -> Change | None:
+    return None if at is None else Change(at.astimezone(UTC), by or "")
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    address, imap, imap_at, imap_by, pop, pop_at, pop_by = row
+    return Account(
+        address=address,
+        switches=Switches(imap=bool(imap), pop=bool(pop)),
+        imap_changed=_change(imap_at, imap_by),
+        pop_changed=_change(pop_at, pop_by),
+    )
+
+
+def migrate(conn: Conn) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; returns the version found before."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS autoconfig_schema ("
+            " version integer PRIMARY KEY, description text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM autoconfig_schema").fetchone()
+        found = int(row[0]) if row else 0
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"PostgreSQL schema version {found} is newer than this release understands ({SCHEMA_VERSION}); "
+                "run the newer release or restore a matching database"
+            )
+        for version, description, statements in MIGRATIONS:
+            if version > found:
+                log.info("PostgreSQL store: applying schema migration %d (%s)", version, description)
+                conn.execute(statements.encode())
+                conn.execute(
+                    "INSERT INTO autoconfig_schema (version, description) VALUES (%s, %s)", (version, description)
+                )
+    return found
+
+
+class PostgresStore(Store):
+    kind = "postgresql"
+
+    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 2.0) -> None:
+        self._db = PgConnections(url, pool_size=pool_size, timeout=timeout)
+        self._migrated = False
+        try:
+            self._migrate()
+        except StoreUnavailable as exc:
+            # A node started during a database outage still starts: it answers 503 and
+            # /healthz says "down" until the database is back, then migrates on first use.
+            log.warning("PostgreSQL store unreachable at start, will retry on use: %s", exc)
+
+    def _migrate(self) -> None:
+        conn = self._db.connect()
+        try:
+            migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        finally:
+            conn.close()
+        self._migrated = True
+
+    def _run(self, work: Any, *, retry: bool = True) -> Any:
+        if not self._migrated:
+            self._migrate()
+        return self._db.run(work, retry=retry)
+
+    def _switches(self, key: str) -> Switches | None:
+        def work(conn: Conn) -> Switches | None:
+            row = conn.execute("SELECT imap, pop FROM accounts WHERE address = %s", (key,)).fetchone()
+            return None if row is None else Switches(imap=bool(row[0]), pop=bool(row[1]))
+
+        result: Switches | None = self._run(work)
+        return result
+
+    def _get(self, key: str) -> Account | None:
+        def work(conn: Conn) -> Account | None:
+            row = conn.execute(f"SELECT {COLUMNS} FROM accounts WHERE address = %s", (key,)).fetchone()
+            return None if row is None else _account(row)
+
+        result: Account | None = self._run(work)
+        return result
+
+    def _update(self, key: str, changes: dict[str, bool], actor: str, at: datetime) -> Account:
+        params = {
+            "address": key,
+            "domain": _domain(key),
+            "imap": changes.get("imap"),
+            "pop": changes.get("pop"),
+            "at": at,
+            "by": actor,
+        }
+
+        def work(conn: Conn) -> Account:
+            row = conn.execute(UPDATE, params).fetchone()
+            assert row is not None  # RETURNING of an upsert always yields the row
+            return _account(row)
+
+        # Retrying is safe: setting a switch to the value it already has changes nothing.
+        result: Account = self._run(work)
+        return result
+
+    def _delete(self, key: str) -> bool:
+        def work(conn: Conn) -> bool:
+            return conn.execute("DELETE FROM accounts WHERE address = %s", (key,)).rowcount > 0
+
+        result: bool = self._run(work, retry=False)
+        return result
+
+    def _accounts(self, domain: str | None) -> Iterator[Account]:
+        if not self._migrated:
+            self._migrate()
+        # A server-side cursor streams a million rows without holding them in memory.
+        with self._db.connection() as conn, conn.transaction(), conn.cursor(name="autoconfig_accounts") as cur:
+            cur.itersize = 5000
+            if domain is None:
+                cur.execute(f"SELECT {COLUMNS} FROM accounts ORDER BY address")
+            else:
+                cur.execute(f"SELECT {COLUMNS} FROM accounts WHERE domain = %s ORDER BY address", (domain,))
+            for row in cur:
+                yield _account(row)
+
+    def _import(self, rows: Iterable[tuple[str, Switches]], actor: str, at: datetime) -> int:
+        def work(conn: Conn) -> int:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SET LOCAL statement_timeout = 0")
+                cur.execute(IMPORT_TABLE)
+                with cur.copy(IMPORT_COPY) as copy:
+                    for seq, (key, switches) in enumerate(rows):
+                        copy.write_row((seq, key, _domain(key), switches.imap, switches.pop))
+                cur.execute(IMPORT_UPSERT, {"at": at, "by": actor})
+                return cur.rowcount
+
+        # Never retried: the rows may be a one-shot iterator.
+        result: int = self._run(work, retry=False)
+        return result
+
+    def _ping(self) -> None:
+        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        self._db.close()

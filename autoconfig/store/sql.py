@@ -1,0 +1,150 @@
+"""The ``sql`` source: read the switches from the ISP's existing mail database.
+
+Many mail systems already keep per-mailbox flags (iRedMail's and some
+Postfixadmin setups' ``mailbox.enableimap`` / ``enablepop3``) that the IMAP
+and POP servers enforce.  Reading them with one configured, parameterised
+``SELECT`` means the service shows exactly what the mail servers allow,
+with no copy to keep in sync.  The source is read-only: switches change
+where that database is managed, so every write here is refused.
+
+The query gets the named parameters ``%(address)s`` (normalised, lower
+case), ``%(local_part)s`` and ``%(domain)s`` and returns one row of two
+columns, IMAP then POP.  No row means both off, like an unknown address.
+Several rows mean the query is too loose; a protocol is then offered only
+if every row enables it, since showing a disabled protocol is the one
+mistake this service must not make.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from .base import Account, ReadOnlyStore, Store, StoreError, StoreUnavailable, Switches
+from .pgpool import PgConnections
+
+log = logging.getLogger(__name__)
+
+PARAMETERS = ("address", "local_part", "domain")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_TRUE_TEXT = {"1", "t", "true", "y", "yes", "on"}
+_FALSE_TEXT = {"", "0", "f", "false", "n", "no", "off"}
+
+
+def check_query(query: str) -> str:
+    """Reject, at config time, a query that cannot be the one SELECT this source runs."""
+    text = query.strip().rstrip(";").strip()
+    if not re.match(r"(?is)^(select|with)\b", text):
+        raise ValueError("must be one SELECT statement (it may start with WITH)")
+    if ";" in text:
+        raise ValueError("must be a single statement: remove the ';' inside it")
+    names = _PLACEHOLDER.findall(text)
+    unknown = sorted(set(names) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown parameter %({unknown[0]})s; use %(address)s, %(local_part)s or %(domain)s")
+    if not names:
+        raise ValueError("must use the parameter %(address)s (or %(local_part)s and %(domain)s)")
+    if "%" in _PLACEHOLDER.sub("", text).replace("%%", ""):
+        raise ValueError("a literal % must be written %% (the query is a psycopg parameterised query)")
+    return text
+
+
+def _flag(value: object, column: str) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | Decimal):
+        return value != 0
+    if isinstance(value, str) and value.strip().lower() in _TRUE_TEXT | _FALSE_TEXT:
+        return value.strip().lower() in _TRUE_TEXT
+    raise StoreUnavailable(f"sql source: column {column} returned {type(value).__name__}; return a boolean or 0/1")
+
+
+class SQLSource(Store):
+    kind = "sql"
+    read_only = True
+    read_only_reason = (
+        "the account source is the mail database (store.sql), which is read-only here; "
+        "change IMAP/POP where that database is managed (webmail or the mail admin tool)"
+    )
+
+    def __init__(self, url: str, query: str, *, pool_size: int = 4, timeout: float = 2.0) -> None:
+        self.query = check_query(query)
+        self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
+        try:
+            self._check_shape()
+        except StoreUnavailable as exc:
+            log.warning("sql source: mail database unreachable at start: %s", exc)
+
+    def _check_shape(self) -> None:
+        """Run the query once for a non-existent address: a typo fails the start, not a client."""
+
+        def work(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            cur = conn.execute(self.query, self._params("nobody@autoconfig.invalid"))
+            return len(cur.description or ())
+
+        try:
+            columns = self._db.run(work)
+        except psycopg.Error as exc:
+            raise StoreError(f"store.sql.query: the mail database rejects the query: {exc}") from None
+        if columns != 2:
+            raise StoreError(f"store.sql.query: must return 2 columns (imap, pop); it returns {columns}")
+
+    @staticmethod
+    def _params(key: str) -> dict[str, str]:
+        local, _, domain = key.rpartition("@")
+        return {"address": key, "local_part": local, "domain": domain}
+
+    def _switches(self, key: str) -> Switches | None:
+        def work(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            return conn.execute(self.query, self._params(key)).fetchmany(50)
+
+        try:
+            rows = self._db.run(work)
+        except psycopg.Error as exc:
+            # The other system's schema changed under us: no guess, a 503 and a log line naming why.
+            raise StoreUnavailable(f"mail database: the configured query (store.sql.query) failed: {exc}") from exc
+        if not rows:
+            return None
+        if len(rows) > 1:
+            log.warning("sql source: %d rows for one address; offering only what every row enables", len(rows))
+        return Switches(
+            imap=all(_flag(row[0], "1 (imap)") for row in rows),
+            pop=all(_flag(row[1], "2 (pop)") for row in rows),
+        )
+
+    def _get(self, key: str) -> Account | None:
+        switches = self._switches(key)
+        # The mail database keeps no history the service can read, so no "changed" stamps.
+        return None if switches is None else Account(address=key, switches=switches)
+
+    def _refuse(self) -> ReadOnlyStore:
+        return ReadOnlyStore(self.read_only_reason)
+
+    def _update(self, key: str, changes: dict[str, bool], actor: str, at: datetime) -> Account:
+        raise self._refuse()
+
+    def _delete(self, key: str) -> bool:
+        raise self._refuse()
+
+    def _import(self, rows: Iterable[tuple[str, Switches]], actor: str, at: datetime) -> int:
+        raise self._refuse()
+
+    def _accounts(self, domain: str | None) -> Iterator[Account]:
+        raise StoreError(
+            "the sql source answers one address at a time and cannot list or export accounts; "
+            "list them in the mail database itself"
+        )
+
+    def _ping(self) -> None:
+        self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,126 @@
+"""What only the PostgreSQL store has to prove: versioned migrations, a fast
+503 when the server is gone, recovery without a restart, one pool per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from autoconfig.store import StoreError, StoreUnavailable, Switches, open_store
+from autoconfig.store.postgres import SCHEMA_VERSION, PostgresStore
+from tests.support.ports import free_port
+from tests.support.postgres import PostgresCluster
+
+# Generous: the pool gives up after 2 s; the point is "seconds, not 30 s or forever".
+FAIL_FAST = 10.0
+
+
+def test_a_new_database_gets_the_schema_and_its_version(pg_dsn: str) -> None:
+    store = open_store(pg_dsn)
+    store.close()
+    with psycopg.connect(pg_dsn) as conn:
+        versions = conn.execute("SELECT version FROM autoconfig_schema ORDER BY version").fetchall()
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_reopening_migrates_nothing_and_keeps_every_row(pg_dsn: str) -> None:
+    first = open_store(pg_dsn)
+    first.update("alice@example.net", {"imap": True}, "t")
+    first.close()
+    again = open_store(pg_dsn)
+    assert again.switches("alice@example.net") == Switches(imap=True)
+    again.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM autoconfig_schema").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_nodes_starting_together_migrate_once(pg_dsn: str) -> None:
+    stores: list[PostgresStore] = []
+    threads = [threading.Thread(target=lambda: stores.append(PostgresStore(pg_dsn))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(stores) == 4
+    for store in stores:
+        store.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM autoconfig_schema").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_a_database_from_a_newer_release_is_refused(pg_dsn: str) -> None:
+    open_store(pg_dsn).close()
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("INSERT INTO autoconfig_schema (version, description) VALUES (99, 'from the future')")
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        open_store(pg_dsn)
+
+
+def test_an_unreachable_server_is_unavailable_within_seconds() -> None:
+    store = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")  # opening never blocks a start
+    try:
+        for call in (lambda: store.switches("alice@example.net"), store.ping):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                call()
+            assert time.monotonic() - started < FAIL_FAST
+    finally:
+        store.close()
+
+
+def test_a_forked_process_gets_its_own_pool(pg_dsn: str) -> None:
+    store = open_store(pg_dsn)
+    store.update("alice@example.net", {"pop": True}, "parent")
+    pid = os.fork()
+    if pid == 0:  # the child: what a gunicorn worker does after the fork
+        try:
+            ok = store.switches("alice@example.net") == Switches(pop=True)
+            store.update("bob@example.net", {"imap": True}, "child")
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's pool was not disturbed by the child using and closing its own.
+    assert store.switches("bob@example.net") == Switches(imap=True)
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """A cluster this module may stop and start without disturbing other tests."""
+    with PostgresCluster(tmp_path_factory.mktemp("pg-outage")) as cluster:
+        yield cluster
+
+
+def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluster, tmp_path: Path) -> None:
+    dsn = own_cluster.create_database("outage")
+    store = open_store(dsn, timeout=1)
+    try:
+        store.update("alice@example.net", {"imap": True}, "t")
+        own_cluster.stop_server()
+        try:
+            for call in (lambda: store.switches("alice@example.net"), store.ping, store.ping):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    call()
+                assert time.monotonic() - started < FAIL_FAST
+        finally:
+            own_cluster.start_server()
+        # Back by itself: no restart, no reopening the store.
+        deadline = time.monotonic() + FAIL_FAST
+        while True:
+            try:
+                assert store.switches("alice@example.net") == Switches(imap=True)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not recover"
+                time.sleep(0.05)
+        store.ping()
+    finally:
+        store.close()

@@ -1,0 +1,242 @@
+"""The read-only ``sql`` source: the service reads the switches the mail
+servers enforce, straight from the ISP's mail database (here a ``mailbox``
+table shaped like iRedMail's, smallint flags included)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+
+from autoconfig import create_app
+from autoconfig.cli import main
+from autoconfig.config import ConfigError, load
+from autoconfig.store import StoreError
+from tests.conftest import ADMIN_TOKEN
+
+MAILBOX = """
+CREATE TABLE mailbox (
+    username    varchar(255) NOT NULL PRIMARY KEY,
+    password    varchar(255) NOT NULL DEFAULT '',
+    name        varchar(255) NOT NULL DEFAULT '',
+    local_part  varchar(255) NOT NULL,
+    domain      varchar(255) NOT NULL,
+    active      int2 NOT NULL DEFAULT 1,
+    enablesmtp  int2 NOT NULL DEFAULT 1,
+    enableimap  int2 NOT NULL DEFAULT 1,
+    enablepop3  int2 NOT NULL DEFAULT 1
+)
+"""
+MAILBOXES = [
+    # username, active, enableimap, enablepop3
+    ("alice@example.net", 1, 1, 0),
+    ("bob@example.net", 1, 0, 1),
+    ("carol@example.net", 0, 1, 1),  # a disabled mailbox: nothing, whatever its flags say
+    ("dave@example.org", 1, 0, 0),
+]
+# What the README recommends for iRedMail / Postfixadmin-style tables.
+QUERY = "SELECT enableimap = 1 AND active = 1, enablepop3 = 1 AND active = 1 FROM mailbox WHERE username = %(address)s"
+DOC = "/mail/config-v1.1.xml?emailaddress="
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def mail_db(pg_dsn: str) -> str:
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(MAILBOX)
+        for username, active, imap, pop in MAILBOXES:
+            local, _, domain = username.partition("@")
+            conn.execute(
+                "INSERT INTO mailbox (username, local_part, domain, active, enableimap, enablepop3)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (username, local, domain, active, imap, pop),
+            )
+    return pg_dsn
+
+
+@pytest.fixture
+def sql_config(config_data: dict[str, Any], mail_db: str) -> dict[str, Any]:
+    config_data["store"] = {"url": mail_db, "sql": {"query": QUERY}}
+    return config_data
+
+
+@pytest.fixture
+def sql_app(sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]) -> Iterator[Flask]:
+    app = create_app(load(write_config(sql_config), env={}))
+    yield app
+    app.extensions["autoconfig"].store.close()
+
+
+@pytest.fixture
+def sql_client(sql_app: Flask) -> FlaskClient:
+    return sql_app.test_client()
+
+
+def incoming(client: FlaskClient, address: str) -> list[str] | None:
+    response = client.get(DOC + address)
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200
+    body = response.data.decode()
+    return [kind for kind in ("imap", "pop3") if f'<incomingServer type="{kind}">' in body]
+
+
+@pytest.mark.parametrize(
+    ("address", "offered"),
+    [
+        ("alice@example.net", ["imap"]),
+        ("Alice@EXAMPLE.net", ["imap"]),
+        ("bob@example.net", ["pop3"]),
+        ("carol@example.net", None),
+        ("dave@example.org", None),
+        ("nobody@example.net", None),
+    ],
+)
+def test_clients_get_what_the_mail_database_enables(sql_client: FlaskClient, address: str, offered: object) -> None:
+    assert incoming(sql_client, address) == offered
+
+
+def test_an_unknown_address_is_answered_like_a_mailbox_with_nothing_enabled(sql_client: FlaskClient) -> None:
+    unknown = sql_client.get(DOC + "nobody@example.org")
+    nothing = sql_client.get(DOC + "dave@example.org")
+    assert (unknown.status_code, unknown.data) == (nothing.status_code, nothing.data)
+
+
+def test_a_change_in_the_mail_database_shows_at_the_next_request(sql_client: FlaskClient, mail_db: str) -> None:
+    assert incoming(sql_client, "alice@example.net") == ["imap"]
+    with psycopg.connect(mail_db) as conn:
+        conn.execute("UPDATE mailbox SET enableimap = 0, enablepop3 = 1 WHERE username = 'alice@example.net'")
+    assert incoming(sql_client, "alice@example.net") == ["pop3"]
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("PUT", {"imap": True, "pop": False}), ("PATCH", {"imap": False}), ("DELETE", None)],
+)
+def test_the_admin_api_says_the_source_is_read_only(
+    sql_client: FlaskClient, method: str, body: dict[str, bool] | None
+) -> None:
+    response = sql_client.open("/admin/v1/accounts/alice@example.net", method=method, json=body, headers=AUTH)
+    assert response.status_code == 409
+    answer = json.loads(response.data)
+    assert answer["error"] == "read_only"
+    assert "read-only" in answer["message"] and "mail database" in answer["message"]
+    assert incoming(sql_client, "alice@example.net") == ["imap"]
+
+
+def test_the_admin_api_reads_the_switches(sql_client: FlaskClient) -> None:
+    response = sql_client.get("/admin/v1/accounts/bob@example.net", headers=AUTH)
+    assert response.status_code == 200
+    assert json.loads(response.data) == {
+        "address": "bob@example.net",
+        "imap": False,
+        "pop": True,
+        "imap_changed": None,
+        "pop_changed": None,
+    }
+
+
+@pytest.fixture
+def sql_cli(sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]) -> Callable[..., Any]:
+    path = write_config(sql_config)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["--config", str(path), *args], env={})
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("accounts", "set", "alice@example.net", "--pop", "on"), "read-only"),
+        (("accounts", "list"), "cannot list"),
+        (("accounts", "export"), "cannot list"),
+    ],
+)
+def test_the_cli_refuses_what_the_source_cannot_do(
+    sql_cli: Callable[..., Any], args: tuple[str, ...], says: str
+) -> None:
+    result = sql_cli(*args)
+    assert result.exit_code == 1
+    assert says in result.output
+    assert "address,imap,pop" not in result.output
+
+
+def test_the_cli_shows_an_account(sql_cli: Callable[..., Any]) -> None:
+    result = sql_cli("accounts", "show", "alice@example.net")
+    assert result.exit_code == 0
+    assert "imap: on" in result.output and "pop:  off" in result.output
+
+
+def test_postfixadmin_style_local_part_and_domain_parameters(
+    sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    sql_config["store"]["sql"]["query"] = (
+        "SELECT enableimap, enablepop3 FROM mailbox "  # smallint 0/1 as they are
+        "WHERE local_part = %(local_part)s AND domain = %(domain)s AND active = 1"
+    )
+    app = create_app(load(write_config(sql_config), env={}))
+    try:
+        assert incoming(app.test_client(), "bob@example.net") == ["pop3"]
+    finally:
+        app.extensions["autoconfig"].store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("SELECT enableimap, enablepop3 FROM mailbox WHERE username = %(address)s; DROP TABLE mailbox", "single"),
+        ("DELETE FROM mailbox WHERE username = %(address)s", "one SELECT"),
+        ("SELECT enableimap, enablepop3 FROM mailbox WHERE username = %(user)s", "unknown parameter %(user)s"),
+        ("SELECT enableimap, enablepop3 FROM mailbox WHERE username = 'x'", "must use the parameter"),
+        ("SELECT 1, 1 FROM mailbox WHERE username LIKE '%' || %(domain)s", "literal %"),
+    ],
+)
+def test_a_bad_query_stops_the_start_naming_the_key(
+    sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], query: str, says: str
+) -> None:
+    sql_config["store"]["sql"]["query"] = query
+    path = write_config(sql_config)
+    with pytest.raises(ConfigError) as error:
+        load(path, env={})
+    assert str(error.value).startswith(f"{path}: store.sql.query: ")
+    assert says in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("SELECT enableimap FROM mailbox WHERE username = %(address)s", "must return 2 columns"),
+        ("SELECT enableimap, enablepop3 FROM mailboxes WHERE username = %(address)s", "rejects the query"),
+        # Even a SELECT that writes cannot: the source's connections are read-only.
+        (
+            "WITH gone AS (DELETE FROM mailbox RETURNING 1) SELECT 1, 1 WHERE %(address)s <> ''",
+            "read-only transaction",
+        ),
+    ],
+)
+def test_a_query_the_mail_database_rejects_stops_the_start(
+    sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], mail_db: str, query: str, says: str
+) -> None:
+    sql_config["store"]["sql"]["query"] = query
+    with pytest.raises(StoreError, match=says):
+        create_app(load(write_config(sql_config), env={}))
+    with psycopg.connect(mail_db) as conn:
+        assert conn.execute("SELECT count(*) FROM mailbox").fetchone() == (len(MAILBOXES),)
+
+
+def test_the_sql_source_needs_a_postgresql_url(
+    sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
+) -> None:
+    sql_config["store"]["url"] = f"sqlite:///{tmp_path}/mail.sqlite3"
+    path = write_config(sql_config)
+    with pytest.raises(ConfigError, match=r"store\.url: the sql source \(\[store\.sql\]\) needs a postgresql://"):
+        load(path, env={})
