@@ -29,6 +29,7 @@ from tests.conftest import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
 from tests.support.load import Request, run_load
 from tests.support.ports import wait_for
+from tests.support.postgres import PostgresCluster
 from tests.test_server import http
 
 
@@ -119,7 +120,7 @@ def mixed_request(rng: random.Random) -> Request:
     return rng.choice(FORMATS)(address)
 
 
-def check_answer(request: Request, status: int, body: bytes) -> None:
+def check_answer(request: Request, status: int, headers: dict[str, str], body: bytes) -> None:
     assert status < 500, f"server error {status}"
     address = address_of(request)
     if address in STABLE:
@@ -217,3 +218,49 @@ def test_a_worker_killed_under_load_is_replaced_and_nothing_is_lost(
     database = config_data["store"]["url"].removeprefix("sqlite:///")
     with sqlite3.connect(database) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def check_answer_during_outage(request: Request, status: int, headers: dict[str, str], body: bytes) -> None:
+    """While the store is away: a clean 503 with Retry-After, or (before/after) the right answer."""
+    if status == 503:
+        assert headers.get("Retry-After", "").isdigit(), headers
+        return
+    check_answer(request, status, headers, body)
+
+
+def test_the_store_going_away_under_load(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
+) -> None:
+    """PostgreSQL stops under load: 503 + Retry-After in bounded time, never a wrong protocol, then recovery."""
+    store_timeout = 1
+    with PostgresCluster(tmp_path / "pg") as cluster:
+        config_data["store"] = {"url": cluster.create_database("load"), "timeout": store_timeout}
+        config_data["limits"] = {"client_rate": 0, "admin_rate": 0}
+        with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
+            for address, (imap, pop) in STABLE.items():
+                assert (
+                    http("PUT", f"{server.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH)[0] == 200
+                )
+
+            def outage() -> None:
+                time.sleep(3)
+                cluster.stop_server()
+                time.sleep(4)
+                cluster.start_server()
+
+            breaker = threading.Thread(target=outage)
+            breaker.start()
+            try:
+                result = run_load(server.port, mixed_request, seconds=12, threads=4, check=check_answer_during_outage)
+            finally:
+                breaker.join()
+
+            assert not result.failures, result.failures[:5]
+            assert result.statuses[503] > 0, "the outage was seen"
+            assert set(result.statuses) <= {200, 404, 503}, result.statuses
+            assert result.slowest < store_timeout + 2.5, f"a request took {result.slowest:.1f} s"
+            # Recovered without a restart: every stable account answered correctly again.
+            for address in STABLE:
+                request = thunderbird(address)
+                status, headers, body = raw_http(server.url, *request)
+                check_answer(request, status, headers, body)

@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# A request is (method, path, body, headers); the check sees (request, status, body).
+# A request is (method, path, body, headers); the check sees (request, status, headers, body).
 Request = tuple[str, str, bytes | None, dict[str, str]]
-Check = Callable[[Request, int, bytes], None]
+Check = Callable[[Request, int, dict[str, str], bytes], None]
 
 
 @dataclass
@@ -25,6 +25,7 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     connection_errors: int = 0
     failures: list[str] = field(default_factory=list)
+    slowest: float = 0.0  # seconds, the longest single request
 
     @property
     def total(self) -> int:
@@ -50,6 +51,7 @@ def run_load(
         while time.monotonic() < deadline and result.total < max_requests:
             request = make_request(rng)
             method, path, body, headers = request
+            started = time.monotonic()
             try:
                 conn.request(method, path, body=body, headers=headers)
                 response = conn.getresponse()
@@ -60,11 +62,13 @@ def run_load(
                 with lock:
                     result.connection_errors += 1
                 continue
+            elapsed = time.monotonic() - started
             with lock:
                 result.statuses[response.status] += 1
+                result.slowest = max(result.slowest, elapsed)
             if check is not None:
                 try:
-                    check(request, response.status, data)
+                    check(request, response.status, dict(response.getheaders()), data)
                 except AssertionError as error:
                     with lock:
                         result.failures.append(f"{method} {path}: {error}")
