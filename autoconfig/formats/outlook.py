@@ -12,9 +12,11 @@ the validated ``Address``, and error messages are fixed sentences.
 
 from __future__ import annotations
 
+import copy
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from lxml import etree
 from lxml.builder import ElementMaker
@@ -86,14 +88,14 @@ def _login_name(server: Server, address: Address) -> str:
     return address.local if server.username == "local-part" else str(address)
 
 
-def _protocol(server: Server, address: Address) -> etree._Element:
+def _protocol(server: Server) -> etree._Element:
     o = _OUTLOOK
     element: etree._Element = o.Protocol(
         o.Type(OUTLOOK_PROTOCOL_TYPES[server.protocol]),
         o.Server(server.host),
         o.Port(str(server.port)),
         o.DomainRequired("off"),
-        o.LoginName(_login_name(server, address)),
+        o.LoginName(),  # filled per address in render_settings
         o.SPA("off"),
         o.SSL("on"),
         o.Encryption(OUTLOOK_ENCRYPTION[server.socket]),
@@ -106,20 +108,34 @@ def _serialise(root: etree._Element) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def render_settings(offer: Offer, address: Address) -> bytes:
-    """The ``Action settings`` answer: one Protocol per server the policy gate allowed."""
-    if offer.declined:
-        raise ValueError("a declined offer is answered with error 501, not settings")
+@lru_cache(maxsize=64)
+def _settings_template(offer: Offer) -> etree._Element:
+    """Everything of the answer but the login names, built once per distinct offer.
+
+    Building with ElementMaker was half of the request's cost (profiled);
+    copying the finished tree and setting the login names is a fraction.
+    """
     o = _OUTLOOK
-    document = _BASE.Autodiscover(
+    document: etree._Element = _BASE.Autodiscover(
         o.Response(
             o.Account(
                 o.AccountType("email"),
                 o.Action("settings"),
-                *(_protocol(server, address) for server in (*offer.incoming, *offer.outgoing)),
+                *(_protocol(server) for server in (*offer.incoming, *offer.outgoing)),
             )
         )
     )
+    return document
+
+
+def render_settings(offer: Offer, address: Address) -> bytes:
+    """The ``Action settings`` answer: one Protocol per server the policy gate allowed."""
+    if offer.declined:
+        raise ValueError("a declined offer is answered with error 501, not settings")
+    document = copy.deepcopy(_settings_template(offer))
+    login_names = document.iter(f"{{{OUTLOOK_RESPONSE_NS}}}LoginName")
+    for server, element in zip((*offer.incoming, *offer.outgoing), login_names, strict=True):
+        element.text = _login_name(server, address)
     return _serialise(document)
 
 

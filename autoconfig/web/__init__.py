@@ -63,11 +63,9 @@ def _start_clock() -> None:
 def _count(response: Response) -> Response:
     family = request.blueprint or "unknown"
     if family != "metrics":
-        recorder = metrics()
         outcome = g.get("outcome") or _outcome(response.status_code)
-        recorder.requests.labels(format=family, outcome=outcome).inc()
-        if "started" in g:
-            recorder.latency.labels(format=family).observe(time.perf_counter() - g.started)
+        started = g.get("started")
+        metrics().count_request(family, outcome, None if started is None else time.perf_counter() - started)
     return response
 
 
