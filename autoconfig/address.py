@@ -88,7 +88,7 @@ def normalise_domain(text: str) -> str:
 # Clients ask for the same addresses over and over (one setup makes several
 # requests; misconfigured clients loop).  Only successes are cached: an
 # exception is never stored, so hostile input cannot fill the cache with errors.
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=2048)
 def parse_address(text: str | None) -> Address:
     """Parse untrusted input into an ``Address`` or raise ``AddressError``."""
     if text is None or text == "":
