@@ -53,6 +53,7 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in _REJECTED_CATEGORIES or ch.isspace() for ch in text)
 
 
+@lru_cache(maxsize=1024)  # few distinct domains, asked constantly; only successes are kept
 def normalise_domain(text: str) -> str:
     """Lower-case, IDNA-encoded, LDH-only domain with at least two labels."""
     if not text:
