@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +41,13 @@ sys.path.insert(0, str(ROOT))
 
 from autoconfig.store import Switches, open_store  # noqa: E402
 from tests.support.ports import free_port, wait_for  # noqa: E402
+from tests.support.postgres import PostgresCluster  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Servers on core 0, wrk on the others: on a 2-core machine, letting wrk and the
+# workers fight over both cores made CPU per request swing by +-30 % run to run.
+SERVER_CPUS = ["taskset", "-c", "0"] if (os.cpu_count() or 1) > 1 else []
+LOAD_CPUS = ["taskset", "-c", f"1-{(os.cpu_count() or 2) - 1}"] if (os.cpu_count() or 1) > 1 else []
 WORKERS = 2
 DOMAIN = "example.net"
 
@@ -120,7 +125,7 @@ def write_config(directory: Path, store_url: str) -> Path:
 
 
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[tuple[int, str]]:
+def gunicorn(app: str, env: dict[str, str], log: Path, python: Path | None = None) -> Iterator[tuple[int, str]]:
     port = free_port()
     full_env = {
         **os.environ,
@@ -131,7 +136,7 @@ def gunicorn(app: str, env: dict[str, str], log: Path) -> Iterator[tuple[int, st
     }
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", app],
+            [*SERVER_CPUS, str(python or sys.executable), "-m", "gunicorn", "-c", "config/gunicorn.conf.py", app],
             cwd=ROOT,
             env=full_env,
             stdout=out,
@@ -227,9 +232,9 @@ def parse_duration_ms(text: str) -> float:
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: int) -> tuple[int, float, float, float, int]:
-    threads = min(2, connections)
+    threads = 1
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        [*LOAD_CPUS, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -315,6 +320,63 @@ def median_run(runs: list[Result]) -> Result:
     return sorted(runs, key=lambda r: r.cpu_ms_per_request)[len(runs) // 2]
 
 
+PEER_VENV = ROOT / "bench" / ".peer-venv"
+PEER_PATHS = {"apple": "/mobileconfig/?emailaddress={address}"}  # automx2's spelling of the Apple URL
+
+
+def peer_python() -> Path:
+    """automx2 in a virtualenv of its own, so none of its dependencies touch ours."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "bench" / "peer-requirements.txt")],
+            check=True,
+        )
+    return python
+
+
+def peer(args: argparse.Namespace, work: Path, log: Path) -> list[Result]:
+    """automx2 with the same servers (it has no per-account switches: it always shows them all)."""
+    python = peer_python()
+    conf = work / "automx2.conf"
+    conf.write_text(f"[automx2]\nloglevel = WARNING\ndb_echo = no\ndb_uri = sqlite:///{work}/automx2.sqlite\n")
+    seed = {
+        "version": 2,
+        "provider": "Example Networks Mail",
+        "domains": [{"name": DOMAIN}],
+        "servers": [
+            {"name": "imap.example.net", "type": "imap", "port": 993},
+            {"name": "pop.example.net", "type": "pop", "port": 995},
+            {"name": "smtp.example.net", "type": "smtp", "port": 465},
+            {"name": "smtp.example.net", "type": "smtp", "port": 587},
+        ],
+    }
+    results = []
+    env = {"AUTOMX2_CONF": str(conf)}
+    with gunicorn("automx2.server:app", env, log, python=python) as (pid, url):
+        request = urllib.request.Request(
+            url + "/initdb/",
+            data=json.dumps(seed).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        for fmt in [f for f in args.formats.split(",") if f]:
+            spec = {**FORMATS[fmt], **({"path": PEER_PATHS[fmt]} if fmt in PEER_PATHS else {})}
+            status, _, _ = fetch(url, spec, enabled_address(0))
+            if status != 200:
+                print(f"# automx2 {fmt}: answered {status}; skipped", file=sys.stderr)
+                continue
+            script = lua_script(work, spec, args.accounts)
+            for connections in args.connections:
+                runs = [
+                    measure("automx2", pid, url, fmt, script, connections, args.duration) for _ in range(args.repeat)
+                ]
+                results.append(median_run(runs))
+    return results
+
+
 def cpu_at(args: argparse.Namespace, work: Path, accounts: int, log: Path) -> float:
     store_url = prepare_store(args, work / f"scale-{accounts}", accounts)
     narrowed = argparse.Namespace(**{**vars(args), "accounts": accounts, "formats": "thunderbird", "connections": [32]})
@@ -331,25 +393,21 @@ def prepare_store(args: argparse.Namespace, directory: Path, accounts: int) -> s
     if args.store == "sqlite":
         url = f"sqlite:///{directory}/accounts.sqlite3"
     else:
-        url = os.environ["BENCH_POSTGRES_URL"]
-        store = open_store(url)
-        for account in list(store.accounts()):
-            store.reset(account.address)
-        store.close()
+        url = args.postgres.create_database(f"bench_{accounts}")
     started = time.monotonic()
     make_accounts(url, accounts)
     print(f"# {accounts:,} accounts generated in {time.monotonic() - started:.1f} s ({args.store})", file=sys.stderr)
     return url
 
 
-def import_test(work: Path, count: int) -> float:
+def import_test(work: Path, count: int, store_url: str) -> float:
     path = work / "import.csv"
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["address", "imap", "pop"])
         for i in range(count):
             writer.writerow([f"user{i}@{DOMAIN}", "on" if i % 3 == 0 else "off", "off"])
-    config = write_config(work, f"sqlite:///{work}/import.sqlite3")
+    config = write_config(work, store_url)
     started = time.monotonic()
     subprocess.run(
         [sys.executable, "-m", "autoconfig", "--config", str(config), "accounts", "import", str(path)],
@@ -393,6 +451,15 @@ def report(results: list[Result]) -> list[str]:
                 f"{r.p99_ms:.2f} ms (target < {TARGET_P99_MS_AT_32:g} ms; the floor's: {floor.p99_ms:.2f} ms)"
             )
         lines.append(f"{verdict(r.non_2xx == 0)}  {r.fmt} at {r.connections} connections: {r.non_2xx} non-2xx/errors")
+    for r in results:
+        floor = by_key.get(("floor", r.fmt, r.connections))
+        ours = by_key.get(("autoconfig", r.fmt, r.connections))
+        if r.server == "automx2" and floor is not None and ours is not None:
+            lines.append(
+                f"info  automx2 {r.fmt} at {r.connections} connections: {r.cpu_ms_per_request:.3f} ms CPU per request, "
+                f"{r.cpu_ms_per_request / floor.cpu_ms_per_request:.2f}x the floor; ours "
+                f"{ours.cpu_ms_per_request / r.cpu_ms_per_request:.2f}x automx2's"
+            )
     worst = max((r.pss_mib for r in results if r.server == "autoconfig"), default=0.0)
     lines.append(f"{verdict(worst < TARGET_PSS_MIB)}  PSS per worker: {worst:.1f} MiB (target < {TARGET_PSS_MIB:g})")
     return lines
@@ -408,6 +475,7 @@ def main() -> int:
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--scale", action="store_true", help="compare 1,000 and 1,000,000 accounts")
     parser.add_argument("--import-test", action="store_true", help="time importing 1,000,000 accounts")
+    parser.add_argument("--peer", choices=["automx2"], help="also measure this peer under the same settings")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.txt")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -417,13 +485,20 @@ def main() -> int:
         f"# python -m bench.run {' '.join(sys.argv[1:])}",
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
     ]
-    with tempfile.TemporaryDirectory(prefix="autoconfig-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="autoconfig-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
+        # PostgreSQL runs as a private cluster on loopback, like the tests' (tests/support/postgres.py).
+        args.postgres = stack.enter_context(PostgresCluster(work / "pg")) if args.store == "postgresql" else None
         log = work / "gunicorn.log"
         if args.import_test:
-            seconds = import_test(work, 1_000_000)
+            store_url = (
+                f"sqlite:///{work}/import.sqlite3"
+                if args.postgres is None
+                else args.postgres.create_database("bench_import")
+            )
+            seconds = import_test(work, 1_000_000, store_url)
             lines.append(
-                f"{verdict(seconds < TARGET_IMPORT_SECONDS)}  import of 1,000,000 accounts (CLI, SQLite): "
+                f"{verdict(seconds < TARGET_IMPORT_SECONDS)}  import of 1,000,000 accounts (CLI, {args.store}): "
                 f"{seconds:.1f} s (target < {TARGET_IMPORT_SECONDS:g} s)"
             )
         elif args.scale:
@@ -436,7 +511,10 @@ def main() -> int:
             )
         else:
             store_url = prepare_store(args, work / "store", args.accounts)
-            lines += report(compare(args, work, store_url, log))
+            results = compare(args, work, store_url, log)
+            if args.peer:
+                results += peer(args, work, log)
+            lines += report(results)
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,10 @@ def on_starting(server):
 
 def child_exit(server, worker):
     """A replaced worker's live values (gauges) must not linger; its counters stay counted."""
-    from prometheus_client import multiprocess
-
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:  # another app under these settings (bench/ runs a peer with them)
+        return
     multiprocess.mark_process_dead(worker.pid)
 
 
