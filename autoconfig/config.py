@@ -371,24 +371,14 @@ def _read_server(table: _Table, protocol: str) -> Server:
 
 
 def _read_provider(table: _Table) -> Provider:
-    domains: list[str] = []
-    raw = table.strings("domains")
-    if not raw:
+    domains = _unique(table, "domains", _check_domain)
+    if not domains:
         raise table.error(table.key("domains"), "must list at least one domain")
-    for index, value in enumerate(raw):
-        key = f"{table.key('domains')}[{index}]"
-        try:
-            domain = _check_domain(value)
-        except ValueError as exc:
-            raise table.error(key, str(exc)) from None
-        if domain in domains:
-            raise table.error(key, f"domain {domain} is listed twice")
-        domains.append(domain)
     provider = Provider(
         id=table.string("id", check=check_hostname),
         display_name=table.string("display_name"),
         short_name=table.string("short_name"),
-        domains=tuple(domains),
+        domains=domains,
     )
     table.finish()
     return provider

@@ -156,7 +156,8 @@ class Toggler(threading.Thread):
 def test_sixty_seconds_of_mixed_load(loaded_server: GunicornServer) -> None:
     stop = threading.Event()
     toggler = Toggler(loaded_server, stop)
-    run_load(loaded_server.port, mixed_request, seconds=10, threads=4)  # warm-up: imports, caches, connections
+    # Warm-up on fresh connections, so every worker fills its imports and bounded caches.
+    run_load(loaded_server.port, mixed_request, seconds=10, threads=4, keep_alive=False)
     pss_before = loaded_server.worker_pss_kib()
     toggler.start()
     try:

@@ -31,9 +31,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from types import TracebackType
 
-from tests.support.ports import free_port, stop_process, wait_for
+from tests.support.ports import ManagedServer, free_port, stop_process, wait_for
 
 DOVECOT = "/usr/sbin/dovecot"
 START_TIMEOUT = 10.0
@@ -48,7 +47,7 @@ POLICY_REQUEST_ATTRIBUTES = (
 )
 
 
-class DovecotServer:
+class DovecotServer(ManagedServer):
     """Run ``dovecot -F`` as a child process with IMAP and POP3 on loopback.
 
     ``users`` maps login names to plaintext passwords. With ``policy_url``
@@ -88,18 +87,6 @@ class DovecotServer:
         self.pop3_port = 0
         self._runtime_dir: pathlib.Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> "DovecotServer":
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def log_path(self) -> pathlib.Path:

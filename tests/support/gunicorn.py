@@ -13,14 +13,13 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from .ports import free_port, stop_process, wait_for
+from .ports import ManagedServer, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class GunicornServer:
+class GunicornServer(ManagedServer):
     """``gunicorn -c config/gunicorn.conf.py wsgi:app`` on a free loopback port."""
 
     def __init__(
@@ -115,11 +114,3 @@ class GunicornServer:
         if self._proc is not None:
             stop_process(self._proc, timeout=10)
             self._proc = None
-
-    def __enter__(self) -> GunicornServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

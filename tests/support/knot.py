@@ -11,7 +11,6 @@ the zone files (``zonefile-sync: -1``).
 import pathlib
 import re
 import subprocess
-from types import TracebackType
 
 import dns.exception
 import dns.flags
@@ -22,7 +21,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from tests.support.ports import free_port, stop_process, wait_for
+from tests.support.ports import ManagedServer, free_port, stop_process, wait_for
 
 KNOTD = "/usr/sbin/knotd"
 START_TIMEOUT = 10.0
@@ -32,7 +31,7 @@ MAX_UNIX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
 _LOGGED_ERROR = re.compile(r"^\S+ (error|critical): ", re.MULTILINE)
 
 
-class KnotServer:
+class KnotServer(ManagedServer):
     """Run ``knotd`` in the foreground as a child process for one test scope.
 
     ``zones`` maps a zone origin (``"example.net"``) to its zone file.
@@ -53,18 +52,6 @@ class KnotServer:
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path = self.workdir / "knotd.log"
-
-    def __enter__(self) -> "KnotServer":
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start knotd and return once every zone answers authoritatively.

@@ -39,8 +39,13 @@ def run_load(
     threads: int = 4,
     check: Check | None = None,
     max_requests: int = 200_000,
+    keep_alive: bool = True,
 ) -> LoadResult:
-    """Load 127.0.0.1:``port`` for ``seconds`` (and at most ``max_requests``)."""
+    """Load 127.0.0.1:``port`` for ``seconds`` (and at most ``max_requests``).
+
+    Without ``keep_alive`` every request opens a new connection, so the kernel
+    spreads them over all gunicorn workers (a warm-up must reach every one).
+    """
     result = LoadResult()
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -66,6 +71,8 @@ def run_load(
             with lock:
                 result.statuses[response.status] += 1
                 result.slowest = max(result.slowest, elapsed)
+            if not keep_alive:
+                conn.close()
             if check is not None:
                 try:
                     check(request, response.status, dict(response.getheaders()), data)

@@ -12,15 +12,14 @@ import re
 import socket
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
-from .ports import free_port, stop_process, wait_for
+from .ports import ManagedServer, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "nginx" / "autoconfig.conf"
 
 
-class NginxServer:
+class NginxServer(ManagedServer):
     def __init__(self, workdir: Path, upstream_port: int, cert: Path, key: Path) -> None:
         self.workdir = workdir
         self.upstream_port = upstream_port
@@ -89,11 +88,3 @@ class NginxServer:
         if self._proc is not None:
             stop_process(self._proc, timeout=10)
             self._proc = None
-
-    def __enter__(self) -> NginxServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from types import TracebackType
+from typing import Self
 
 
 def free_port() -> int:
@@ -67,3 +69,22 @@ def stop_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class ManagedServer:
+    """A server process a test owns: started on ``with`` entry, always stopped on exit."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -24,12 +24,11 @@ import signal
 import subprocess
 import tempfile
 import urllib.parse
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
 
-from tests.support.ports import free_port, stop_process, wait_for
+from tests.support.ports import ManagedServer, free_port, stop_process, wait_for
 
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
@@ -37,7 +36,7 @@ START_TIMEOUT = 15.0
 PORT_ATTEMPTS = 5
 
 
-class PostgresCluster:
+class PostgresCluster(ManagedServer):
     """initdb once, then start and stop ``postgres`` as often as a test needs.
 
     :meth:`stop_server`/:meth:`start_server` keep the data and the port, so
@@ -56,18 +55,6 @@ class PostgresCluster:
         # None means "as ourselves". Dropping root also drops its groups.
         self._run_as = SUPERUSER if os.geteuid() == 0 else None
         self._extra_groups: list[str] | None = None if self._run_as is None else []
-
-    def __enter__(self) -> "PostgresCluster":
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def log_path(self) -> pathlib.Path:
