@@ -7,6 +7,7 @@ recovery from a killed worker.  Speed lives in bench/.
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import os
 import plistlib
@@ -145,11 +146,18 @@ class Toggler(threading.Thread):
         while not self.stop_event.is_set():
             address = self.rng.choice(TOGGLED)
             imap, pop = self.rng.random() < 0.5, self.rng.random() < 0.5
-            status, _, _ = http(
-                "PUT", f"{self.server.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH
-            )
-            if status == 200:
-                self.acknowledged[address] = (imap, pop)
+            # A PUT cut off by a killed worker may or may not have landed; it is
+            # idempotent, so it is sent again until one answer acknowledges it.
+            for _attempt in range(5):
+                try:
+                    status, _, _ = http(
+                        "PUT", f"{self.server.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH
+                    )
+                except (OSError, http_client.HTTPException):
+                    continue
+                if status == 200:
+                    self.acknowledged[address] = (imap, pop)
+                    break
             time.sleep(0.01)
 
 
