@@ -32,7 +32,7 @@ import socket
 import subprocess
 import tempfile
 
-from tests.support.ports import ManagedServer, free_port, stop_process, wait_for
+from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, stop_process
 
 DOVECOT = "/usr/sbin/dovecot"
 START_TIMEOUT = 10.0
@@ -104,7 +104,7 @@ class DovecotServer(ManagedServer):
                 try:
                     self._spawn_and_wait()
                     return
-                except _PortInUse:
+                except PortInUse:
                     continue
             raise RuntimeError(f"dovecot could not bind free ports in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
         except BaseException:
@@ -167,27 +167,18 @@ class DovecotServer(ManagedServer):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        try:
-            wait_for(
-                lambda: self._greets(proc, log_start),
-                START_TIMEOUT,
-                f"dovecot to greet on IMAP port {self.imap_port} and POP3 port {self.pop3_port}",
-                retry_on=(OSError,),
-            )
-        except BaseException as exc:
-            stop_process(proc)
-            if isinstance(exc, TimeoutError):
-                raise RuntimeError(f"{exc}; dovecot log:\n{self.log_text(log_start)}") from exc
-            raise
+        await_start(
+            proc,
+            self._greets,
+            START_TIMEOUT,
+            f"dovecot to greet on IMAP port {self.imap_port} and POP3 port {self.pop3_port}",
+            name="dovecot",
+            log=lambda: self.log_text(log_start),
+        )
         self._proc = proc
 
-    def _greets(self, proc: "subprocess.Popen[bytes]", log_start: int) -> bool:
-        """True once IMAP and POP3 both send a greeting; raises if dovecot died."""
-        if proc.poll() is not None:
-            output = self.log_text(log_start)
-            if "Address already in use" in output:
-                raise _PortInUse()
-            raise RuntimeError(f"dovecot exited with status {proc.returncode}:\n{output}")
+    def _greets(self) -> bool:
+        """True once IMAP and POP3 both send a greeting."""
         imap_ready = _greeting(self.imap_port).startswith(b"* OK")
         return imap_ready and _greeting(self.pop3_port).startswith(b"+OK")
 
@@ -266,10 +257,6 @@ auth_policy_reject_on_fail = {"yes" if self.reject_on_fail else "no"}
             if self.policy_api_header is not None:
                 config += f"auth_policy_server_api_header = {self.policy_api_header}\n"
         return config + self.extra_config
-
-
-class _PortInUse(Exception):
-    """dovecot lost the race for a port picked by free_port()."""
 
 
 def _mail_user() -> pwd.struct_passwd:

@@ -21,7 +21,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from tests.support.ports import ManagedServer, free_port, stop_process, wait_for
+from tests.support.ports import ManagedServer, PortInUse, free_port, stop_process, wait_for
 
 KNOTD = "/usr/sbin/knotd"
 START_TIMEOUT = 10.0
@@ -67,7 +67,7 @@ class KnotServer(ManagedServer):
             try:
                 self._spawn_and_wait()
                 return
-            except _PortInUse:
+            except PortInUse:
                 continue
         raise RuntimeError(f"knotd could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
 
@@ -131,7 +131,7 @@ class KnotServer(ManagedServer):
         exited = proc.poll() is not None
         log = self.log_text()  # read after poll(): complete if knotd exited
         if "address already in use" in log:
-            raise _PortInUse()
+            raise PortInUse()
         if exited:
             raise RuntimeError(f"knotd exited with status {proc.returncode}:\n{log}")
         if _LOGGED_ERROR.search(log):
@@ -175,10 +175,6 @@ class KnotServer(ManagedServer):
             "    journal-content: none\n"
             "zone:\n" + zones
         )
-
-
-class _PortInUse(Exception):
-    """knotd lost the race for the port picked by free_port()."""
 
 
 def _quote(value: str) -> str:

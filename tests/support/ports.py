@@ -71,6 +71,44 @@ def stop_process(
             proc.wait()
 
 
+class PortInUse(Exception):
+    """The server could not bind the port it was given; pick another and start again."""
+
+
+def await_start(
+    proc: "subprocess.Popen[bytes]",
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    name: str,
+    log: Callable[[], str],
+    retry_on: tuple[type[Exception], ...] = (OSError,),
+    stop_signal: signal.Signals = signal.SIGTERM,
+) -> None:
+    """Wait until ``ready()`` while ``proc`` runs.
+
+    If it exits, raise ``PortInUse`` when its log says so (the caller retries
+    on another port), else ``RuntimeError`` with the log; on a timeout, stop it
+    and raise with the log, so a failing fixture says why.
+    """
+
+    def check() -> bool:
+        if proc.poll() is not None:
+            output = log()
+            if "Address already in use" in output:
+                raise PortInUse()
+            raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{output}")
+        return ready()
+
+    try:
+        wait_for(check, timeout, what, retry_on=retry_on)
+    except BaseException as exc:
+        stop_process(proc, stop_signal)
+        if isinstance(exc, TimeoutError):
+            raise RuntimeError(f"{exc}; {name} log:\n{log()}") from exc
+        raise
+
+
 class ManagedServer:
     """A server process a test owns: started on ``with`` entry, always stopped on exit."""
 

@@ -28,7 +28,7 @@ import urllib.parse
 import psycopg
 from psycopg import sql
 
-from tests.support.ports import ManagedServer, free_port, stop_process, wait_for
+from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, stop_process
 
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
@@ -90,7 +90,7 @@ class PostgresCluster(ManagedServer):
         if self.port:
             try:
                 self._spawn_and_wait()
-            except _PortInUse:
+            except PortInUse:
                 raise RuntimeError(f"port {self.port} was taken while postgres was stopped") from None
             return
         for _ in range(PORT_ATTEMPTS):
@@ -98,7 +98,7 @@ class PostgresCluster(ManagedServer):
             try:
                 self._spawn_and_wait()
                 return
-            except _PortInUse:
+            except PortInUse:
                 continue
         self.port = 0
         raise RuntimeError(f"postgres could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
@@ -195,30 +195,19 @@ class PostgresCluster(ManagedServer):
                 group=self._run_as,
                 extra_groups=self._extra_groups,
             )
-        try:
-            wait_for(
-                lambda: self._accepts_queries(proc, log_start),
-                START_TIMEOUT,
-                f"postgres on {self.address}:{self.port} to answer SELECT 1",
-                retry_on=(psycopg.OperationalError,),
-            )
-        except BaseException as exc:
-            stop_process(proc, signal.SIGINT)
-            if isinstance(exc, TimeoutError):
-                raise RuntimeError(f"{exc}; postgres log:\n{self.log_text(log_start)}") from exc
-            raise
+        await_start(
+            proc,
+            self._accepts_queries,
+            START_TIMEOUT,
+            f"postgres on {self.address}:{self.port} to answer SELECT 1",
+            name="postgres",
+            log=lambda: self.log_text(log_start),
+            retry_on=(psycopg.OperationalError,),
+            stop_signal=signal.SIGINT,
+        )
         self._proc = proc
 
-    def _accepts_queries(self, proc: "subprocess.Popen[bytes]", log_start: int) -> bool:
-        """True once ``SELECT 1`` works; raises if ``postgres`` has exited."""
-        if proc.poll() is not None:
-            log = self.log_text(log_start)
-            if "Address already in use" in log:
-                raise _PortInUse()
-            raise RuntimeError(f"postgres exited with status {proc.returncode}:\n{log}")
+    def _accepts_queries(self) -> bool:
+        """True once ``SELECT 1`` works."""
         with psycopg.connect(self.dsn("postgres"), connect_timeout=1) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
-
-
-class _PortInUse(Exception):
-    """postgres lost the race for the port picked by free_port()."""
