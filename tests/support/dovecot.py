@@ -32,7 +32,7 @@ import socket
 import subprocess
 import tempfile
 
-from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, stop_process
+from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, read_log, stop_process
 
 DOVECOT = "/usr/sbin/dovecot"
 START_TIMEOUT = 10.0
@@ -128,12 +128,7 @@ class DovecotServer(ManagedServer):
 
     def log_text(self, offset: int = 0) -> str:
         """Dovecot's log (logins, auth and policy decisions), from byte ``offset``."""
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path, offset)
 
     def _make_runtime_dir(self) -> pathlib.Path:
         runtime = pathlib.Path(tempfile.mkdtemp(prefix="autoconfig-dovecot-"))

@@ -7,6 +7,7 @@ between our close() and the server's bind()), so callers retry on a
 failed start rather than trusting the number blindly.
 """
 
+import pathlib
 import signal
 import socket
 import subprocess
@@ -69,6 +70,16 @@ def stop_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def read_log(path: "pathlib.Path", offset: int = 0) -> str:
+    """A server's log file from byte ``offset`` ("" before the server has written one)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 class PortInUse(Exception):

@@ -28,7 +28,7 @@ import urllib.parse
 import psycopg
 from psycopg import sql
 
-from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, stop_process
+from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, read_log, stop_process
 
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
@@ -126,12 +126,7 @@ class PostgresCluster(ManagedServer):
 
     def log_text(self, offset: int = 0) -> str:
         """The server log (every ``postgres`` start appends), from byte ``offset``."""
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path, offset)
 
     def _init_cluster(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
