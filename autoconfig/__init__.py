@@ -59,14 +59,13 @@ def create_app(config: Config | None = None) -> Flask:
     """Build the WSGI app for ``config`` (default: read from ``$AUTOCONFIG_CONFIG``)."""
     svc = create_service(config)
     _configure_logging(svc.config.log_level)
-    app = Flask(__name__, template_folder="../templates")
+    from . import web
+
+    app = web.App(__name__, template_folder="../templates")
     # Werkzeug refuses larger bodies with 413 before a view reads them.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_LIMIT
     app.extensions["autoconfig"] = svc
     metrics.init_app(app)
-
-    from . import web
-
     web.init_app(app)
     logging.getLogger(__name__).info(
         "serving %s for %s; store %s", svc.config.provider.id, ", ".join(svc.config.provider.domains), svc.store.kind
