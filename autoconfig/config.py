@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -206,6 +207,14 @@ class Config:
         return domain in self.provider.domains
 
 
+_LINE_BREAKS = "\t\n\r"
+
+
+def _is_control(char: str) -> bool:
+    """C0 and C1 controls and DEL (Unicode category Cc)."""
+    return unicodedata.category(char) == "Cc"
+
+
 class _Table:
     """A TOML table being read: typed getters that name the key on error.
 
@@ -244,8 +253,14 @@ class _Table:
         default: str | None = None,
         check: Callable[[str], str] | None = None,
         choices: tuple[str, ...] | None = None,
+        multiline: bool = False,
     ) -> str:
         value = self._take(name, str, "a string", default)
+        allowed = _LINE_BREAKS if multiline else ""
+        if any(_is_control(char) and char not in allowed for char in value):
+            # These strings end up in documents, headers and logs; a stray control
+            # character there breaks clients in ways that are hard to trace back here.
+            raise self.error(self.key(name), "must not contain control characters")
         if choices is not None and value not in choices:
             raise self.error(self.key(name), f"must be one of {', '.join(choices)}; got {value!r}")
         if check is not None:
@@ -281,6 +296,8 @@ class _Table:
         for index, value in enumerate(values):
             if not isinstance(value, str):
                 raise self.error(f"{self.key(name)}[{index}]", "expected a string")
+            if any(_is_control(char) for char in value):
+                raise self.error(f"{self.key(name)}[{index}]", "must not contain control characters")
         return list(values)
 
     def table(self, name: str, required: bool = True) -> _Table:
@@ -591,7 +608,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     store_query = None
     if "sql" in store:
         store_sql = store.table("sql")
-        store_query = store_sql.string("query", check=_check_sql_query)
+        store_query = store_sql.string("query", check=_check_sql_query, multiline=True)
         store_sql.finish()
     store.finish()
     if env.get(ENV_DATABASE_URL):
