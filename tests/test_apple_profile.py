@@ -13,9 +13,12 @@ import pytest
 from click.testing import Result
 from flask.testing import FlaskClient
 
-from autoconfig import create_app
+from autoconfig import create_app, policy
+from autoconfig.address import parse_address
 from autoconfig.config import load
+from autoconfig.formats import apple
 from autoconfig.spec import APPLE_CONTENT_TYPE, APPLE_PROFILE_PATHS, CACHE_CONTROL
+from autoconfig.store import Switches
 from tests.conftest import WEBMAIL_URL, Admin
 from tests.support.apple_schema import assert_valid_profile
 
@@ -117,6 +120,40 @@ def test_local_part_user_names(config_data: dict[str, Any], write_config: Callab
     payload = mail_payload(client, "Carol.Jones@example.net")
     assert payload["IncomingMailServerUsername"] == "Carol.Jones"
     assert payload["OutgoingMailServerUsername"] == "Carol.Jones@example.net"
+
+
+@pytest.mark.parametrize("username", ["address", "local-part"])
+@pytest.mark.parametrize(
+    "switches", [Switches(imap=True, pop=False), Switches(imap=False, pop=True), Switches(True, True)]
+)
+@pytest.mark.parametrize(
+    "address",
+    [
+        "alice@example.net",
+        "O'Brien&Sons@example.net",
+        "{x}+y@example.net",
+        "Jörg.Müller@bücher.example",
+        "δοκιμή@παράδειγμα.δοκιμή",
+    ],
+)
+def test_rendered_bytes_are_plistlibs_own(
+    config_data: dict[str, Any],
+    write_config: Callable[[dict[str, Any]], Path],
+    username: str,
+    switches: Switches,
+    address: str,
+) -> None:
+    """The fast renderer fills a plistlib template; its bytes must be exactly what plistlib writes."""
+    config_data["servers"]["imap"][0]["username"] = username
+    config_data["provider"]["display_name"] = "Example & <Sons> Mail"
+    config = load(write_config(config_data), env={})
+    offer = policy.offer(switches, config.servers)
+    parsed = parse_address(address)
+    for _ in range(2):  # the second time from the cached template, after another address used it
+        rendered = apple.render(offer, config.provider, parsed, "net.example")
+        expected = plistlib.dumps(apple.profile(offer, config.provider, parsed, "net.example"), sort_keys=True)
+        assert rendered == expected
+        apple.render(offer, config.provider, parse_address("someone.else@example.org"), "net.example")
 
 
 def test_same_address_twice_gives_the_same_profile(client: FlaskClient, admin: Admin) -> None:
