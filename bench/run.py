@@ -252,16 +252,23 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> tuple[in
     return requests, rps, p50, p99, bad
 
 
-def fetch(url: str, spec: dict[str, str], address: str) -> tuple[int, str, bytes]:
+# Headers the HTTP server writes itself; the floor gets every other header of our answer.
+SERVER_HEADERS = {"date", "server", "content-length", "connection", "transfer-encoding", "keep-alive"}
+
+
+def fetch(url: str, spec: dict[str, str], address: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One request as wrk sends it: the status, the app's own headers and the body."""
     data = spec["body"].format(address=address).encode() if "body" in spec else None
     request = urllib.request.Request(url + spec["path"].format(address=address), data=data, method=spec["method"])
     if "content_type" in spec:
         request.add_header("Content-Type", spec["content_type"])
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read()
+        response = urllib.request.urlopen(request, timeout=10)
     except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], error.read()
+        response = error
+    with response:
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() not in SERVER_HEADERS]
+        return response.status, headers, response.read()
 
 
 def measure(server: str, pid: int, url: str, fmt: str, script: Path, connections: int, duration: int) -> Result:
@@ -294,13 +301,13 @@ def compare(args: argparse.Namespace, work: Path, store_url: str, log: Path) -> 
     with gunicorn("wsgi:app", env, log) as (pid, url):
         for fmt in list(formats):
             spec = FORMATS[fmt]
-            status, content_type, body = fetch(url, spec, enabled_address(0))
+            status, headers, body = fetch(url, spec, enabled_address(0))
             if status != 200:
                 print(f"# {fmt}: the service answered {status}; skipped", file=sys.stderr)
                 formats.remove(fmt)
                 continue
             (floor_dir / fmt).write_bytes(body)
-            answers[spec["path"].split("?")[0].lower()] = [status, content_type, fmt]
+            answers[spec["path"].split("?")[0].lower()] = [status, headers, fmt]
             scripts[fmt] = lua_script(work, spec, args.accounts)
         (floor_dir / "answers.json").write_text(json.dumps(answers))
         with gunicorn("bench.floor_wsgi:app", {"BENCH_FLOOR_DIR": str(floor_dir)}, log) as (floor_pid, floor_url):
