@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -113,8 +114,8 @@ def _before_request() -> None:
     requests is slowed down like any other.
     """
     req = request._get_current_object()  # type: ignore[attr-defined]
-    family = req.blueprint
-    req.environ[FAMILY_KEY] = family or "unknown"
+    family = (req.blueprint or "unknown").partition(".")[0]  # "outlook.pox" counts as outlook
+    req.environ[FAMILY_KEY] = family
     if family not in UNLIMITED_BLUEPRINTS:
         limiters: dict[str, RateLimiter] = current_app.extensions["autoconfig_limits"]
         wait = limiters["admin" if family == "admin" else "client"].acquire(req.remote_addr or "-")
@@ -135,7 +136,26 @@ DEFAULT_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-store"),
 )
-_DEFAULTS = tuple((name.lower(), (name, value)) for name, value in DEFAULT_HEADERS)
+FAMILY_HEADERS = "autoconfig_family_headers"  # app.extensions: blueprint name -> its own default headers
+
+_Defaults = tuple[tuple[str, tuple[str, str]], ...]
+
+
+def _defaults(headers: Iterable[tuple[str, str]]) -> _Defaults:
+    """``headers`` then DEFAULT_HEADERS, the first of each name winning, as (lower-case name, header)."""
+    merged: dict[str, tuple[str, str]] = {}
+    for name, value in (*headers, *DEFAULT_HEADERS):
+        merged.setdefault(name.lower(), (name, value))
+    return tuple(merged.items())
+
+
+def family_headers(blueprint: Blueprint, headers: tuple[tuple[str, str], ...]) -> None:
+    """Every answer of ``blueprint`` (its error pages and static files too) gets ``headers`` unless it set its own."""
+
+    def register(state: BlueprintSetupState) -> None:
+        state.app.extensions[FAMILY_HEADERS][state.name] = _defaults(headers)
+
+    blueprint.record_once(register)
 
 
 class _Edge:
@@ -150,6 +170,8 @@ class _Edge:
     def __init__(self, app: WSGIApplication, flask_app: Flask) -> None:
         self.app = app
         self.flask_app = flask_app
+        self.family_defaults: dict[str, _Defaults] = flask_app.extensions[FAMILY_HEADERS]
+        self.defaults = _defaults(())
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -159,7 +181,8 @@ class _Edge:
             nonlocal status_code
             status_code = int(status[:3])
             present = {name.lower() for name, _ in headers}
-            headers.extend(header for lower, header in _DEFAULTS if lower not in present)
+            defaults = self.family_defaults.get(environ.get(FAMILY_KEY, ""), self.defaults)
+            headers.extend(header for lower, header in defaults if lower not in present)
             return start_response(status, headers, exc_info)
 
         try:
@@ -192,6 +215,7 @@ def _server_error(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     from . import admin, apple, dovecot, health, outlook, prometheus, setup, thunderbird
 
+    app.extensions[FAMILY_HEADERS] = {}
     limits = app.extensions["autoconfig"].config.limits
     app.extensions["autoconfig_limits"] = {
         "client": RateLimiter(limits.client_rate, limits.client_burst),

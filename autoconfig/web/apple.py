@@ -39,9 +39,8 @@ def profile() -> Response:
     signer: Signer | None = current_app.extensions[SIGNER]
     if signer is not None:
         body = signer.sign(body)
-    response = Response(body, status=200, content_type=APPLE_CONTENT_TYPE)
-    response.headers["Content-Disposition"] = f'attachment; filename="{apple.filename(config.provider)}"'
-    return response
+    disposition = f'attachment; filename="{apple.filename(config.provider)}"'
+    return Response(body, status=200, content_type=APPLE_CONTENT_TYPE, headers={"Content-Disposition": disposition})
 
 
 for _index, _path in enumerate(APPLE_PROFILE_PATHS):

@@ -47,12 +47,13 @@ from ..spec import (
     OUTLOOK_REQUEST_MIMETYPES,
     OUTLOOK_RESPONSE_NS,
 )
-from . import decide, service, single_arg
+from . import decide, family_headers, service, single_arg
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 blueprint = Blueprint("outlook", __name__)
+family_headers(blueprint, (("Cache-Control", CACHE_CONTROL),))
 _pox = Blueprint("pox", __name__)
 _json = Blueprint("json", __name__)
 
@@ -92,9 +93,7 @@ def _fold_case(state: BlueprintSetupState) -> None:
 
 
 def _pox_response(body: bytes, status: int = 200) -> Response:
-    response = Response(body, status=status, content_type=OUTLOOK_CONTENT_TYPE)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    return Response(body, status=status, content_type=OUTLOOK_CONTENT_TYPE)
 
 
 def _pox_error(code: str, message: str, status: int = 200) -> Response:
@@ -176,9 +175,7 @@ def _pointer(raw_address: str | None) -> Response:
         raise InvalidProtocol(f"only the protocol {AUTODISCOVER_V1} is available")
     svc = service()
     decide(raw_address)  # the address and domain checks every format makes; the answer is the same for all
-    response = jsonify(Protocol=AUTODISCOVER_V1, Url=svc.config.public_url + OUTLOOK_POX_PATH)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    return jsonify(Protocol=AUTODISCOVER_V1, Url=svc.config.public_url + OUTLOOK_POX_PATH)
 
 
 @_json.get(OUTLOOK_JSON_PATH)
@@ -205,7 +202,6 @@ def _json_client_error(exc: ClientError) -> Response:
         code = OUTLOOK_JSON_ERROR_REQUEST
     response = jsonify(ErrorCode=code, ErrorMessage=exc.message)
     response.status_code = exc.status
-    response.headers["Cache-Control"] = CACHE_CONTROL
     if isinstance(exc, Unavailable):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response

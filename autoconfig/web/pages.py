@@ -17,7 +17,7 @@ from ..address import Address
 from ..errors import ClientError, Unavailable
 from ..service import Decision
 from ..spec import APPLE_PROFILE_PATHS, CACHE_CONTROL
-from . import service
+from . import family_headers, service
 
 # No script anywhere; styles only from our own static file; QR codes are data: images.
 CONTENT_SECURITY_POLICY = (
@@ -74,13 +74,11 @@ def qr_data_uri(text: str) -> str:
     return str(segno.make(text, error="m").svg_data_uri(scale=5, border=4, title="QR code of the profile link"))
 
 
-def _headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+HTML_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("Cache-Control", CACHE_CONTROL),
+)
 
 
 def _error(exc: ClientError) -> Response:
@@ -92,5 +90,5 @@ def _error(exc: ClientError) -> Response:
 
 def serve_html(blueprint: Blueprint) -> None:
     """Give ``blueprint`` the HTML error page and the security headers."""
-    blueprint.after_request(_headers)
+    family_headers(blueprint, HTML_HEADERS)
     blueprint.register_error_handler(ClientError, _error)

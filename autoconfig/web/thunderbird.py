@@ -6,9 +6,10 @@ from flask import Blueprint, Response
 
 from ..formats import thunderbird
 from ..spec import CACHE_CONTROL, THUNDERBIRD_CONTENT_TYPE, THUNDERBIRD_PATHS
-from . import decide, service, single_arg, text_response
+from . import decide, family_headers, service, single_arg, text_response
 
 blueprint = Blueprint("thunderbird", __name__)
+family_headers(blueprint, (("Cache-Control", CACHE_CONTROL),))
 
 
 def config_v11() -> Response:
@@ -17,14 +18,11 @@ def config_v11() -> Response:
     if decision.offer.declined:
         # No document at all: a 2xx without an incoming server is rejected by the
         # client anyway, and this text is the same for unknown and all-off accounts.
-        response = text_response(svc.declined_message(), 404)
-    else:
-        body = thunderbird.render(
-            decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
-        )
-        response = Response(body, status=200, content_type=THUNDERBIRD_CONTENT_TYPE)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+        return text_response(svc.declined_message(), 404)
+    body = thunderbird.render(
+        decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
+    )
+    return Response(body, status=200, content_type=THUNDERBIRD_CONTENT_TYPE)
 
 
 for _index, _path in enumerate(THUNDERBIRD_PATHS):
