@@ -15,6 +15,7 @@ off so libxml2's own limits on depth and text size apply as well.
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 from lxml import etree
@@ -46,6 +47,17 @@ def _parser() -> etree.XMLParser:
     )
 
 
+_local = threading.local()
+
+
+def _thread_parser() -> etree.XMLParser:
+    """One parser per thread: lxml parsers may be reused, but not by two threads at once."""
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = _parser()
+    return parser
+
+
 def parse(body: bytes) -> etree._Element:
     """The root element of ``body``, or ``XMLInputError``."""
     if not body.strip():
@@ -60,7 +72,7 @@ def parse(body: bytes) -> etree._Element:
     if _DECLARATIONS.search(text):
         raise XMLInputError("document type and entity declarations are not accepted")
     try:
-        root = etree.fromstring(body, _parser())
+        root = etree.fromstring(body, _thread_parser())
     except (etree.XMLSyntaxError, etree.ParserError):
         raise XMLInputError("the request body is not well-formed XML") from None
     docinfo: Any = root.getroottree().docinfo  # lxml-stubs lack DocInfo.doctype

@@ -68,6 +68,10 @@ def _account(row: sqlite3.Row) -> Account:
     )
 
 
+_SWITCHES_QUERY = "SELECT imap, pop FROM accounts WHERE address = ?"
+_SWITCH_VALUES = {(imap, pop): Switches(imap=bool(imap), pop=bool(pop)) for imap in (0, 1) for pop in (0, 1)}
+
+
 class SQLiteStore(Store):
     kind = "sqlite"
 
@@ -114,9 +118,14 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
 
     def _switches(self, key: str) -> Switches | None:
-        with self._errors():
-            row = self._connection().execute("SELECT imap, pop FROM accounts WHERE address = ?", (key,)).fetchone()
-        return None if row is None else Switches(imap=bool(row[0]), pop=bool(row[1]))
+        # The hot path: ``_errors`` written out, as a generator-based context
+        # manager costs more than the query's own Python overhead.
+        try:
+            row = self._connection().execute(_SWITCHES_QUERY, (key,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            self._local.conn = None
+            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+        return None if row is None else _SWITCH_VALUES[row[0], row[1]]
 
     def _get(self, key: str) -> Account | None:
         with self._errors():

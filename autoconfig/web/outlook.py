@@ -103,28 +103,32 @@ def _pox_error(code: str, message: str, status: int = 200) -> Response:
 
 def _read_body(cap: int) -> bytes:
     """At most ``cap`` bytes of body, or 413.  A chunked body is read no further than ``cap + 1`` bytes."""
-    too_large = PayloadTooLarge(f"the request body is larger than {cap} bytes")
-    if request.content_length is not None and request.content_length > cap:
-        raise too_large
-    if request.mimetype and request.mimetype not in OUTLOOK_REQUEST_MIMETYPES:
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    length = req.content_length
+    if length is not None and length > cap:
+        raise PayloadTooLarge(f"the request body is larger than {cap} bytes")
+    mimetype = req.mimetype
+    if mimetype and mimetype not in OUTLOOK_REQUEST_MIMETYPES:
         raise BadRequest("send the request as Content-Type: text/xml")
-    charset = request.mimetype_params.get("charset")
+    charset = req.mimetype_params.get("charset")
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise BadRequest("the request must be encoded as UTF-8")
+    stream = req.stream
+    wanted = cap + 1 if length is None else length  # a declared length is read exactly, in one call if it can
     chunks: list[bytes] = []
     total = 0
     try:
-        while total <= cap:
-            chunk = request.stream.read(cap + 1 - total)
+        while total < wanted:
+            chunk = stream.read(wanted - total)
             if not chunk:
                 break
             chunks.append(chunk)
             total += len(chunk)
     except RequestEntityTooLarge:
-        raise too_large from None
+        total = cap + 1
     if total > cap:
-        raise too_large
-    return b"".join(chunks)
+        raise PayloadTooLarge(f"the request body is larger than {cap} bytes")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @_pox.post(OUTLOOK_POX_PATH)
