@@ -5,6 +5,7 @@ than duplicate an installed profile (see ../shared/design/protocols.md, "Apple")
 from __future__ import annotations
 
 import plistlib
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 from click.testing import Result
 from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from autoconfig import create_app, policy
 from autoconfig.address import parse_address
@@ -154,6 +157,16 @@ def test_rendered_bytes_are_plistlibs_own(
         expected = plistlib.dumps(apple.profile(offer, config.provider, parsed, "net.example"), sort_keys=True)
         assert rendered == expected
         apple.render(offer, config.provider, parse_address("someone.else@example.org"), "net.example")
+
+
+@given(st.text())
+def test_identifiers_are_uuid5_of_the_fixed_namespace(name: str) -> None:
+    """Identifiers must never change (a changed one duplicates accounts on devices): exactly uuid.uuid5's."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # lone surrogates never reach here: addresses are validated first
+    assert apple.uuid5_text(name) == str(uuid.uuid5(apple._NAMESPACE, name)).upper()
 
 
 def test_same_address_twice_gives_the_same_profile(client: FlaskClient, admin: Admin) -> None:

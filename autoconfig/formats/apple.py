@@ -14,6 +14,7 @@ Never a password: the device asks for it while installing.
 
 from __future__ import annotations
 
+import hashlib
 import plistlib
 import threading
 import uuid
@@ -47,9 +48,26 @@ def identity(provider: Provider, address: Address, purpose: str, prefix: str) ->
     The address's normalised key is hashed, never placed in the identifier,
     so the identifier stays a plain reverse-DNS name whatever the local part holds.
     """
-    value = uuid.uuid5(_NAMESPACE, "\n".join((provider.id, address.key, purpose)))
-    text = str(value).upper()
+    text = uuid5_text("\n".join((provider.id, address.key, purpose)))
     return Identity(f"{prefix}.{purpose}.{text}", text)
+
+
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
+def uuid5_text(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name)).upper()``, written out (RFC 9562, section 5.5).
+
+    Two per profile; building and formatting the ``UUID`` objects was a
+    third of the address-dependent work (timeit).  A test holds it to
+    ``uuid.uuid5`` over generated names.
+    """
+    # SHA-1 is what UUID version 5 is defined with; it identifies, it protects nothing.
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC variant
+    h = digest.hex().upper()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def incoming_server(offer: Offer) -> Server:
@@ -73,73 +91,93 @@ def _username(server: Server, address: Address) -> str:
     return address.local if server.username == "local-part" else str(address)
 
 
-def _mail_payload(offer: Offer, provider: Provider, address: Address, prefix: str) -> dict[str, Any]:
-    incoming = incoming_server(offer)
-    outgoing = outgoing_server(offer)
-    ident = identity(provider, address, f"mail.{incoming.protocol}", prefix)
+_Path = tuple[str | int, ...]
+_MAIL = ("PayloadContent", 0)  # where the mail payload sits in the profile
+
+
+def _address_values(offer: Offer, provider: Provider, address: Address, prefix: str) -> dict[_Path, str]:
+    """Every value of the profile that depends on the address, by where it goes; nothing else does."""
+    incoming, outgoing = _servers(offer)
+    top = identity(provider, address, "profile", prefix)
+    mail = identity(provider, address, f"mail.{incoming.protocol}", prefix)
     return {
+        ("PayloadIdentifier",): top.identifier,
+        ("PayloadUUID",): top.uuid,
+        ("PayloadDisplayName",): f"{provider.display_name}: {address}",
+        ("PayloadDescription",): (
+            f"Sets up {address} in Mail. You will be asked for your mail password; the profile does not contain it."
+        ),
+        (*_MAIL, "PayloadIdentifier"): mail.identifier,
+        (*_MAIL, "PayloadUUID"): mail.uuid,
+        (*_MAIL, "EmailAddress"): str(address),
+        (*_MAIL, "IncomingMailServerUsername"): _username(incoming, address),
+        (*_MAIL, "OutgoingMailServerUsername"): _username(outgoing, address),
+    }
+
+
+@lru_cache(maxsize=64)
+def _servers(offer: Offer) -> tuple[Server, Server]:
+    if offer.declined:
+        raise ValueError("a declined offer has no Apple profile")
+    return incoming_server(offer), outgoing_server(offer)
+
+
+def _skeleton(offer: Offer, provider: Provider) -> dict[str, Any]:
+    """The profile without its address values: what every account with this offer shares."""
+    incoming, outgoing = _servers(offer)
+    mail = {
         "PayloadType": APPLE_MAIL_PAYLOAD_TYPE,
         "PayloadVersion": 1,
-        "PayloadIdentifier": ident.identifier,
-        "PayloadUUID": ident.uuid,
         "PayloadDisplayName": f"{provider.short_name} Mail",
         "EmailAccountDescription": provider.display_name,
         "EmailAccountType": APPLE_ACCOUNT_TYPES[incoming.protocol],
-        "EmailAddress": str(address),
         "IncomingMailServerHostName": incoming.host,
         "IncomingMailServerPortNumber": incoming.port,
         # Apple's "SSL" means "require TLS": implicit TLS or STARTTLS, by port.
         # Off would allow a plain-text login, and this service offers no plain text.
         "IncomingMailServerUseSSL": True,
         "IncomingMailServerAuthentication": APPLE_AUTHENTICATION[incoming.authentication],
-        "IncomingMailServerUsername": _username(incoming, address),
         "OutgoingMailServerHostName": outgoing.host,
         "OutgoingMailServerPortNumber": outgoing.port,
         "OutgoingMailServerUseSSL": True,
         "OutgoingMailServerAuthentication": APPLE_AUTHENTICATION[outgoing.authentication],
-        "OutgoingMailServerUsername": _username(outgoing, address),
         "OutgoingPasswordSameAsIncomingPassword": True,
+    }
+    return {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadOrganization": provider.display_name,
+        "PayloadRemovalDisallowed": False,
+        "PayloadContent": [mail],
     }
 
 
 def profile(offer: Offer, provider: Provider, address: Address, prefix: str) -> dict[str, Any]:
     """The profile as a dictionary (what ``render`` serialises; tests validate it against Apple's schema)."""
-    if offer.declined:
-        raise ValueError("a declined offer has no Apple profile")
-    ident = identity(provider, address, "profile", prefix)
-    return {
-        "PayloadType": "Configuration",
-        "PayloadVersion": 1,
-        "PayloadIdentifier": ident.identifier,
-        "PayloadUUID": ident.uuid,
-        "PayloadDisplayName": f"{provider.display_name}: {address}",
-        "PayloadDescription": (
-            f"Sets up {address} in Mail. You will be asked for your mail password; the profile does not contain it."
-        ),
-        "PayloadOrganization": provider.display_name,
-        "PayloadRemovalDisallowed": False,
-        "PayloadContent": [_mail_payload(offer, provider, address, prefix)],
-    }
+    document = _skeleton(offer, provider)
+    for (*parents, key), value in _address_values(offer, provider, address, prefix).items():
+        node: Any = document
+        for step in parents:
+            node = node[step]
+        node[key] = value
+    return document
 
 
 def render(offer: Offer, provider: Provider, address: Address, prefix: str) -> bytes:
     """The unsigned profile: exactly the bytes ``plistlib.dumps(profile(...), sort_keys=True)`` gives.
 
     plistlib's pure-Python writer took 70 µs per profile, the largest single
-    cost of an Apple request (profiled).  Which keys a profile has, and every
-    value but the strings, depend only on the offer, provider and prefix, so
-    plistlib writes one document per such triple and each request sets the
-    strings in it and serialises it with lxml.  tests/test_apple_profile.py
-    holds this to plistlib's own bytes.
+    cost of an Apple request (profiled).  Only the address values differ
+    between two accounts with the same offer, so plistlib writes one document
+    per (offer, provider, prefix) and each request sets those strings in it
+    and serialises it with lxml.  tests/test_apple_profile.py holds this to
+    plistlib's own bytes.
     """
     template = _template(offer, provider, prefix)
-    values = profile(offer, provider, address, prefix)
+    values = _address_values(offer, provider, address, prefix)
     with template.lock:  # one shared tree: fill and serialise without another thread in between
-        for element, path in template.strings:
-            value: Any = values
-            for step in path:
-                value = value[step]
-            element.text = value
+        for path, element in template.elements.items():
+            element.text = values[path]
         body = etree.tostring(template.root, encoding="UTF-8")
     return template.head + body + b"\n"
 
@@ -153,7 +191,7 @@ _SAMPLE = Address("template", "example.invalid")
 class _Template:
     head: bytes  # plistlib's XML declaration and DOCTYPE
     root: etree._Element  # the <plist> element
-    strings: tuple[tuple[etree._Element, tuple[str | int, ...]], ...]  # each <string> and where its value is
+    elements: dict[_Path, etree._Element]  # the <string> element of each address value
     lock: threading.Lock
 
 
@@ -162,11 +200,12 @@ def _template(offer: Offer, provider: Provider, prefix: str) -> _Template:
     sample = profile(offer, provider, _SAMPLE, prefix)
     document = plistlib.dumps(sample, fmt=plistlib.FMT_XML, sort_keys=True)
     root = etree.fromstring(document, _TEMPLATE_PARSER)
-    strings = tuple(zip(root.iter("string"), _string_paths(sample), strict=True))
-    return _Template(document[: document.index(b"<plist")], root, strings, threading.Lock())
+    strings = dict(zip(_string_paths(sample), root.iter("string"), strict=True))
+    elements = {path: strings[path] for path in _address_values(offer, provider, _SAMPLE, prefix)}
+    return _Template(document[: document.index(b"<plist")], root, elements, threading.Lock())
 
 
-def _string_paths(value: object, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+def _string_paths(value: object, path: _Path = ()) -> Iterator[_Path]:
     """Where the strings in ``value`` are, in the order plistlib writes them (dictionary keys sorted)."""
     if isinstance(value, str):
         yield path
