@@ -68,6 +68,7 @@ def _account(row: sqlite3.Row) -> Account:
     )
 
 
+MMAP_SIZE = 256 * 1024 * 1024
 _SWITCHES_QUERY = "SELECT imap, pop FROM accounts WHERE address = ?"
 _SWITCH_VALUES = {(imap, pop): Switches(imap=bool(imap), pop=bool(pop)) for imap in (0, 1) for pop in (0, 1)}
 
@@ -94,6 +95,10 @@ class SQLiteStore(Store):
             conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA synchronous = FULL")
+            # Lookups read pages straight from the OS page cache, shared by all
+            # workers, instead of copying them in with a read() each: about a
+            # fifth of a lookup's time under load (bench/).
+            conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 

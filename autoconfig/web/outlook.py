@@ -101,18 +101,27 @@ def _pox_error(code: str, message: str, status: int = 200) -> Response:
     return _pox_response(body, status)
 
 
+# Content-Type values accepted as they are, without werkzeug parsing the header.
+_PLAIN_CONTENT_TYPES = frozenset(
+    f"{mimetype}{params}"
+    for mimetype in OUTLOOK_REQUEST_MIMETYPES
+    for params in ("", "; charset=utf-8", "; charset=UTF-8")
+)
+
+
 def _read_body(cap: int) -> bytes:
     """At most ``cap`` bytes of body, or 413.  A chunked body is read no further than ``cap + 1`` bytes."""
     req = request._get_current_object()  # type: ignore[attr-defined]
     length = req.content_length
     if length is not None and length > cap:
         raise PayloadTooLarge(f"the request body is larger than {cap} bytes")
-    mimetype = req.mimetype
-    if mimetype and mimetype not in OUTLOOK_REQUEST_MIMETYPES:
-        raise BadRequest("send the request as Content-Type: text/xml")
-    charset = req.mimetype_params.get("charset")
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise BadRequest("the request must be encoded as UTF-8")
+    if req.environ.get("CONTENT_TYPE") not in _PLAIN_CONTENT_TYPES:  # what clients send needs no parsing
+        mimetype = req.mimetype
+        if mimetype and mimetype not in OUTLOOK_REQUEST_MIMETYPES:
+            raise BadRequest("send the request as Content-Type: text/xml")
+        charset = req.mimetype_params.get("charset")
+        if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+            raise BadRequest("the request must be encoded as UTF-8")
     stream = req.stream
     wanted = cap + 1 if length is None else length  # a declared length is read exactly, in one call if it can
     chunks: list[bytes] = []
