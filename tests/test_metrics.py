@@ -18,6 +18,7 @@ from tests.support.gunicorn import GunicornServer
 from tests.test_server import http
 
 METRICS_TOKEN = "metrics-token-0123456789"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -59,6 +60,34 @@ def test_outcomes_are_counted_by_format_without_addresses(
     assert samples(text, "autoconfig_request_duration_seconds_count")[(("format", "thunderbird"),)] == 5
     for secret in ("served@", "nobody", "other.example", ADMIN_TOKEN):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "family"),
+    [
+        ("POST", "/autodiscover/autodiscover.xml", "request.xml", "outlook"),  # the nested POX blueprint
+        ("GET", "/autodiscover/autodiscover.json?Email=alice@example.net&Protocol=AutodiscoverV1", None, "outlook"),
+        ("GET", "/apple/mail.mobileconfig?emailaddress=alice@example.net", None, "apple"),
+        ("GET", "/setup?emailaddress=alice@example.net", None, "setup"),
+        ("GET", "/no/such/path", None, "unknown"),
+    ],
+)
+def test_every_answer_is_counted_under_its_top_level_family(
+    config_data: dict[str, Any],
+    write_config: Callable[[dict[str, Any]], Path],
+    method: str,
+    path: str,
+    body: str | None,
+    family: str,
+) -> None:
+    client = make_client(config_data, write_config)
+    Admin(client).set("alice@example.net", imap=True)
+    data = (ROOT / "config" / "examples" / body).read_bytes() if body else None
+    client.open(path, method=method, data=data, content_type="text/xml" if data else None)
+    text = client.get("/metrics").get_data(as_text=True)
+    counted = samples(text, "autoconfig_request_duration_seconds_count")
+    assert counted[(("format", family),)] == 1
+    assert not any(value.startswith("outlook.") for labels in counted for _, value in labels)
 
 
 def test_only_allowed_networks_may_read(
