@@ -52,6 +52,8 @@ def _hosted_domains(config: Config) -> HostedDomains | None:
         own_domains=config.provider.domains,
         deny=settings.deny,
         cache_size=settings.cache_size,
+        lookup_rate=settings.lookup_rate,
+        lookup_burst=settings.lookup_burst,
     )
 
 

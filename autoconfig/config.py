@@ -126,6 +126,8 @@ class DnsSettings:
     timeout: float = MAX_RESOLVER_TIMEOUT
     lifetime: float = MAX_RESOLVER_LIFETIME
     cache_size: int = 10000
+    lookup_rate: float = 20.0  # new MX lookups per second per worker process; 0 = no limit
+    lookup_burst: int = 100
 
     @property
     def hosted(self) -> bool:
@@ -563,6 +565,8 @@ def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings
     if lifetime < timeout:
         raise table.error(table.key("lifetime"), f"must be at least timeout ({timeout:g}); got {lifetime:g}")
     cache_size = table.integer("cache_size", 10000, low=1, high=10_000_000)
+    lookup_rate = table.number("lookup_rate", 20.0, low=0.0, high=1_000_000.0)
+    lookup_burst = table.integer("lookup_burst", 100, low=1, high=1_000_000)
     table.finish()
     return DnsSettings(
         responder=responder,
@@ -579,6 +583,8 @@ def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings
         timeout=timeout,
         lifetime=lifetime,
         cache_size=cache_size,
+        lookup_rate=lookup_rate,
+        lookup_burst=lookup_burst,
     )
 
 

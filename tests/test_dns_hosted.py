@@ -71,6 +71,30 @@ def test_a_refusing_resolver_is_neither_yes_nor_no(hosted: HostedDomains) -> Non
         hosted.is_hosted("outside-the-zones.test")
 
 
+def test_new_lookups_have_a_budget_and_cached_answers_do_not_count(
+    resolver: CountingResolver, clock: FakeClock
+) -> None:
+    """A flood of random names must not become a flood of queries (water torture)."""
+    hosted = HostedDomains(resolver, MX_HOSTS, own_domains=SERVED, clock=clock, lookup_rate=1.0, lookup_burst=2)
+    assert hosted.is_hosted("shop.example") is True
+    assert hosted.is_hosted("elsewhere.example") is False
+    with pytest.raises(LookupFailed, match="too many new domains"):
+        hosted.is_hosted("backup.example")
+    assert len(resolver.queries) == 2, "the third name was not sent to the resolver"
+    for _ in range(10):  # answers already cached are free
+        assert hosted.is_hosted("shop.example") is True
+    clock.now += 1.0  # one second buys one more lookup
+    assert hosted.is_hosted("backup.example") is True
+    assert len(resolver.queries) == 3
+
+
+def test_a_budget_of_zero_means_no_limit(resolver: CountingResolver, clock: FakeClock) -> None:
+    hosted = HostedDomains(resolver, MX_HOSTS, own_domains=SERVED, clock=clock, lookup_rate=0.0, lookup_burst=1)
+    for domain in ("shop.example", "elsewhere.example", "backup.example", "mixed.example"):
+        hosted.is_hosted(domain)
+    assert len(resolver.queries) == 4
+
+
 HOSTILE_DOMAINS = [
     "192.0.2.1",  # IP literals
     "[192.0.2.1]",

@@ -40,6 +40,7 @@ import dns.resolver
 import dns.rrset
 
 from ..address import AddressError, normalise_domain
+from ..ratelimit import RateLimiter
 from .lookup import Lookup, lookup
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ def mx_verdict(rrset: dns.rrset.RRset | None, mx_hosts: Iterable[str]) -> MxVerd
     return MxVerdict.ISP if exchanges <= ours else MxVerdict.ELSEWHERE
 
 
+_ALL_CLIENTS = "*"  # the lookup budget is one bucket for the whole worker
+
+
 class LookupFailed(Exception):
     """The resolver could not say (timeout, SERVFAIL, REFUSED): neither yes nor no."""
 
@@ -103,6 +107,8 @@ class HostedDomains:
         deny: Iterable[str] = (),
         cache_size: int = 10000,
         clock: Callable[[], float] = time.monotonic,
+        lookup_rate: float = 0.0,
+        lookup_burst: int = 1,
     ) -> None:
         self.resolver = resolver
         self.mx_hosts = tuple(mx_hosts)
@@ -114,6 +120,9 @@ class HostedDomains:
         self._inflight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._last_outcome: tuple[float, bool] | None = None  # (when, resolver answered)
+        # Cached answers cost nothing; new names are what a flood of random
+        # domains ("water torture") turns into queries at third-party servers.
+        self._budget = RateLimiter(lookup_rate, lookup_burst, clock=clock)
 
     # -- input hygiene ---------------------------------------------------------
 
@@ -144,6 +153,9 @@ class HostedDomains:
                     return self._answer(entry)
                 event = self._inflight.get(name)
                 if event is None:
+                    if self._budget.acquire(_ALL_CLIENTS):
+                        log.warning("MX lookup for %s not made: over the lookup budget ([dns] lookup_rate)", name)
+                        raise LookupFailed("too many new domains to look up right now")
                     event = self._inflight[name] = threading.Event()
                     leader = True
                 else:
