@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -72,23 +71,6 @@ def test_an_unreachable_server_is_unavailable_within_seconds() -> None:
             assert time.monotonic() - started < FAIL_FAST
     finally:
         store.close()
-
-
-def test_a_forked_process_gets_its_own_pool(pg_dsn: str) -> None:
-    store = open_store(pg_dsn)
-    store.update("alice@example.net", {"pop": True}, "parent")
-    pid = os.fork()
-    if pid == 0:  # the child: what a gunicorn worker does after the fork
-        try:
-            ok = store.switches("alice@example.net") == Switches(pop=True)
-            store.update("bob@example.net", {"imap": True}, "child")
-        finally:
-            os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    # The parent's pool was not disturbed by the child using and closing its own.
-    assert store.switches("bob@example.net") == Switches(imap=True)
-    store.close()
 
 
 @pytest.fixture(scope="module")

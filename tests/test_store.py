@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -149,3 +150,20 @@ def test_read_only_store_refuses_writes(store: Store) -> None:
         store.update("alice@example.net", {"imap": True}, "t")
     with pytest.raises(ReadOnlyStore):
         store.reset("alice@example.net")
+
+
+def test_a_forked_process_gets_its_own_connections(store: Store) -> None:
+    """What a gunicorn worker does after the fork: its own connections, the parent's untouched."""
+    store.update("alice@example.net", {"pop": True}, "parent")
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = store.switches("alice@example.net") == Switches(pop=True)
+            store.update("bob@example.net", {"imap": True}, "child")
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.switches("bob@example.net") == Switches(imap=True)
+    assert store.switches("alice@example.net") == Switches(pop=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -69,6 +70,19 @@ def _account(row: sqlite3.Row) -> Account:
 
 
 MMAP_SIZE = 256 * 1024 * 1024
+
+# A connection opened before fork (gunicorn imports the app, then forks
+# workers) must not be used by the child.  Forgetting them at fork costs
+# nothing per request, where comparing os.getpid() was a system call per lookup.
+_LIVE: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _forget_connections_after_fork() -> None:
+    for store in list(_LIVE):
+        store._local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)
 _SWITCHES_QUERY = "SELECT imap, pop FROM accounts WHERE address = ?"
 _SWITCH_VALUES = {(imap, pop): Switches(imap=bool(imap), pop=bool(pop)) for imap in (0, 1) for pop in (0, 1)}
 
@@ -79,6 +93,7 @@ class SQLiteStore(Store):
     def __init__(self, url: str) -> None:
         self.path = path_from_url(url)
         self._local = threading.local()
+        _LIVE.add(self)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self._errors():
             conn = self._connection()
@@ -91,7 +106,7 @@ class SQLiteStore(Store):
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None:
             conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA synchronous = FULL")
@@ -99,7 +114,7 @@ class SQLiteStore(Store):
             # workers, instead of copying them in with a read() each: about a
             # fifth of a lookup's time under load (bench/).
             conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
-            self._local.conn, self._local.pid = conn, os.getpid()
+            self._local.conn = conn
         return conn
 
     @contextmanager
