@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 from flask import Flask, current_app
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 EXTENSION = "autoconfig_metrics"
@@ -91,7 +91,35 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+_pid = 0
+_pid_cache_installed = False
+
+
+def _cached_pid() -> int:
+    return _pid
+
+
+def _remember_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _install_pid_cache() -> None:
+    """In multiprocess mode prometheus_client asks ``os.getpid()``, a system call,
+    on every value it writes: three per request (strace).  The process id only
+    changes at fork, so it is remembered and refreshed there instead.  Installed
+    once per process, before the first metric exists."""
+    global _pid_cache_installed
+    if _pid_cache_installed or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    _remember_pid()
+    os.register_at_fork(after_in_child=_remember_pid)
+    values.ValueClass = values.MultiProcessValue(process_identifier=_cached_pid)  # type: ignore[no-untyped-call]
+    _pid_cache_installed = True
+
+
 def init_app(app: Flask) -> Metrics:
+    _install_pid_cache()
     created = Metrics()
     app.extensions[EXTENSION] = created
     return created

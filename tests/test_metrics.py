@@ -3,6 +3,9 @@ readable only from allowed networks (and with the token, when one is set)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,3 +138,31 @@ def test_a_scrape_sums_every_gunicorn_worker(
             http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=x@example.net")
         text = http("GET", f"{server.url}/metrics")[2].decode()
     assert samples(text, "autoconfig_requests_total")[(("format", "thunderbird"), ("outcome", "declined"))] == 40
+
+
+CHILD_WRITES_UNDER_ITS_OWN_PID = """
+import os, sys
+from autoconfig import metrics
+metrics._install_pid_cache()
+registry = metrics.Metrics()
+registry.count_request("thunderbird", "served", 0.001)
+pid = os.fork()
+if pid == 0:
+    registry.count_request("thunderbird", "served", 0.001)
+    os._exit(0 if metrics._cached_pid() == os.getpid() else 1)
+_, status = os.waitpid(pid, 0)
+print(pid, os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_remembered_process_ids_follow_forks(tmp_path: Path) -> None:
+    """Metric files are named after the writing process; the cached pid must change at fork."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD_WRITES_UNDER_ITS_OWN_PID], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    child, status = int(out[0]), int(out[1])
+    assert status == 0
+    written = {path.name for path in tmp_path.glob("counter_*.db")}
+    assert f"counter_{child}.db" in written
+    assert len(written) == 2  # parent and child, each its own file
