@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from autoconfig.store import OFF, ReadOnlyStore, Store, StoreUnavailable, Switches, open_store
+from autoconfig.store.forking import forget_after_fork
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -152,8 +153,29 @@ def test_read_only_store_refuses_writes(store: Store) -> None:
         store.reset("alice@example.net")
 
 
-def test_a_forked_process_gets_its_own_connections(store: Store) -> None:
-    """What a gunicorn worker does after the fork: its own connections, the parent's untouched."""
+class Holder:
+    """Stands for a store's connections: what a forked child must not reuse."""
+
+    def __init__(self) -> None:
+        self.connection: object | None = object()
+
+    def forget_after_fork(self) -> None:
+        self.connection = None
+
+
+def test_a_forked_child_forgets_connections_and_the_parent_keeps_them() -> None:
+    holder = Holder()
+    forget_after_fork(holder)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if holder.connection is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child still held the parent's connection"
+    assert holder.connection is not None
+
+
+def test_a_forked_process_can_use_the_store_and_the_parent_is_undisturbed(store: Store) -> None:
+    """What a gunicorn worker does after the fork: reads and writes, with the parent still working."""
     store.update("alice@example.net", {"pop": True}, "parent")
     pid = os.fork()
     if pid == 0:

@@ -18,9 +18,7 @@ database coming back.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -29,6 +27,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import StoreUnavailable
+from .forking import forget_after_fork
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,16 +38,6 @@ STATEMENT_TIMEOUT_MS = 5000
 # While the database is known to be down, how long a request waits for a pooled connection.
 DOWN_WAIT = 0.05
 RECONNECT_TIMEOUT = 0.5
-
-_LIVE: weakref.WeakSet[PgConnections] = weakref.WeakSet()
-
-
-def _forget_pools_after_fork() -> None:
-    for connections in list(_LIVE):
-        connections.forget_pool()
-
-
-os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 class PgConnections:
@@ -71,9 +60,9 @@ class PgConnections:
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self.down = False  # set by a failure to reach the server, cleared by the next success
-        _LIVE.add(self)
+        forget_after_fork(self)
 
-    def forget_pool(self) -> None:
+    def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's pool without touching its sockets."""
         self._lock = threading.Lock()
         self._pool = None

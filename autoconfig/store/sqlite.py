@@ -8,16 +8,15 @@ sqlite3 connections must not cross either boundary.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches
+from .forking import forget_after_fork
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -70,19 +69,6 @@ def _account(row: sqlite3.Row) -> Account:
 
 
 MMAP_SIZE = 256 * 1024 * 1024
-
-# A connection opened before fork (gunicorn imports the app, then forks
-# workers) must not be used by the child.  Forgetting them at fork costs
-# nothing per request, where comparing os.getpid() was a system call per lookup.
-_LIVE: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
-
-
-def _forget_connections_after_fork() -> None:
-    for store in list(_LIVE):
-        store._local = threading.local()
-
-
-os.register_at_fork(after_in_child=_forget_connections_after_fork)
 _SWITCHES_QUERY = "SELECT imap, pop FROM accounts WHERE address = ?"
 _SWITCH_VALUES = {(imap, pop): Switches(imap=bool(imap), pop=bool(pop)) for imap in (0, 1) for pop in (0, 1)}
 
@@ -93,7 +79,7 @@ class SQLiteStore(Store):
     def __init__(self, url: str) -> None:
         self.path = path_from_url(url)
         self._local = threading.local()
-        _LIVE.add(self)
+        forget_after_fork(self)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self._errors():
             conn = self._connection()
@@ -103,6 +89,9 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def forget_after_fork(self) -> None:
+        self._local = threading.local()
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -117,13 +106,17 @@ class SQLiteStore(Store):
             self._local.conn = conn
         return conn
 
+    def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailable:
+        """The error to raise for ``exc``; the connection is dropped, so the next call opens a fresh one."""
+        self._local.conn = None
+        return StoreUnavailable(f"SQLite database {self.path}: {exc}")
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
         except sqlite3.OperationalError as exc:
-            self._local.conn = None
-            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+            raise self._unavailable(exc) from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -138,13 +131,12 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
 
     def _switches(self, key: str) -> Switches | None:
-        # The hot path: ``_errors`` written out, as a generator-based context
+        # The hot path: without ``_errors``, as a generator-based context
         # manager costs more than the query's own Python overhead.
         try:
             row = self._connection().execute(_SWITCHES_QUERY, (key,)).fetchone()
         except sqlite3.OperationalError as exc:
-            self._local.conn = None
-            raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         return None if row is None else _SWITCH_VALUES[row[0], row[1]]
 
     def _get(self, key: str) -> Account | None:
