@@ -114,7 +114,7 @@ def _read_body(cap: int) -> bytes:
     req = request._get_current_object()  # type: ignore[attr-defined]
     length = req.content_length
     if length is not None and length > cap:
-        raise PayloadTooLarge(f"the request body is larger than {cap} bytes")
+        raise _too_large(cap)
     if req.environ.get("CONTENT_TYPE") not in _PLAIN_CONTENT_TYPES:  # what clients send needs no parsing
         mimetype = req.mimetype
         if mimetype and mimetype not in OUTLOOK_REQUEST_MIMETYPES:
@@ -134,10 +134,14 @@ def _read_body(cap: int) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
     except RequestEntityTooLarge:
-        total = cap + 1
+        raise _too_large(cap) from None
     if total > cap:
-        raise PayloadTooLarge(f"the request body is larger than {cap} bytes")
+        raise _too_large(cap)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(cap: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {cap} bytes")
 
 
 @_pox.post(OUTLOOK_POX_PATH)
