@@ -145,6 +145,10 @@ import os, sys
 from autoconfig import metrics
 metrics._install_pid_cache()
 registry = metrics.Metrics()
+real = metrics._pid
+metrics._pid = 4242424  # prometheus_client must take the remembered pid, not ask os.getpid()
+registry.count_request("thunderbird", "served", 0.001)
+metrics._pid = real
 registry.count_request("thunderbird", "served", 0.001)
 pid = os.fork()
 if pid == 0:
@@ -164,5 +168,6 @@ def test_remembered_process_ids_follow_forks(tmp_path: Path) -> None:
     child, status = int(out[0]), int(out[1])
     assert status == 0
     written = {path.name for path in tmp_path.glob("counter_*.db")}
+    assert "counter_4242424.db" in written, "the remembered pid names the file"
     assert f"counter_{child}.db" in written
-    assert len(written) == 2  # parent and child, each its own file
+    assert len(written) == 3  # the stand-in pid, the parent and the child, each its own file
