@@ -1,6 +1,7 @@
 """Apple configuration profiles, checked against Apple's own schema
-(../shared/schemas/apple) and against what devices need to replace rather
-than duplicate an installed profile (see ../shared/design/protocols.md, "Apple")."""
+(tests/data/apple_schema, a copy of ../shared/schemas/apple) and against
+what devices need to replace rather than duplicate an installed profile
+(see ../shared/design/protocols.md, "Apple")."""
 
 from __future__ import annotations
 

@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.support.apple_schema import SCHEMA_DIR_ENV, assert_valid_profile, schema_dir, validate_profile
+from tests.support.apple_schema import (
+    SCHEMA_DIR_ENV,
+    SHARED_SCHEMA_DIR,
+    VENDORED_SCHEMA_DIR,
+    assert_valid_profile,
+    schema_dir,
+    validate_profile,
+)
 from tests.support.pki import Pki, make_pki, make_unrelated_key
 
 OPENSSL = "/usr/bin/openssl"
@@ -199,6 +206,15 @@ def test_assert_valid_profile_lists_every_problem() -> None:
         assert_valid_profile(profile)
     assert "PayloadVersion: 2" in str(raised.value)
     assert f"{M}.EmailAccountType: 'EmailTypeFoo'" in str(raised.value)
+
+
+@pytest.mark.skipif(not SHARED_SCHEMA_DIR.is_dir(), reason="no shared/ beside this checkout")
+def test_the_vendored_schema_is_the_shared_one() -> None:
+    for shared in sorted(SHARED_SCHEMA_DIR.iterdir()):
+        vendored = VENDORED_SCHEMA_DIR / shared.name
+        assert vendored.is_file(), f"{shared.name} is missing from {VENDORED_SCHEMA_DIR}"
+        if shared.suffix == ".yaml" or shared.name == "LICENSE.txt":
+            assert vendored.read_bytes() == shared.read_bytes(), f"{shared.name} differs from shared/"
 
 
 def test_schema_dir_can_be_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 """Validate Apple configuration profiles against Apple's device-management schema.
 
 The schema is Apple's own machine-readable description of profile keys
-(github.com/apple/device-management, copied unchanged into shared/schemas/apple,
-see SOURCE.md there). Checking against it rather than against our memory of
+(github.com/apple/device-management, copied unchanged into shared/schemas/apple
+and from there into tests/data/apple_schema; see SOURCE.md there). Checking against it rather than against our memory of
 Apple's documentation catches misspelled keys and wrong plist types, which a
 device rejects or silently ignores without telling the user why.
 
@@ -48,12 +48,17 @@ _UNCHECKED_ATTRIBUTES = frozenset(
 _ANY_KEY: Spec = {"key": "ANY", "type": "<any>"}
 
 
+VENDORED_SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "apple_schema"
+# The team's copy beside the repository, when the checkout has one; the vendored copy must equal it.
+SHARED_SCHEMA_DIR = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "apple"
+
+
 def schema_dir() -> Path:
-    """Where the schema YAML lives: shared/ next to the repository unless overridden."""
+    """Where the schema YAML lives: the copy in tests/data unless overridden."""
     override = os.environ.get(SCHEMA_DIR_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[3] / "shared" / "schemas" / "apple"
+    return VENDORED_SCHEMA_DIR
 
 
 def validate_profile(profile: dict[str, Any]) -> list[str]:
