@@ -9,7 +9,9 @@ only tell a stranger that the address is special.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 from .config import Server, Servers
 from .store import Switches
@@ -21,6 +23,15 @@ class Offer:
 
     incoming: tuple[Server, ...] = ()
     outgoing: tuple[Server, ...] = ()
+    # Renderers keep one template per offer; the hash of every server in it
+    # is worked out once here, not on each request's cache lookup.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.incoming, self.outgoing)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def declined(self) -> bool:
@@ -40,3 +51,13 @@ def offer(switches: Switches, servers: Servers) -> Offer:
     if not incoming:
         return DECLINED
     return Offer(incoming=incoming, outgoing=servers.smtp)
+
+
+def offer_table(servers: Servers) -> Mapping[Switches, Offer]:
+    """``offer`` for every possible value of the switches, worked out once per config.
+
+    A request then picks its row instead of building an ``Offer``; the rows
+    come from ``offer`` itself, so this file stays the only gate.
+    """
+    every = (Switches(*values) for values in itertools.product((False, True), repeat=len(fields(Switches))))
+    return {switches: offer(switches, servers) for switches in every}

@@ -33,6 +33,7 @@ class Service:
         self.config = config
         self.store = store
         self.hosted = hosted  # customer domains found by MX; None unless dns.mx_hosts is set
+        self._offers = policy.offer_table(config.servers)
 
     def parse(self, raw: str | None) -> Address:
         try:
@@ -62,7 +63,7 @@ class Service:
         except StoreUnavailable as exc:
             log.error("store unavailable: %s", exc)
             raise Unavailable("account settings are temporarily unavailable; try again shortly") from None
-        return Decision(address, policy.offer(switches, self.config.servers))
+        return Decision(address, self._offers[switches])
 
     def domains_for(self, address: Address) -> tuple[str, ...]:
         """The domains a document lists: the address's own first, then the provider's."""
