@@ -104,11 +104,22 @@ class SQLiteStore(Store):
             # fifth of a lookup's time under load (bench/).
             conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
             self._local.conn = conn
+            # The lookup's own cursor, made once, with plain tuples for rows.
+            lookup = self._local.lookup = conn.cursor()
+            lookup.row_factory = None
         return conn
+
+    def _lookup_cursor(self) -> sqlite3.Cursor:
+        self._connection()
+        lookup: sqlite3.Cursor = self._local.lookup
+        return lookup
+
+    def _forget_connection(self) -> None:
+        self._local.conn = self._local.lookup = None
 
     def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailable:
         """The error to raise for ``exc``; the connection is dropped, so the next call opens a fresh one."""
-        self._local.conn = None
+        self._forget_connection()
         return StoreUnavailable(f"SQLite database {self.path}: {exc}")
 
     @contextmanager
@@ -134,7 +145,8 @@ class SQLiteStore(Store):
         # The hot path: without ``_errors``, as a generator-based context
         # manager costs more than the query's own Python overhead.
         try:
-            row = self._connection().execute(_SWITCHES_QUERY, (key,)).fetchone()
+            lookup: sqlite3.Cursor = getattr(self._local, "lookup", None) or self._lookup_cursor()
+            row = lookup.execute(_SWITCHES_QUERY, (key,)).fetchone()
         except sqlite3.OperationalError as exc:
             raise self._unavailable(exc) from exc
         return None if row is None else _SWITCH_VALUES[row[0], row[1]]
@@ -202,4 +214,4 @@ class SQLiteStore(Store):
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
+            self._forget_connection()
