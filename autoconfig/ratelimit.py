@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 MAX_CLIENTS = 65536
@@ -33,7 +32,8 @@ class RateLimiter:
         self.burst = burst
         self._clock = clock
         self._max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # A plain dict keeps insertion order, and popping and re-adding a client moves it to the end.
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -55,7 +55,7 @@ class RateLimiter:
                 wait = (1.0 - tokens) / self.rate
             self._buckets[client] = (tokens, now)
             if len(self._buckets) > self._max_clients:
-                self._buckets.popitem(last=False)
+                del self._buckets[next(iter(self._buckets))]  # the least recently seen
         return wait
 
     @staticmethod
