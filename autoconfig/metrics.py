@@ -12,12 +12,24 @@ not whichever worker happened to answer.
 
 Labels come from small fixed sets (format, outcome, switch): never an
 address, a domain or anything else a client chose.
+
+Request counts and latencies are tallied in memory and written to
+prometheus_client by a background thread once a second (and before this
+process answers a scrape, and at exit).  Writing them on every request took
+three locked writes to the shared files, about a twentieth of a request's
+time under load (bench/coldcache.py).  So a scrape may miss up to a second
+of the other workers' traffic, and a worker killed with SIGKILL loses its
+last second of counts.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
-from typing import Any
+import threading
+import time
+import weakref
+from bisect import bisect_left
 
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
@@ -26,6 +38,22 @@ from prometheus_client.multiprocess import MultiProcessCollector
 EXTENSION = "autoconfig_metrics"
 OUTCOMES = ("served", "declined", "foreign_domain", "bad_request", "rate_limited", "unavailable", "error")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FLUSH_SECONDS = 1.0
+
+
+class _Tally:
+    """Requests answered since the last flush: counts by (family, outcome); latency sum and buckets by family."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, tuple[list[float], list[int]]] = {}  # family -> ([sum], count per bucket)
+
+    def take(self) -> tuple[dict[tuple[str, str], int], dict[str, tuple[list[float], list[int]]]]:
+        with self.lock:
+            taken = self.requests, self.latency
+            self.requests, self.latency = {}, {}
+        return taken
 
 
 class Metrics:
@@ -64,26 +92,46 @@ class Metrics:
             registry=self.registry,
         )
 
-        # labels() validates and locks on every call; the label sets are small
-        # and fixed, so each child is looked up once (a measurable share of a
-        # request's time otherwise).
-        self._request_children: dict[tuple[str, str], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        self._tally = _Tally()
+        _LIVE.add(self)
 
     def count_request(self, family: str, outcome: str, seconds: float | None) -> None:
-        """One answered request of ``family`` with ``outcome``, and its time in the app."""
-        counter = self._request_children.get((family, outcome))
-        if counter is None:
-            counter = self._request_children[family, outcome] = self.requests.labels(format=family, outcome=outcome)
-        counter.inc()
-        if seconds is not None:
-            histogram = self._latency_children.get(family)
-            if histogram is None:
-                histogram = self._latency_children[family] = self.latency.labels(format=family)
-            histogram.observe(seconds)
+        """One answered request of ``family`` with ``outcome``, and its time in the app; written out by ``flush``."""
+        tally = self._tally
+        with tally.lock:
+            tally.requests[family, outcome] = tally.requests.get((family, outcome), 0) + 1
+            if seconds is not None:
+                latency = tally.latency.get(family)
+                if latency is None:
+                    latency = tally.latency[family] = ([0.0], [0] * (len(LATENCY_BUCKETS) + 1))
+                latency[0][0] += seconds
+                latency[1][bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        if _flusher is None:
+            _start_flusher()
+
+    def flush(self) -> None:
+        """Write the tallied requests to prometheus_client."""
+        requests, latency = self._tally.take()
+        for (family, outcome), count in requests.items():
+            self.requests.labels(format=family, outcome=outcome).inc(count)
+        for family, (total, buckets) in latency.items():
+            child = self.latency.labels(format=family)
+            # prometheus_client adds observations one at a time only; its
+            # histogram keeps a sum and a count per bucket (bounds as given,
+            # then +Inf), which are added to here.  tests/test_metrics.py holds
+            # this to observe() one by one.
+            child._sum.inc(total[0])
+            for index, count in enumerate(buckets):
+                if count:
+                    child._buckets[index].inc(count)
+
+    def _forget_tally(self) -> None:
+        """In a forked child: the parent writes what it had tallied."""
+        self._tally = _Tally()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric, across workers when they share a directory."""
+        self.flush()  # this process's own requests, up to this one
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             combined = CollectorRegistry()
             MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
@@ -118,8 +166,53 @@ def _install_pid_cache() -> None:
     _pid_cache_installed = True
 
 
+_LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
+_flusher: threading.Thread | None = None
+_flusher_lock = threading.Lock()
+
+
+def flush_all() -> None:
+    for registry in list(_LIVE):
+        registry.flush()
+
+
+def _flush_every_second() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        flush_all()
+
+
+def _start_flusher() -> None:
+    """One thread per process, started by the first counted request (so in each gunicorn worker, after fork)."""
+    global _flusher
+    with _flusher_lock:
+        if _flusher is None:
+            _flusher = threading.Thread(target=_flush_every_second, name="metrics-flush", daemon=True)
+            _flusher.start()
+
+
+def _after_fork_in_child() -> None:
+    global _flusher, _flusher_lock
+    _flusher, _flusher_lock = None, threading.Lock()  # threads do not survive fork
+    for registry in list(_LIVE):
+        registry._forget_tally()
+
+
+def _install_flusher_hooks() -> None:
+    global _flusher_hooks_installed
+    if _flusher_hooks_installed:
+        return
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    atexit.register(flush_all)  # a graceful worker exit writes its last second
+    _flusher_hooks_installed = True
+
+
+_flusher_hooks_installed = False
+
+
 def init_app(app: Flask) -> Metrics:
     _install_pid_cache()
+    _install_flusher_hooks()
     created = Metrics()
     app.extensions[EXTENSION] = created
     return created

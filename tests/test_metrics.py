@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoconfig import create_app
+from autoconfig import create_app, metrics
 from autoconfig.config import ConfigError, load
 from tests.conftest import ADMIN_TOKEN, Admin
 from tests.support.gunicorn import GunicornServer
@@ -136,6 +137,7 @@ def test_a_scrape_sums_every_gunicorn_worker(
     with GunicornServer(write_config(config_data), tmp_path / "g.log", workers=2) as server:
         for _ in range(40):  # new connections each time: both workers answer some
             http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=x@example.net")
+        time.sleep(metrics.FLUSH_SECONDS * 1.5)  # the other worker writes its tally within a second
         text = http("GET", f"{server.url}/metrics")[2].decode()
     assert samples(text, "autoconfig_requests_total")[(("format", "thunderbird"), ("outcome", "declined"))] == 40
 
@@ -148,11 +150,14 @@ registry = metrics.Metrics()
 real = metrics._pid
 metrics._pid = 4242424  # prometheus_client must take the remembered pid, not ask os.getpid()
 registry.count_request("thunderbird", "served", 0.001)
+registry.flush()
 metrics._pid = real
 registry.count_request("thunderbird", "served", 0.001)
+registry.flush()
 pid = os.fork()
 if pid == 0:
     registry.count_request("thunderbird", "served", 0.001)
+    registry.flush()
     os._exit(0 if metrics._cached_pid() == os.getpid() else 1)
 _, status = os.waitpid(pid, 0)
 print(pid, os.waitstatus_to_exitcode(status))
@@ -171,3 +176,71 @@ def test_remembered_process_ids_follow_forks(tmp_path: Path) -> None:
     assert "counter_4242424.db" in written, "the remembered pid names the file"
     assert f"counter_{child}.db" in written
     assert len(written) == 3  # the stand-in pid, the parent and the child, each its own file
+
+
+# Bucket bounds themselves, values between them, zero and beyond the last bound.
+LATENCIES = [0.0, 0.0004, 0.001, 0.0011, 0.0025, 0.007, 0.05, 0.3, 1.0, 4.9, 5.0, 7.5, 30.0]
+
+
+def test_a_flushed_tally_equals_observing_each_request() -> None:
+    """prometheus_client has no bulk observe: flush adds to the histogram's sum and buckets itself."""
+    tallied = metrics.Metrics()
+    reference = metrics.Metrics()
+    for seconds in LATENCIES:
+        tallied.count_request("apple", "served", seconds)
+        reference.requests.labels(format="apple", outcome="served").inc()
+        reference.latency.labels(format="apple").observe(seconds)
+    tallied.count_request("apple", "bad_request", None)
+    reference.requests.labels(format="apple", outcome="bad_request").inc()
+    tallied.flush()
+
+    def values(registry: metrics.Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in registry.registry.collect()
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        }
+
+    assert values(tallied) == values(reference)
+
+
+def test_the_tally_is_written_within_a_second_without_a_scrape() -> None:
+    registry = metrics.Metrics()
+    registry.count_request("thunderbird", "served", 0.001)
+    labels = {"format": "thunderbird", "outcome": "served"}
+    deadline = time.monotonic() + 5 * metrics.FLUSH_SECONDS
+    while registry.registry.get_sample_value("autoconfig_requests_total", labels) is None:
+        assert time.monotonic() < deadline, "the background flush never wrote the count"
+        time.sleep(0.05)
+    assert registry.registry.get_sample_value("autoconfig_requests_total", labels) == 1
+
+
+def test_a_scrape_includes_the_scraping_process_up_to_now(client: FlaskClient) -> None:
+    client.application.extensions[metrics.EXTENSION].count_request("outlook", "declined", 0.002)
+    text = client.application.extensions[metrics.EXTENSION].exposition().decode()
+    assert samples(text, "autoconfig_requests_total")[(("format", "outlook"), ("outcome", "declined"))] == 1
+
+
+CHILD_DROPS_THE_PARENTS_TALLY = """
+import os
+from autoconfig import metrics
+metrics._install_flusher_hooks()
+registry = metrics.Metrics()
+for _ in range(3):
+    registry.count_request("thunderbird", "served", 0.001)
+pid = os.fork()
+if pid == 0:
+    registry.flush()  # nothing of the parent's three
+    os._exit(0)
+os.waitpid(pid, 0)
+registry.flush()
+"""
+
+
+def test_a_forked_child_does_not_write_its_parents_tally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", CHILD_DROPS_THE_PARENTS_TALLY], env=env, check=True)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # read the files both processes wrote
+    text = metrics.Metrics().exposition().decode()
+    assert samples(text, "autoconfig_requests_total")[(("format", "thunderbird"), ("outcome", "served"))] == 3
