@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import idna
 
@@ -39,7 +39,7 @@ class Address:
     local: str  # as the user typed it (case kept, for login names)
     domain: str  # lower-case, IDNA (A-label) form
 
-    @property
+    @cached_property  # asked for up to three times per request
     def key(self) -> str:
         return f"{self.local.lower()}@{self.domain}"
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from lxml import etree
 
@@ -34,9 +34,8 @@ from ..spec import APPLE_ACCOUNT_TYPES, APPLE_AUTHENTICATION, APPLE_MAIL_PAYLOAD
 _NAMESPACE = uuid.UUID("6f1c3f0e-6f4b-5b1e-9d0a-2b7c1e4a9d31")
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Identifier and UUID of one part of one account's profile."""
+class Identity(NamedTuple):
+    """Identifier and UUID of one part of one account's profile (a tuple: two are made per download)."""
 
     identifier: str
     uuid: str
@@ -100,16 +99,17 @@ def _address_values(offer: Offer, provider: Provider, address: Address, prefix: 
     incoming, outgoing = _servers(offer)
     top = identity(provider, address, "profile", prefix)
     mail = identity(provider, address, f"mail.{incoming.protocol}", prefix)
+    text = str(address)
     return {
         ("PayloadIdentifier",): top.identifier,
         ("PayloadUUID",): top.uuid,
-        ("PayloadDisplayName",): f"{provider.display_name}: {address}",
+        ("PayloadDisplayName",): f"{provider.display_name}: {text}",
         ("PayloadDescription",): (
-            f"Sets up {address} in Mail. You will be asked for your mail password; the profile does not contain it."
+            f"Sets up {text} in Mail. You will be asked for your mail password; the profile does not contain it."
         ),
         (*_MAIL, "PayloadIdentifier"): mail.identifier,
         (*_MAIL, "PayloadUUID"): mail.uuid,
-        (*_MAIL, "EmailAddress"): str(address),
+        (*_MAIL, "EmailAddress"): text,
         (*_MAIL, "IncomingMailServerUsername"): _username(incoming, address),
         (*_MAIL, "OutgoingMailServerUsername"): _username(outgoing, address),
     }
