@@ -25,6 +25,7 @@ last second of counts.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -34,6 +35,8 @@ from bisect import bisect_left
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger(__name__)
 
 EXTENSION = "autoconfig_metrics"
 OUTCOMES = ("served", "declined", "foreign_domain", "bad_request", "rate_limited", "unavailable", "error")
@@ -179,7 +182,10 @@ def flush_all() -> None:
 def _flush_every_second() -> None:
     while True:
         time.sleep(FLUSH_SECONDS)
-        flush_all()
+        try:
+            flush_all()
+        except Exception:  # the thread must outlive one failed write, or no count is written again
+            log.exception("could not write the request metrics; the last second's counts are lost")
 
 
 def _start_flusher() -> None:
@@ -198,6 +204,9 @@ def _after_fork_in_child() -> None:
         registry._forget_tally()
 
 
+_flusher_hooks_installed = False
+
+
 def _install_flusher_hooks() -> None:
     global _flusher_hooks_installed
     if _flusher_hooks_installed:
@@ -205,9 +214,6 @@ def _install_flusher_hooks() -> None:
     os.register_at_fork(after_in_child=_after_fork_in_child)
     atexit.register(flush_all)  # a graceful worker exit writes its last second
     _flusher_hooks_installed = True
-
-
-_flusher_hooks_installed = False
 
 
 def init_app(app: Flask) -> Metrics:
