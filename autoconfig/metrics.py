@@ -36,6 +36,8 @@ from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .forking import forget_after_fork
+
 log = logging.getLogger(__name__)
 
 EXTENSION = "autoconfig_metrics"
@@ -97,6 +99,7 @@ class Metrics:
 
         self._tally = _Tally()
         _LIVE.add(self)
+        forget_after_fork(self)
 
     def count_request(self, family: str, outcome: str, seconds: float | None) -> None:
         """One answered request of ``family`` with ``outcome``, and its time in the app; written out by ``flush``."""
@@ -109,8 +112,8 @@ class Metrics:
                     latency = tally.latency[family] = ([0.0], [0] * (len(LATENCY_BUCKETS) + 1))
                 latency[0][0] += seconds
                 latency[1][bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
-        if _flusher is None:
-            _start_flusher()
+        if _FLUSHER.thread is None:
+            _FLUSHER.start()
 
     def flush(self) -> None:
         """Write the tallied requests to prometheus_client."""
@@ -128,7 +131,7 @@ class Metrics:
                 if count:
                     child._buckets[index].inc(count)
 
-    def _forget_tally(self) -> None:
+    def forget_after_fork(self) -> None:
         """In a forked child: the parent writes what it had tallied."""
         self._tally = _Tally()
 
@@ -170,8 +173,6 @@ def _install_pid_cache() -> None:
 
 
 _LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
-_flusher: threading.Thread | None = None
-_flusher_lock = threading.Lock()
 
 
 def flush_all() -> None:
@@ -179,46 +180,49 @@ def flush_all() -> None:
         registry.flush()
 
 
-def _flush_every_second() -> None:
-    while True:
-        time.sleep(FLUSH_SECONDS)
-        try:
-            flush_all()
-        except Exception:  # the thread must outlive one failed write, or no count is written again
-            log.exception("could not write the request metrics; the last second's counts are lost")
+class _Flusher:
+    """The process's one writer thread, started by its first counted request (in gunicorn: in each worker)."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
+                self.thread.start()
+                forget_after_fork(self)
+
+    @staticmethod
+    def _run() -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            try:
+                flush_all()
+            except Exception:  # the thread must outlive one failed write, or no count is written again
+                log.exception("could not write the request metrics; the last second's counts are lost")
+
+    def forget_after_fork(self) -> None:
+        """Threads do not survive a fork: the child starts its own on its first request."""
+        self.thread, self.lock = None, threading.Lock()
 
 
-def _start_flusher() -> None:
-    """One thread per process, started by the first counted request (so in each gunicorn worker, after fork)."""
-    global _flusher
-    with _flusher_lock:
-        if _flusher is None:
-            _flusher = threading.Thread(target=_flush_every_second, name="metrics-flush", daemon=True)
-            _flusher.start()
+_FLUSHER = _Flusher()
+_exit_flush_installed = False
 
 
-def _after_fork_in_child() -> None:
-    global _flusher, _flusher_lock
-    _flusher, _flusher_lock = None, threading.Lock()  # threads do not survive fork
-    for registry in list(_LIVE):
-        registry._forget_tally()
-
-
-_flusher_hooks_installed = False
-
-
-def _install_flusher_hooks() -> None:
-    global _flusher_hooks_installed
-    if _flusher_hooks_installed:
-        return
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-    atexit.register(flush_all)  # a graceful worker exit writes its last second
-    _flusher_hooks_installed = True
+def _install_exit_flush() -> None:
+    """A graceful exit writes the last second; once per process."""
+    global _exit_flush_installed
+    if not _exit_flush_installed:
+        atexit.register(flush_all)
+        _exit_flush_installed = True
 
 
 def init_app(app: Flask) -> Metrics:
     _install_pid_cache()
-    _install_flusher_hooks()
+    _install_exit_flush()
     created = Metrics()
     app.extensions[EXTENSION] = created
     return created

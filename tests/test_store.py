@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from autoconfig.forking import forget_after_fork
 from autoconfig.store import OFF, ReadOnlyStore, Store, StoreUnavailable, Switches, open_store
-from autoconfig.store.forking import forget_after_fork
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -26,8 +26,8 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ..forking import forget_after_fork
 from .base import StoreUnavailable
-from .forking import forget_after_fork
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from ..forking import forget_after_fork
 from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches
-from .forking import forget_after_fork
 
 SCHEMA_VERSION = 1
 SCHEMA = """

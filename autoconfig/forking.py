@@ -1,11 +1,13 @@
-"""Connections never cross a fork: the child forgets them.
+"""State never crosses a fork: the child forgets what belongs to its parent.
 
 gunicorn imports the app and may open a store before it forks its workers.
 A SQLite connection or a PostgreSQL pool (its sockets, its threads) used by
 two processes at once corrupts both, so every object that holds connections
 registers here and is told in each forked child to drop them without
-touching them.  Learning of the fork this way costs nothing per request,
-where comparing ``os.getpid()`` on each use was a system call every time.
+touching them.  The request metrics do the same with their in-memory tally
+(the parent writes it) and their writer thread (threads do not survive a
+fork).  Learning of the fork this way costs nothing per request, where
+comparing ``os.getpid()`` on each use was a system call every time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Protocol
 
 class ForgetsAtFork(Protocol):
     def forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's connections without closing them."""
+        """In a forked child: drop what the parent holds (connections, tallies) without using it."""
 
 
 _OWNERS: weakref.WeakSet[ForgetsAtFork] = weakref.WeakSet()
