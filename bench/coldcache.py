@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import statistics
@@ -34,7 +33,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.run import FORMATS, SERVER_HEADERS, enabled_address, make_accounts, write_config
+from bench.run import FORMATS, SERVER_HEADERS, Answer, enabled_address, make_accounts, write_config, write_floor
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -69,11 +68,13 @@ def environ_for(spec: dict[str, str], address: str) -> tuple[dict[str, Any], byt
     return environ, body
 
 
-def call(app: WSGIApp, environ: dict[str, Any], body: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
+def call(app: WSGIApp, environ: dict[str, Any], body: bytes) -> Answer:
+    """One request, answered as ``fetch`` reports it over HTTP: headers a server writes itself left out."""
     answer: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-        answer["status"], answer["headers"] = status, headers
+        answer["status"] = int(status[:3])
+        answer["headers"] = [(name, value) for name, value in headers if name.lower() not in SERVER_HEADERS]
         return lambda data: None
 
     chunks = b"".join(app({**environ, "wsgi.input": io.BytesIO(body)}, start_response))
@@ -144,18 +145,13 @@ def main() -> int:
 
         ours = create_app(config_module.load(config))
         floor_dir = work / "floor"
-        floor_dir.mkdir()
-        answers = {}
+        answered: dict[str, Answer] = {}
         formats = [f for f in args.formats.split(",") if f]
         for fmt in formats:
-            spec = FORMATS[fmt]
-            status, headers, body = call(ours, *environ_for(spec, enabled_address(0)))
-            if not status.startswith("200"):
-                parser.error(f"{fmt}: the service answered {status}")
-            (floor_dir / fmt).write_bytes(body)
-            own = [[name, value] for name, value in headers if name.lower() not in SERVER_HEADERS]
-            answers[spec["path"].split("?")[0].lower()] = [int(status[:3]), own, fmt]
-        (floor_dir / "answers.json").write_text(json.dumps(answers))
+            answered[fmt] = call(ours, *environ_for(FORMATS[fmt], enabled_address(0)))
+            if answered[fmt][0] != 200:
+                parser.error(f"{fmt}: the service answered {answered[fmt][0]}")
+        write_floor(floor_dir, answered)
         os.environ["BENCH_FLOOR_DIR"] = str(floor_dir)
         from bench.floor import create_app as create_floor
 

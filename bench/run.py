@@ -261,7 +261,20 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> tuple[in
 SERVER_HEADERS = {"date", "server", "content-length", "connection", "transfer-encoding", "keep-alive"}
 
 
-def fetch(url: str, spec: dict[str, str], address: str) -> tuple[int, list[tuple[str, str]], bytes]:
+Answer = tuple[int, list[tuple[str, str]], bytes]  # status, the app's own headers (no SERVER_HEADERS), body
+
+
+def write_floor(directory: Path, answered: dict[str, Answer]) -> None:
+    """What bench/floor.py replays: our answer per format, keyed by the format's path."""
+    directory.mkdir(exist_ok=True)
+    answers = {}
+    for fmt, (status, headers, body) in answered.items():
+        (directory / fmt).write_bytes(body)
+        answers[FORMATS[fmt]["path"].split("?")[0].lower()] = [status, headers, fmt]
+    (directory / "answers.json").write_text(json.dumps(answers))
+
+
+def fetch(url: str, spec: dict[str, str], address: str) -> Answer:
     """One request as wrk sends it: the status, the app's own headers and the body."""
     data = spec["body"].format(address=address).encode() if "body" in spec else None
     request = urllib.request.Request(url + spec["path"].format(address=address), data=data, method=spec["method"])
@@ -300,23 +313,20 @@ def compare(args: argparse.Namespace, work: Path, store_url: str, log: Path) -> 
     config = write_config(work, store_url)
     env = {"AUTOCONFIG_CONFIG": str(config), "AUTOCONFIG_DATABASE_URL": store_url}
     floor_dir = work / "floor"
-    floor_dir.mkdir(exist_ok=True)
-    answers: dict[str, list[object]] = {}
+    answered: dict[str, Answer] = {}
     formats = [f for f in args.formats.split(",") if f]
     scripts = {}
     results: list[Result] = []
     with gunicorn("wsgi:app", env, log) as (pid, url):
         for fmt in list(formats):
-            spec = FORMATS[fmt]
-            status, headers, body = fetch(url, spec, enabled_address(0))
-            if status != 200:
-                print(f"# {fmt}: the service answered {status}; skipped", file=sys.stderr)
+            answer = fetch(url, FORMATS[fmt], enabled_address(0))
+            if answer[0] != 200:
+                print(f"# {fmt}: the service answered {answer[0]}; skipped", file=sys.stderr)
                 formats.remove(fmt)
                 continue
-            (floor_dir / fmt).write_bytes(body)
-            answers[spec["path"].split("?")[0].lower()] = [status, headers, fmt]
-            scripts[fmt] = lua_script(work, spec, args.accounts)
-        (floor_dir / "answers.json").write_text(json.dumps(answers))
+            answered[fmt] = answer
+            scripts[fmt] = lua_script(work, FORMATS[fmt], args.accounts)
+        write_floor(floor_dir, answered)
         with gunicorn("bench.floor_wsgi:app", {"BENCH_FLOOR_DIR": str(floor_dir)}, log) as (floor_pid, floor_url):
             servers = {"autoconfig": (pid, url), "floor": (floor_pid, floor_url)}
             for fmt in formats:
