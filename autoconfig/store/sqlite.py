@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -19,19 +20,22 @@ from ..forking import forget_after_fork
 from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches
 
 SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    address TEXT PRIMARY KEY,
-    domain  TEXT NOT NULL,
-    imap    INTEGER NOT NULL DEFAULT 0 CHECK (imap IN (0, 1)),
-    imap_at TEXT,
-    imap_by TEXT,
-    pop     INTEGER NOT NULL DEFAULT 0 CHECK (pop IN (0, 1)),
-    pop_at  TEXT,
-    pop_by  TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS accounts_by_domain ON accounts (domain, address);
-"""
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS accounts (
+        address TEXT PRIMARY KEY,
+        domain  TEXT NOT NULL,
+        imap    INTEGER NOT NULL DEFAULT 0 CHECK (imap IN (0, 1)),
+        imap_at TEXT,
+        imap_by TEXT,
+        pop     INTEGER NOT NULL DEFAULT 0 CHECK (pop IN (0, 1)),
+        pop_at  TEXT,
+        pop_by  TEXT
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS accounts_by_domain ON accounts (domain, address)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
 COLUMNS = "address, imap, imap_at, imap_by, pop, pop_at, pop_by"
 UPSERT = """
 INSERT INTO accounts (address, domain, imap, imap_at, imap_by, pop, pop_at, pop_by)
@@ -69,6 +73,7 @@ def _account(row: sqlite3.Row) -> Account:
 
 
 MMAP_SIZE = 256 * 1024 * 1024
+BUSY_TIMEOUT = 5.0
 _SWITCHES_QUERY = "SELECT imap, pop FROM accounts WHERE address = ?"
 _SWITCH_VALUES = {(imap, pop): Switches(imap=bool(imap), pop=bool(pop)) for imap in (0, 1) for pop in (0, 1)}
 
@@ -82,13 +87,46 @@ class SQLiteStore(Store):
         forget_after_fork(self)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self._errors():
-            conn = self._connection()
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {version} is newer than this release understands")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._prepare(self._connection())
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Switch on WAL and create the schema, if another process has not already.
+
+        gunicorn boots its workers at the same moment, so on a new file they
+        race each other here.  SQLite answers a journal-mode switch that meets
+        another connection's lock with "database is locked" at once, without
+        waiting on the busy timeout, so that one step is retried.  A database
+        already at this schema is only read: a worker booting during a long
+        import does not wait for the import's write lock.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        if self._schema_version(conn) == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read again under the write lock: another worker may have just created it.
+            if self._schema_version(conn) < SCHEMA_VERSION:
+                for statement in SCHEMA:
+                    conn.execute(statement)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this release understands")
+        return version
 
     def forget_after_fork(self) -> None:
         self._local = threading.local()
@@ -96,7 +134,7 @@ class SQLiteStore(Store):
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA synchronous = FULL")
             # Lookups read pages straight from the OS page cache, shared by all
@@ -182,7 +220,7 @@ class SQLiteStore(Store):
     def _accounts(self, domain: str | None) -> Iterator[Account]:
         # Read on a connection of its own so a long listing never holds the thread's connection.
         with self._errors():
-            conn = sqlite3.connect(self.path, timeout=5.0)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
             conn.row_factory = sqlite3.Row
         try:
             with self._errors():
