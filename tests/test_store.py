@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -11,11 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from autoconfig.forking import forget_after_fork
-from autoconfig.store import OFF, ReadOnlyStore, Store, StoreUnavailable, Switches, open_store
+from autoconfig.store import OFF, ReadOnlyStore, Store, StoreError, StoreUnavailable, Switches, open_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -193,7 +195,18 @@ def test_a_forked_process_can_use_the_store_and_the_parent_is_undisturbed(store:
     assert store.switches("alice@example.net") == Switches(pop=True)
 
 
-def _open_at_the_barrier(url: str, barrier: threading.Barrier) -> None:
+def test_a_sqlite_file_from_a_newer_release_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.sqlite3"
+    with sqlite3.connect(path) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        open_store(f"sqlite:///{path}")
+    with sqlite3.connect(path) as after:
+        assert after.execute("PRAGMA journal_mode").fetchone()[0] == "delete", "the file was switched to WAL"
+        assert after.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def _open_at_the_barrier(url: str, barrier: Any) -> None:  # a multiprocessing Barrier
     barrier.wait()
     open_store(url).close()
 

@@ -99,28 +99,24 @@ class SQLiteStore(Store):
         already at this schema is only read: a worker booting during a long
         import does not wait for the import's write lock.
         """
+        version = self._schema_version(conn)  # a newer schema is refused before anything is changed
         deadline = time.monotonic() + BUSY_TIMEOUT
         while True:
             try:
-                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
-                break
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                    break
+                conn.execute("PRAGMA journal_mode = WAL")
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        if self._schema_version(conn) == SCHEMA_VERSION:
+        if version == SCHEMA_VERSION:
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as locked:
             # Read again under the write lock: another worker may have just created it.
-            if self._schema_version(conn) < SCHEMA_VERSION:
+            if self._schema_version(locked) < SCHEMA_VERSION:
                 for statement in SCHEMA:
-                    conn.execute(statement)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+                    locked.execute(statement)
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
