@@ -5,8 +5,8 @@ A SQLite connection or a PostgreSQL pool (its sockets, its threads) used by
 two processes at once corrupts both, so every object that holds connections
 registers here and is told in each forked child to drop them without
 touching them.  The request metrics do the same with their in-memory tally
-(the parent writes it) and their writer thread (threads do not survive a
-fork).  Learning of the fork this way costs nothing per request, where
+(the parent writes it), their writer thread (threads do not survive a
+fork) and the process id their files are named after.  Learning of the fork this way costs nothing per request, where
 comparing ``os.getpid()`` on each use was a system call every time.
 """
 

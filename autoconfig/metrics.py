@@ -145,17 +145,20 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-_pid = 0
-_pid_cache_installed = False
+class _ProcessId:
+    """This process's id, remembered, and learnt again in a forked child (``forking``)."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+
+    def __call__(self) -> int:
+        return self.value
+
+    def forget_after_fork(self) -> None:
+        self.value = os.getpid()
 
 
-def _cached_pid() -> int:
-    return _pid
-
-
-def _remember_pid() -> None:
-    global _pid
-    _pid = os.getpid()
+_process_id: _ProcessId | None = None
 
 
 def _install_pid_cache() -> None:
@@ -163,13 +166,12 @@ def _install_pid_cache() -> None:
     on every value it writes: three per request (strace).  The process id only
     changes at fork, so it is remembered and refreshed there instead.  Installed
     once per process, before the first metric exists."""
-    global _pid_cache_installed
-    if _pid_cache_installed or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    global _process_id
+    if _process_id is not None or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
-    _remember_pid()
-    os.register_at_fork(after_in_child=_remember_pid)
-    values.ValueClass = values.MultiProcessValue(process_identifier=_cached_pid)  # type: ignore[no-untyped-call]
-    _pid_cache_installed = True
+    _process_id = _ProcessId()
+    forget_after_fork(_process_id)
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
 
 
 _LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()

@@ -147,18 +147,19 @@ import os, sys
 from autoconfig import metrics
 metrics._install_pid_cache()
 registry = metrics.Metrics()
-real = metrics._pid
-metrics._pid = 4242424  # prometheus_client must take the remembered pid, not ask os.getpid()
+remembered = metrics._process_id
+real = remembered.value
+remembered.value = 4242424  # prometheus_client must take the remembered pid, not ask os.getpid()
 registry.count_request("thunderbird", "served", 0.001)
 registry.flush()
-metrics._pid = real
+remembered.value = real
 registry.count_request("thunderbird", "served", 0.001)
 registry.flush()
 pid = os.fork()
 if pid == 0:
     registry.count_request("thunderbird", "served", 0.001)
     registry.flush()
-    os._exit(0 if metrics._cached_pid() == os.getpid() else 1)
+    os._exit(0 if remembered() == os.getpid() else 1)
 _, status = os.waitpid(pid, 0)
 print(pid, os.waitstatus_to_exitcode(status))
 """
