@@ -159,10 +159,13 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class DovecotPolicy:
-    """The shared secret Dovecot's auth-policy client sends (``auth_policy_server_api_header``)."""
+    """The shared secret Dovecot's auth-policy client sends (``auth_policy_server_api_header``),
+    and the webmail's networks, whose IMAP/POP3 logins the switches never refuse: the
+    webmail is where the user turns the switches on, so it must never be locked out."""
 
     header: str  # HTTP header name, e.g. X-Autoconfig-Policy-Key
     secret: str = field(repr=False)
+    webmail_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -471,6 +474,7 @@ _RESERVED_HEADERS = frozenset({"host", "content-type", "content-length", "transf
 def _read_dovecot(table: _Table) -> DovecotPolicy:
     """``[dovecot] api_header``: the very string Dovecot has in ``auth_policy_server_api_header``."""
     raw = table.string("api_header")
+    networks = _read_webmail_networks(table)
     table.finish()
     name, colon, value = raw.partition(":")
     name, value = name.strip(), value.strip()
@@ -483,7 +487,27 @@ def _read_dovecot(table: _Table) -> DovecotPolicy:
         raise table.error(key, "the secret must be printable ASCII")
     if len(value) < MIN_TOKEN_LENGTH:
         raise table.error(key, f"the secret after the colon must be at least {MIN_TOKEN_LENGTH} characters")
-    return DovecotPolicy(header=name, secret=value)
+    return DovecotPolicy(header=name, secret=value, webmail_networks=networks)
+
+
+def _read_webmail_networks(table: _Table) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Strict networks only: a typo like ``192.0.2.10/24`` (host bits set) would exempt a
+    whole /24 from the switches, and ``0.0.0.0/0`` would turn the login gate off unseen."""
+    networks: list[IPv4Network | IPv6Network] = []
+    for index, value in enumerate(table.strings("webmail_networks", [])):
+        key = f"{table.key('webmail_networks')}[{index}]"
+        try:
+            network = ip_network(value.strip(), strict=True)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                raise table.error(
+                    key, f"{value!r} has host bits set; write the network ({ip_network(value.strip(), strict=False)})"
+                ) from None
+            raise table.error(key, f"not an IP network (like 192.0.2.10/32 or 2001:db8::/64): {value!r}") from None
+        if network.prefixlen == 0:
+            raise table.error(key, f"{value!r} would exempt every login from the switches; name the webmail's hosts")
+        networks.append(network)
+    return tuple(networks)
 
 
 _REVERSE_DNS = re.compile(r"^[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+$")

@@ -6,11 +6,19 @@ it, so an account's settings document and its login never disagree: a POP
 switch that is on still refuses POP logins when the ISP runs no POP server,
 because no document would ever show one.  Only IMAP and POP3 are gated;
 submission, sieve and the rest belong to every account.
+
+One kind of login is never gated: the webmail's own.  The webmail reads mail
+over IMAP as the user, and it is where the user turns the switches on, so
+gating it would lock a new customer (everything off) out of the very page
+that lets them in.  It is recognised by the connection's real peer address
+alone (Dovecot's ``%{real_rip}``), never by an address a client forwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from .policy import Offer
 
@@ -34,6 +42,29 @@ class Verdict:
 
 OTHER_PROTOCOL = Verdict("other_protocol", ACCEPT)
 NOT_OURS = Verdict("not_ours", ACCEPT)
+WEBMAIL = Verdict("webmail", ACCEPT)
+
+
+class NotAnAddress(ValueError):
+    """The peer address Dovecot sent is not an IP address."""
+
+
+def from_webmail(peer: str, networks: Iterable[IPv4Network | IPv6Network]) -> bool:
+    """Whether the connection's real peer lies in one of the webmail's networks.
+
+    ``peer`` is ``%{real_rip}``: empty for a login that came over no IP
+    connection, which is never the webmail.  An IPv4 client on a dual-stack
+    socket arrives as ``::ffff:a.b.c.d`` and is compared as IPv4.
+    """
+    if not peer:
+        return False
+    try:
+        address: IPv4Address | IPv6Address = ip_address(peer)
+    except ValueError:
+        raise NotAnAddress(peer) from None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def refusal(protocol: str, webmail_url: str) -> str:

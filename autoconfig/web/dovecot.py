@@ -40,7 +40,16 @@ from ..errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from ..login_policy import GATED_PROTOCOLS, NOT_OURS, OTHER_PROTOCOL, Verdict, judge
+from ..login_policy import (
+    GATED_PROTOCOLS,
+    NOT_OURS,
+    OTHER_PROTOCOL,
+    WEBMAIL,
+    NotAnAddress,
+    Verdict,
+    from_webmail,
+    judge,
+)
 from ..metrics import metrics
 from ..spec import MAX_POLICY_BODY
 from . import service, single_arg
@@ -49,6 +58,8 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("dovecot", __name__, url_prefix="/dovecot")
 
 COMMANDS = ("allow", "report")
+# The attribute carrying Dovecot's %{real_rip}: the peer of the connection itself.
+REAL_REMOTE = "real_remote"
 UNKNOWN = "unknown"
 _LOGGABLE_LENGTH = 80
 
@@ -129,9 +140,30 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _judge(login: str, protocol: str) -> Verdict:
+def _from_webmail(body: dict[str, Any]) -> bool:
+    """Only the connection's own peer counts: ``remote`` (``%{rip}``) is what a webmail in
+    Dovecot's login_trusted_networks forwarded through IMAP ID, and must neither grant
+    nor take away the exemption."""
+    settings = service().config.dovecot
+    if settings is None or not settings.webmail_networks:
+        return False
+    peer = body.get(REAL_REMOTE)
+    if not isinstance(peer, str):
+        raise BadRequest(
+            f"the field {REAL_REMOTE} must be a string when [dovecot] webmail_networks is set; "
+            f"include {REAL_REMOTE}=%{{real_rip}} in Dovecot's auth_policy_request_attributes"
+        )
+    try:
+        return from_webmail(peer, settings.webmail_networks)
+    except NotAnAddress:
+        raise BadRequest(f"the field {REAL_REMOTE} must be an IP address (Dovecot's %{{real_rip}})") from None
+
+
+def _judge(login: str, protocol: str, body: dict[str, Any]) -> Verdict:
     if protocol not in GATED_PROTOCOLS:
         return OTHER_PROTOCOL  # no store lookup: a store outage never touches SMTP or sieve logins
+    if _from_webmail(body):
+        return WEBMAIL  # no store lookup either: the webmail works through a store outage
     svc = service()
     try:
         decision = svc.decide(login)
@@ -153,6 +185,8 @@ def _answer(labels: dict[str, str]) -> Response:
         f"{_loggable(protocol)} login {_loggable(login)}, "
         f"session={_loggable(body.get('session_id'))} remote={_loggable(body.get('remote'))}"
     )
+    if REAL_REMOTE in body:
+        context += f" real_remote={_loggable(body.get(REAL_REMOTE))}"
     if command == "report":
         outcome = "success" if _flag(body, "success") else "failure"
         if _flag(body, "policy_reject"):
@@ -160,7 +194,7 @@ def _answer(labels: dict[str, str]) -> Response:
         _count(labels, outcome)
         log.debug("dovecot auth-policy report: %s (%s)", outcome, context)
         return jsonify(status=0)
-    verdict = _judge(login, protocol)
+    verdict = _judge(login, protocol, body)
     _count(labels, verdict.decision)
     log.info("dovecot auth-policy: %s (%s)", verdict.decision, context)
     if verdict.message:

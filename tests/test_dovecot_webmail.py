@@ -1,0 +1,313 @@
+"""The webmail is never locked out: ``[dovecot] webmail_networks``.
+
+The webmail logs in to IMAP as the user, and it is where the user turns IMAP
+and POP on.  A login whose *connection* comes from the webmail's networks is
+let through whatever the switches say; every other login follows the
+switches.  Only Dovecot's ``%{real_rip}`` (sent as ``real_remote``) counts:
+``remote`` (``%{rip}``) is what a webmail in ``login_trusted_networks``
+forwards through IMAP ID, and it must neither grant nor take away the
+exemption.  These tests speak to the endpoint as Dovecot does; the real
+Dovecot is in test_dovecot_login.py and test_story.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import imaplib
+import logging
+import poplib
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from autoconfig.config import ConfigError, load
+from autoconfig.store import StoreUnavailable, Switches
+from tests.conftest import BASE_CONFIG, Admin
+from tests.support.dovecot import DovecotServer
+from tests.support.gunicorn import GunicornServer
+from tests.test_dovecot_login import PASSWORD, dovecot_settings, switch
+
+SECRET = "dovecot-policy-secret-0123456789"
+HEADER = "X-Autoconfig-Policy-Key"
+URL = "/dovecot/auth-policy?command=allow"
+WEBMAIL_NETWORKS = ["192.0.2.10/32", "2001:db8:0:1::/64"]
+WEBMAIL = "192.0.2.10"
+ELSEWHERE = "198.51.100.7"
+REFUSED = -1
+
+
+@pytest.fixture
+def config_data(config_data: dict[str, Any]) -> dict[str, Any]:
+    config_data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}", "webmail_networks": WEBMAIL_NETWORKS}
+    return config_data
+
+
+def ask(
+    client: FlaskClient, protocol: str = "imap", login: str = "alice@example.net", **addresses: Any
+) -> TestResponse:
+    """A request with the shipped snippet's attributes; ``addresses`` sets remote and real_remote."""
+    body = {"login": login, "protocol": protocol, "session_id": "Zq3z/Sph1JJ/AAAB"} | addresses
+    return client.post(URL, json=body, headers={HEADER: SECRET})
+
+
+def status(response: TestResponse) -> int:
+    assert response.status_code == 200, response.data
+    return int(response.get_json()["status"])
+
+
+def decisions(app: Flask, decision: str, protocol: str = "imap") -> float:
+    value = app.extensions["autoconfig_metrics"].registry.get_sample_value(
+        "autoconfig_dovecot_policy_decisions_total", {"command": "allow", "protocol": protocol, "decision": decision}
+    )
+    return float(value or 0)
+
+
+# -- the decision -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize("peer", [WEBMAIL, "2001:db8:0:1::25", f"::ffff:{WEBMAIL}"], ids=["v4", "v6", "v4-mapped"])
+def test_a_login_from_the_webmail_is_let_through_with_everything_off(
+    client: FlaskClient, app: Flask, protocol: str, peer: str
+) -> None:
+    assert ask(client, protocol, remote=peer, real_remote=peer).get_json() == {"status": 0}
+    assert decisions(app, "webmail", protocol) == 1
+    assert decisions(app, "reject", protocol) == 0
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_login_from_anywhere_else_follows_the_switch(client: FlaskClient, admin: Admin, protocol: str) -> None:
+    assert status(ask(client, protocol, remote=ELSEWHERE, real_remote=ELSEWHERE)) == REFUSED
+    admin.set("alice@example.net", imap=True, pop=True)
+    assert status(ask(client, protocol, remote=ELSEWHERE, real_remote=ELSEWHERE)) == 0
+
+
+@pytest.mark.parametrize(
+    ("remote", "real_remote", "expected"),
+    [
+        # The webmail forwards its user's browser address through IMAP ID: still the webmail.
+        (ELSEWHERE, WEBMAIL, 0),
+        # A client that forwards the webmail's address is not the webmail.
+        (WEBMAIL, ELSEWHERE, REFUSED),
+    ],
+    ids=["forwarded-by-webmail", "forged-webmail-address"],
+)
+def test_a_forwarded_address_neither_grants_nor_takes_away_the_exemption(
+    client: FlaskClient, remote: str, real_remote: str, expected: int
+) -> None:
+    assert status(ask(client, remote=remote, real_remote=real_remote)) == expected
+
+
+def test_a_login_with_no_ip_connection_is_not_the_webmail(client: FlaskClient) -> None:
+    """Dovecot sends an empty %{real_rip} for a login that came over no IP connection."""
+    assert status(ask(client, remote="", real_remote="")) == REFUSED
+
+
+def test_the_webmail_logs_in_through_a_store_outage(client: FlaskClient, app: Flask, monkeypatch: Any) -> None:
+    def down(key: str) -> Switches:
+        raise StoreUnavailable("database is gone")
+
+    monkeypatch.setattr(app.extensions["autoconfig"].store, "switches", down)
+    assert status(ask(client, remote=WEBMAIL, real_remote=WEBMAIL)) == 0
+    assert ask(client, remote=ELSEWHERE, real_remote=ELSEWHERE).status_code == 503
+
+
+def test_other_protocols_from_the_webmail_are_counted_as_other_protocols(client: FlaskClient, app: Flask) -> None:
+    assert status(ask(client, "submission", remote=WEBMAIL, real_remote=WEBMAIL)) == 0
+    assert decisions(app, "other_protocol", "other") == 1
+
+
+def test_the_webmail_decision_is_logged_with_both_addresses(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="autoconfig.web.dovecot"):
+        ask(client, remote=ELSEWHERE, real_remote=WEBMAIL)
+    assert f"auth-policy: webmail (imap login alice@example.net, session=Zq3z/Sph1JJ/AAAB remote={ELSEWHERE} " in (
+        caplog.text
+    )
+    assert f"real_remote={WEBMAIL}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("addresses", "message"),
+    [
+        ({"remote": WEBMAIL}, "include real_remote=%{real_rip}"),
+        ({"remote": WEBMAIL, "real_remote": 3232235530}, "real_remote must be a string"),
+        ({"remote": WEBMAIL, "real_remote": "webmail.example.net"}, "must be an IP address"),
+    ],
+    ids=["missing", "not-a-string", "not-an-address"],
+)
+def test_without_a_usable_real_remote_the_request_is_refused_clearly(
+    client: FlaskClient, app: Flask, addresses: dict[str, Any], message: str
+) -> None:
+    """A snippet without real_remote would otherwise judge by the forgeable remote."""
+    response = ask(client, **addresses)
+    assert response.status_code == 400
+    assert message in response.get_json()["message"]
+    assert decisions(app, "bad_request") == 1
+
+
+def test_without_webmail_networks_nothing_is_exempt(
+    config_data: dict[str, Any], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    from autoconfig import create_app
+
+    del config_data["dovecot"]["webmail_networks"]
+    app = create_app(load(write_config(config_data), env={}))
+    try:
+        client = app.test_client()
+        assert status(ask(client, remote=WEBMAIL, real_remote=WEBMAIL)) == REFUSED
+        assert status(ask(client, remote=WEBMAIL)) == REFUSED  # real_remote is not needed then
+    finally:
+        app.extensions["autoconfig"].store.close()
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("networks", "message"),
+    [
+        (["webmail.example.net"], "webmail_networks[0]: not an IP network"),
+        (
+            ["192.0.2.10/32", "192.0.2.10/24"],
+            "webmail_networks[1]: '192.0.2.10/24' has host bits set; write the network (192.0.2.0/24)",
+        ),
+        (["2001:db8::1/64"], "has host bits set"),
+        (["0.0.0.0/0"], "would exempt every login"),
+        (["::/0"], "would exempt every login"),
+        ("192.0.2.10/32", "expected a list of strings"),
+    ],
+    ids=["not-a-network", "host-bits-v4", "host-bits-v6", "everyone-v4", "everyone-v6", "not-a-list"],
+)
+def test_bad_webmail_networks_name_file_and_key(
+    config_data: dict[str, Any], write_config: Callable[..., Path], networks: Any, message: str
+) -> None:
+    config_data["dovecot"]["webmail_networks"] = networks
+    path = write_config(config_data)
+    with pytest.raises(ConfigError) as error:
+        load(path, env={})
+    assert str(error.value).startswith(f"{path}: dovecot.webmail_networks")
+    assert message in str(error.value)
+
+
+def test_single_hosts_may_be_written_without_a_prefix(
+    config_data: dict[str, Any], write_config: Callable[..., Path]
+) -> None:
+    config_data["dovecot"]["webmail_networks"] = ["192.0.2.10", "2001:db8::10"]
+    dovecot = load(write_config(config_data), env={}).dovecot
+    assert dovecot is not None
+    assert [str(network) for network in dovecot.webmail_networks] == ["192.0.2.10/32", "2001:db8::10/128"]
+
+
+# -- with the real Dovecot, the shipped snippet and gunicorn ---------------------------------
+
+# On loopback any 127.x address stands for another host: the webmail connects
+# from 127.0.0.1, a customer's mail program from 127.0.0.3.
+WEBMAIL_HOST = "127.0.0.1"
+CLIENT_HOST = "127.0.0.3"
+USERS = {f"{name}@example.net": PASSWORD for name in ("gina", "hank", "ivy")}
+
+
+class SourcedIMAP(imaplib.IMAP4):
+    """imaplib connecting from a chosen local address, as a client on another host would."""
+
+    def __init__(self, port: int, source: str) -> None:
+        self.source = source
+        super().__init__("127.0.0.1", port, timeout=10)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+
+class SourcedPOP3(poplib.POP3):
+    def __init__(self, port: int, source: str) -> None:
+        self.source = source
+        super().__init__("127.0.0.1", port, timeout=10)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+
+def imap_from(dovecot: DovecotServer, source: str, user: str, forward: str | None = None) -> str:
+    """'OK' or the refusal, for an IMAP login from ``source``, optionally forwarding an
+    address through IMAP ID as a webmail in Dovecot's login_trusted_networks does."""
+    client = SourcedIMAP(dovecot.imap_port, source)
+    try:
+        if forward is not None:
+            client.xatom("ID", f'("x-originating-ip" "{forward}")')
+        client.login(user, PASSWORD)
+        return "OK"
+    except imaplib.IMAP4.error as exc:
+        reason = exc.args[0]
+        return reason.decode() if isinstance(reason, bytes) else str(reason)
+    finally:
+        client.shutdown()
+
+
+def pop3_from(dovecot: DovecotServer, source: str, user: str) -> str:
+    client = SourcedPOP3(dovecot.pop3_port, source)
+    try:
+        client.user(user)
+        client.pass_(PASSWORD)
+        return "OK"
+    except poplib.error_proto as exc:
+        reason = exc.args[0]
+        return reason.decode() if isinstance(reason, bytes) else str(reason)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornServer, DovecotServer]]:
+    """gunicorn with webmail_networks = the webmail's host; Dovecot with the shipped snippet,
+    trusting both hosts to forward addresses (so forging is possible, and must not help)."""
+    workdir = tmp_path_factory.mktemp("autoconfig")
+    data = copy.deepcopy(BASE_CONFIG)
+    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
+    data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}", "webmail_networks": [f"{WEBMAIL_HOST}/32"]}
+    config = workdir / "autoconfig.toml"
+    config.write_bytes(tomli_w.dumps(data).encode())
+    with GunicornServer(config, workdir / "gunicorn.log") as service:
+        settings = dovecot_settings(f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
+        settings += f"login_trusted_networks = {WEBMAIL_HOST}/32 {CLIENT_HOST}/32\n"
+        with DovecotServer(tmp_path_factory.mktemp("dovecot"), USERS, extra_config=settings) as dovecot:
+            yield service, dovecot
+
+
+def test_real_dovecot_lets_the_webmail_in_and_gates_everyone_else(gated: tuple[GunicornServer, DovecotServer]) -> None:
+    service, dovecot = gated
+    assert imap_from(dovecot, WEBMAIL_HOST, "gina@example.net") == "OK"
+    assert pop3_from(dovecot, WEBMAIL_HOST, "gina@example.net") == "OK"
+    assert imap_from(dovecot, CLIENT_HOST, "gina@example.net").startswith("[ALERT] IMAP is turned off")
+    assert pop3_from(dovecot, CLIENT_HOST, "gina@example.net").startswith("-ERR [AUTH] POP is turned off")
+    log = service.log_text()
+    assert "auth-policy: webmail (imap login gina@example.net, session=" in log
+    assert f"remote={CLIENT_HOST} real_remote={CLIENT_HOST}" in log
+
+
+def test_real_dovecot_forwarded_addresses_change_nothing(gated: tuple[GunicornServer, DovecotServer]) -> None:
+    service, dovecot = gated
+    # The webmail forwards its user's browser address: still the webmail.
+    assert imap_from(dovecot, WEBMAIL_HOST, "hank@example.net", forward="198.51.100.7") == "OK"
+    assert f"remote=198.51.100.7 real_remote={WEBMAIL_HOST}" in service.log_text()
+    # A mail program forwarding the webmail's address is still a mail program.
+    refused = imap_from(dovecot, CLIENT_HOST, "hank@example.net", forward=WEBMAIL_HOST)
+    assert refused.startswith("[ALERT] IMAP is turned off")
+    assert f"remote={WEBMAIL_HOST} real_remote={CLIENT_HOST}" in service.log_text()
+
+
+def test_real_dovecot_a_client_follows_the_switch_both_ways(gated: tuple[GunicornServer, DovecotServer]) -> None:
+    service, dovecot = gated
+    switch(service, "ivy@example.net", imap=True)
+    assert imap_from(dovecot, CLIENT_HOST, "ivy@example.net") == "OK"
+    switch(service, "ivy@example.net", imap=False)
+    assert imap_from(dovecot, CLIENT_HOST, "ivy@example.net").startswith("[ALERT] IMAP is turned off")
+    assert imap_from(dovecot, WEBMAIL_HOST, "ivy@example.net") == "OK"
