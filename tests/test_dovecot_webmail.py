@@ -13,10 +13,7 @@ Dovecot is in test_dovecot_login.py and test_story.py.
 from __future__ import annotations
 
 import copy
-import imaplib
 import logging
-import poplib
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from autoconfig.store import StoreUnavailable, Switches
 from tests.conftest import BASE_CONFIG, Admin
 from tests.support.dovecot import DovecotServer
 from tests.support.gunicorn import GunicornServer
+from tests.support.mail_clients import imap_login, pop3_login
 from tests.test_dovecot_login import PASSWORD, dovecot_settings, switch
 
 SECRET = "dovecot-policy-secret-0123456789"
@@ -216,55 +214,6 @@ CLIENT_HOST = "127.0.0.3"
 USERS = {f"{name}@example.net": PASSWORD for name in ("gina", "hank", "ivy")}
 
 
-class SourcedIMAP(imaplib.IMAP4):
-    """imaplib connecting from a chosen local address, as a client on another host would."""
-
-    def __init__(self, port: int, source: str) -> None:
-        self.source = source
-        super().__init__("127.0.0.1", port, timeout=10)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
-
-
-class SourcedPOP3(poplib.POP3):
-    def __init__(self, port: int, source: str) -> None:
-        self.source = source
-        super().__init__("127.0.0.1", port, timeout=10)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
-
-
-def imap_from(dovecot: DovecotServer, source: str, user: str, forward: str | None = None) -> str:
-    """'OK' or the refusal, for an IMAP login from ``source``, optionally forwarding an
-    address through IMAP ID as a webmail in Dovecot's login_trusted_networks does."""
-    client = SourcedIMAP(dovecot.imap_port, source)
-    try:
-        if forward is not None:
-            client.xatom("ID", f'("x-originating-ip" "{forward}")')
-        client.login(user, PASSWORD)
-        return "OK"
-    except imaplib.IMAP4.error as exc:
-        reason = exc.args[0]
-        return reason.decode() if isinstance(reason, bytes) else str(reason)
-    finally:
-        client.shutdown()
-
-
-def pop3_from(dovecot: DovecotServer, source: str, user: str) -> str:
-    client = SourcedPOP3(dovecot.pop3_port, source)
-    try:
-        client.user(user)
-        client.pass_(PASSWORD)
-        return "OK"
-    except poplib.error_proto as exc:
-        reason = exc.args[0]
-        return reason.decode() if isinstance(reason, bytes) else str(reason)
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornServer, DovecotServer]]:
     """gunicorn with webmail_networks = the webmail's host; Dovecot with the shipped snippet,
@@ -280,6 +229,14 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornSe
         settings += f"login_trusted_networks = {WEBMAIL_HOST}/32 {CLIENT_HOST}/32\n"
         with DovecotServer(tmp_path_factory.mktemp("dovecot"), USERS, extra_config=settings) as dovecot:
             yield service, dovecot
+
+
+def imap_from(dovecot: DovecotServer, source: str, user: str, forward: str | None = None) -> str:
+    return imap_login(dovecot.imap_port, user, PASSWORD, source, forward)
+
+
+def pop3_from(dovecot: DovecotServer, source: str, user: str) -> str:
+    return pop3_login(dovecot.pop3_port, user, PASSWORD, source)
 
 
 def test_real_dovecot_lets_the_webmail_in_and_gates_everyone_else(gated: tuple[GunicornServer, DovecotServer]) -> None:

@@ -1,0 +1,136 @@
+<?php
+
+/**
+ * The autoconfig admin API, as this plugin uses it: read and set one
+ * account's IMAP and POP switches.
+ *
+ * Every call is made by the Roundcube server, never by the browser, so the
+ * admin token stays in Roundcube's config.  Every failure (no connection, a
+ * timeout, an error status, an answer that is not the expected JSON) becomes
+ * an autoconfig_api_error whose kind the page turns into a plain message; a
+ * failed call never yields a switch state, so the page can never show one
+ * it did not just read.
+ */
+class autoconfig_api
+{
+    /** The service cannot be reached, is too slow, or is failing (5xx). */
+    const UNAVAILABLE = 'unavailable';
+    /** The switches live in a read-only source (the mail database): 409. */
+    const READ_ONLY = 'read_only';
+    /** The service does not know this address (a domain it does not serve): 400. */
+    const NOT_SERVED = 'not_served';
+    /** The plugin or the service is misconfigured (token, URL): 401, 404, anything else. */
+    const MISCONFIGURED = 'misconfigured';
+
+    private $client;
+    private $base_url;
+    private $token;
+    private $actor;
+
+    /**
+     * @param object $client   A GuzzleHttp\Client (rcube::get_http_client())
+     * @param string $base_url The service's base URL as the Roundcube server reaches it
+     * @param string $token    An admin token of the service
+     * @param string $actor    Recorded by the service as who made each change
+     */
+    public function __construct($client, $base_url, $token, $actor)
+    {
+        $this->client   = $client;
+        $this->base_url = rtrim($base_url, '/');
+        $this->token    = $token;
+        $this->actor    = $actor;
+    }
+
+    /**
+     * The account's switches as the service has them now.
+     *
+     * @return array ['imap' => bool, 'pop' => bool]
+     * @throws autoconfig_api_error
+     */
+    public function read($address)
+    {
+        return $this->call('GET', $address, null);
+    }
+
+    /**
+     * Set both switches; the answer is the state the service stored.
+     *
+     * @return array ['imap' => bool, 'pop' => bool]
+     * @throws autoconfig_api_error
+     */
+    public function write($address, $imap, $pop)
+    {
+        return $this->call('PUT', $address, ['imap' => (bool) $imap, 'pop' => (bool) $pop]);
+    }
+
+    private function call($method, $address, $body)
+    {
+        $options = [
+            'headers' => [
+                'Authorization'      => 'Bearer ' . $this->token,
+                'Accept'             => 'application/json',
+                'X-Autoconfig-Actor' => $this->actor,
+            ],
+            // An error status is an answer to read, not an exception.
+            'http_errors'     => false,
+            // The admin API never redirects; following one could send the token elsewhere.
+            'allow_redirects' => false,
+        ];
+        if ($body !== null) {
+            $options['json'] = $body;
+        }
+
+        $url = $this->base_url . '/admin/v1/accounts/' . rawurlencode($address);
+
+        try {
+            $response = $this->client->request($method, $url, $options);
+        }
+        catch (Exception $e) {
+            // Connection refused, DNS, TLS, or the timeout: the service is not there for us now.
+            throw new autoconfig_api_error(self::UNAVAILABLE, "$method $url: " . $e->getMessage());
+        }
+
+        $status = $response->getStatusCode();
+        $text   = (string) $response->getBody();
+
+        if ($status == 200) {
+            $data = json_decode($text, true);
+            if (!is_array($data) || !is_bool($data['imap'] ?? null) || !is_bool($data['pop'] ?? null)) {
+                throw new autoconfig_api_error(self::MISCONFIGURED, "$method $url: 200 without the switches");
+            }
+
+            return ['imap' => $data['imap'], 'pop' => $data['pop']];
+        }
+
+        $kind = self::MISCONFIGURED;
+        if ($status >= 500 || $status == 429) {
+            $kind = self::UNAVAILABLE;
+        }
+        else if ($status == 409) {
+            $kind = self::READ_ONLY;
+        }
+        else if ($status == 400) {
+            $kind = self::NOT_SERVED;
+        }
+
+        // The service's message names the problem; it never contains the token.
+        $error = json_decode($text, true);
+        $message = is_array($error) && isset($error['message']) ? $error['message'] : substr($text, 0, 200);
+
+        throw new autoconfig_api_error($kind, "$method $url: $status $message");
+    }
+}
+
+/**
+ * A call to the admin API that did not give a switch state.
+ */
+class autoconfig_api_error extends Exception
+{
+    public $kind;
+
+    public function __construct($kind, $detail)
+    {
+        parent::__construct($detail);
+        $this->kind = $kind;
+    }
+}

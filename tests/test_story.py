@@ -1,0 +1,436 @@
+"""The customer's story, end to end, with every real part.
+
+A customer signs in to the ISP's webmail (which must always work, whatever
+the switches say), turns IMAP on in Settings, then sets up a mail program,
+which finds its settings and logs in; turned off again, the program is
+refused and the webmail still works.
+
+The parts, all started here on loopback:
+
+- Debian's Roundcube 1.6 on PHP-FPM behind nginx, with this repository's
+  plugin (roundcube-plugin/autoconfig_mail_programs);
+- Dovecot 2.3 with the shipped config/dovecot-auth-policy.conf and
+  ``login_trusted_networks`` set to the webmail's host, so Roundcube can
+  forward its user's address through IMAP ID;
+- this service under gunicorn, with ``[dovecot] webmail_networks``;
+- Debian's Chromium, driven by Playwright, as the customer's browser.
+
+On loopback any 127.x address stands for another host: the webmail talks to
+Dovecot from 127.0.0.1, the customer's mail program from 127.0.0.3.  The
+browser stands behind a front proxy that names the customer's address
+(X-Forwarded-For: 198.51.100.23), which Roundcube forwards to Dovecot.
+
+Screenshots of the settings page, before and after, land in the test's temp
+dir (story-*.png).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from lxml import etree
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.dovecot import DovecotServer
+from tests.support.gunicorn import GunicornServer
+from tests.support.mail_clients import deliver, imap_login, pop3_login
+from tests.support.roundcube import RoundcubeServer
+from tests.test_dovecot_login import dovecot_settings
+from tests.test_setup_browser import CHROMIUM, CHROMIUM_ARGS
+
+HEADER = "X-Autoconfig-Policy-Key"
+SECRET = "story-dovecot-policy-secret-0123456789"
+PASSWORD = "customer's password 1"
+WEBMAIL_HOST = "127.0.0.1"
+CLIENT_HOST = "127.0.0.3"
+CUSTOMER_IP = "198.51.100.23"
+DESKTOP = {"width": 1280, "height": 860}
+TIMEOUT = 2  # seconds the plugin waits for the service (autoconfig_timeout)
+CUSTOMERS = ("nora", "oscar", "petra", "quinn", "rosa", "sam", "tess")
+USERS = {f"{name}@example.net": PASSWORD for name in CUSTOMERS}
+WELCOME = (
+    b"From: Example Networks <support@example.net>\r\nTo: {to}\r\n"
+    b"Subject: Welcome to Example Networks\r\nMessage-ID: <welcome@example.net>\r\n\r\nHello!\r\n"
+)
+
+
+@dataclass
+class Stack:
+    service: GunicornServer
+    dovecot: DovecotServer
+    webmail: RoundcubeServer
+
+
+def service_config(workdir: Path) -> Path:
+    data = copy.deepcopy(BASE_CONFIG)
+    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
+    data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}", "webmail_networks": [f"{WEBMAIL_HOST}/32"]}
+    path = workdir / "autoconfig.toml"
+    path.write_bytes(tomli_w.dumps(data).encode())
+    return path
+
+
+def plugin_options(service: GunicornServer) -> dict[str, Any]:
+    return {
+        "autoconfig_api_url": service.url,
+        "autoconfig_api_token": ADMIN_TOKEN,
+        "autoconfig_setup_url": f"{service.url}/setup",
+        "autoconfig_timeout": TIMEOUT,
+        "autoconfig_forward_client_ip": True,
+    }
+
+
+def start_stack(workdir: Path) -> Iterator[Stack]:
+    """The whole platform, as an ISP deploys it, on loopback."""
+    with GunicornServer(service_config(workdir), workdir / "gunicorn.log") as service:
+        settings = dovecot_settings(f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
+        settings += f"login_trusted_networks = {WEBMAIL_HOST}/32\n"
+        with DovecotServer(workdir / "dovecot", USERS, extra_config=settings) as dovecot:
+            for user in USERS:  # from the webmail's host: delivery is not a mail program
+                deliver(dovecot.imap_port, user, PASSWORD, WELCOME.replace(b"{to}", user.encode()))
+            with RoundcubeServer(workdir / "roundcube", dovecot.imap_port, plugin_options(service)) as webmail:
+                yield Stack(service, dovecot, webmail)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from start_stack(tmp_path_factory.mktemp("story"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """The customer's browser, behind a front proxy that names the customer's address."""
+    context = browser.new_context(viewport=DESKTOP, extra_http_headers={"X-Forwarded-For": CUSTOMER_IP})
+    context.set_default_timeout(15_000)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+# -- what the customer does ---------------------------------------------------------------
+
+
+def sign_in(page: Page, webmail: RoundcubeServer, user: str) -> None:
+    """Sign in to Roundcube; return once the inbox and its welcome message show."""
+    page.goto(webmail.url)
+    page.fill("#rcmloginuser", user)
+    page.fill("#rcmloginpwd", PASSWORD)
+    page.click("#rcmloginsubmit")
+    assert_inbox_shows(page)
+
+
+def assert_inbox_shows(page: Page) -> None:
+    page.wait_for_selector("#messagelist tbody tr")
+    assert "Welcome to Example Networks" in page.inner_text("#messagelist")
+    assert page.locator("#mailboxlist li.inbox.selected").count() == 1
+
+
+def open_mail_programs(page: Page) -> None:
+    """Settings, then "Mail programs" in its menu: the way a customer gets there."""
+    page.click("#taskmenu a.settings")
+    page.click("#settings-menu li.mailprograms a")
+    page.wait_for_selector("#mailprograms")
+
+
+def switches_shown(page: Page) -> dict[str, bool] | None:
+    """The switches on the page, or None when the page shows none."""
+    if page.locator("#mailprograms-form").count() == 0:
+        return None
+    return {name: page.is_checked(f"#mailprograms-{name}") for name in ("imap", "pop")}
+
+
+def flip(page: Page, **switches: bool) -> None:
+    """Set the switches on the page (Elastic draws them as toggles) and save."""
+    for name, on in switches.items():
+        page.locator(f"#mailprograms-{name}").set_checked(on, force=True)
+    page.click("#mailprograms-save")
+    page.wait_for_selector("#mailprograms")
+
+
+def message(page: Page) -> str:
+    for selector in ("#mailprograms-error", "#mailprograms-notice"):
+        if page.locator(selector).count():
+            return page.inner_text(selector)
+    return ""
+
+
+# -- what the rest of the world sees ---------------------------------------------------------
+
+
+def thunderbird(service: GunicornServer, address: str) -> tuple[int, list[str]]:
+    """The status of Thunderbird's autoconfig request and the incoming server types it lists."""
+    url = f"{service.url}/mail/config-v1.1.xml?emailaddress={address}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            document = etree.fromstring(response.read())
+            return response.status, [server.get("type") for server in document.iter("incomingServer")]
+    except urllib.error.HTTPError as exc:
+        return exc.code, []
+
+
+def stored(service: GunicornServer, address: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{service.url}/admin/v1/accounts/{address}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def mail_program_login(stack: Stack, user: str, protocol: str = "imap") -> str:
+    if protocol == "imap":
+        return imap_login(stack.dovecot.imap_port, user, PASSWORD, source=CLIENT_HOST)
+    return pop3_login(stack.dovecot.pop3_port, user, PASSWORD, source=CLIENT_HOST)
+
+
+# -- the story ------------------------------------------------------------------------------------
+
+
+def test_the_customers_story(stack: Stack, context: BrowserContext, tmp_path: Path) -> None:
+    user = "nora@example.net"
+    page = context.new_page()
+
+    # 1. A new customer, with everything off, signs in to the webmail: it works.
+    assert stored(stack.service, user)["imap_changed"] is None
+    sign_in(page, stack.webmail, user)
+
+    # 2. Settings -> Mail programs: both switches off, as the service has them.
+    open_mail_programs(page)
+    assert switches_shown(page) == {"imap": False, "pop": False}
+    assert "Mail programs (IMAP and POP)" in page.inner_text("#mailprograms")
+    assert "We recommend IMAP" in page.inner_text("#mailprograms")
+    assert page.locator("#mailprograms-setup").count() == 0
+    page.screenshot(path=str(tmp_path / "story-1-before.png"), full_page=True)
+    assert mail_program_login(stack, user).startswith("[ALERT] IMAP is turned off")
+
+    # They turn IMAP on and save.
+    flip(page, imap=True)
+    assert switches_shown(page) == {"imap": True, "pop": False}
+    assert message(page).startswith("Saved.")
+    setup = page.get_attribute("#mailprograms-setup", "href")
+    assert setup == f"{stack.service.url}/setup?emailaddress=nora%40example.net"
+    page.screenshot(path=str(tmp_path / "story-2-after.png"), full_page=True)
+    change = stored(stack.service, user)
+    assert (change["imap"], change["pop"]) == (True, False)
+    assert change["imap_changed"]["by"] == "api:webmail/roundcube:nora%40example.net"
+
+    # 3. The mail program's document now lists IMAP, and no POP.
+    assert thunderbird(stack.service, user) == (200, ["imap"])
+
+    # 4. The mail program logs in from the customer's computer.
+    assert mail_program_login(stack, user) == "OK"
+    assert mail_program_login(stack, user, "pop3").startswith("-ERR [AUTH] POP is turned off")
+
+    # 5. IMAP off again: the document declines, the program is refused, the webmail works.
+    flip(page, imap=False)
+    assert switches_shown(page) == {"imap": False, "pop": False}
+    page.screenshot(path=str(tmp_path / "story-3-off-again.png"), full_page=True)
+    assert thunderbird(stack.service, user) == (404, [])
+    assert mail_program_login(stack, user).startswith("[ALERT] IMAP is turned off")
+    page.click("#taskmenu a.mail")
+    assert_inbox_shows(page)
+    sign_out_and_in(page, stack.webmail, user)
+
+    # The webmail forwarded the customer's address; the gate still knew it was the webmail.
+    log = stack.service.log_text()
+    assert f"webmail (imap login {user}, session=" in log
+    assert f"remote={CUSTOMER_IP} real_remote={WEBMAIL_HOST}" in log
+    assert ADMIN_TOKEN not in page.content()
+
+
+def sign_out_and_in(page: Page, webmail: RoundcubeServer, user: str) -> None:
+    page.click("#taskmenu a.logout")
+    page.wait_for_selector("#rcmloginuser")
+    sign_in(page, webmail, user)
+
+
+def test_pop_works_the_same_way(stack: Stack, context: BrowserContext) -> None:
+    user = "oscar@example.net"
+    page = context.new_page()
+    sign_in(page, stack.webmail, user)
+    open_mail_programs(page)
+    flip(page, pop=True)
+    assert switches_shown(page) == {"imap": False, "pop": True}
+    assert thunderbird(stack.service, user) == (200, ["pop3"])
+    assert mail_program_login(stack, user, "pop3") == "OK"
+    assert mail_program_login(stack, user, "imap").startswith("[ALERT] IMAP is turned off")
+    flip(page, imap=True, pop=True)
+    assert thunderbird(stack.service, user) == (200, ["imap", "pop3"])
+    assert mail_program_login(stack, user) == "OK"
+
+
+def test_the_page_shows_what_the_service_has_not_what_it_showed_before(stack: Stack, context: BrowserContext) -> None:
+    """A switch changed elsewhere (another tab, the helpdesk) shows at the next visit."""
+    user = "petra@example.net"
+    page = context.new_page()
+    sign_in(page, stack.webmail, user)
+    open_mail_programs(page)
+    assert switches_shown(page) == {"imap": False, "pop": False}
+    request = urllib.request.Request(
+        f"{stack.service.url}/admin/v1/accounts/{user}",
+        data=json.dumps({"imap": True, "pop": True}).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+    page.reload()
+    assert switches_shown(page) == {"imap": True, "pop": True}
+
+
+# -- forged and broken requests change nothing ---------------------------------------------------
+
+
+def save_request(page: Page, webmail: RoundcubeServer, form: dict[str, str]) -> str:
+    """POST to the plugin's save action with the browser's own cookies, as a forged form would;
+    the text of the page that comes back."""
+    response = page.request.post(
+        f"{webmail.url}?_task=settings&_action=plugin.autoconfig_mail_programs-save", form=form
+    )
+    assert response.status == 200
+    return response.text()
+
+
+def test_a_request_naming_another_address_changes_only_the_users_own(stack: Stack, context: BrowserContext) -> None:
+    user, victim = "quinn@example.net", "rosa@example.net"
+    page = context.new_page()
+    sign_in(page, stack.webmail, user)
+    open_mail_programs(page)
+    token = page.get_attribute("#mailprograms-form input[name=_token]", "value")
+    assert token
+    forged = {"_token": token, "_imap": "1", "_pop": "1"}
+    forged |= {"_address": victim, "_email": victim, "_user": victim, "emailaddress": victim, "_username": victim}
+    assert "Saved." in save_request(page, stack.webmail, forged)
+    assert stored(stack.service, victim)["imap_changed"] is None
+    assert (stored(stack.service, victim)["imap"], stored(stack.service, victim)["pop"]) == (False, False)
+    assert (stored(stack.service, user)["imap"], stored(stack.service, user)["pop"]) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("form", "refusal"),
+    [
+        ({"_imap": "1", "_pop": "1"}, '"server_error":403'),
+        ({"_token": "", "_imap": "1"}, '"server_error":403'),
+        ({"_token": "not-the-request-token", "_pop": "1"}, '"server_error":403'),
+        # Roundcube lets an empty POST through its own check; to the plugin it would
+        # read as "both off", so the plugin refuses it itself.
+        ({}, "Nothing was changed: the request was not valid."),
+    ],
+    ids=["no-token", "empty-token", "wrong-token", "empty-post"],
+)
+def test_a_save_without_the_request_token_changes_nothing(
+    stack: Stack, context: BrowserContext, form: dict[str, str], refusal: str
+) -> None:
+    user = "sam@example.net"
+    page = context.new_page()
+    sign_in(page, stack.webmail, user)
+    open_mail_programs(page)
+    flip(page, imap=True, pop=True)
+    before = stored(stack.service, user)
+    assert refusal in save_request(page, stack.webmail, form)
+    assert stored(stack.service, user) == before
+    # A GET to the save action is no save either.
+    page.goto(f"{stack.webmail.url}?_task=settings&_action=plugin.autoconfig_mail_programs-save&_imap=0&_pop=0")
+    assert message(page).startswith("Nothing was changed")
+    assert stored(stack.service, user) == before
+
+
+# -- the service down, slow or refusing --------------------------------------------------------
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A platform of its own, for a test that stops its service."""
+    yield from start_stack(tmp_path)
+
+
+def test_with_the_service_stopped_a_save_fails_plainly_and_the_webmail_still_works(
+    own_stack: Stack, context: BrowserContext, tmp_path: Path
+) -> None:
+    user = "tess@example.net"
+    page = context.new_page()
+    sign_in(page, own_stack.webmail, user)
+    open_mail_programs(page)
+    assert switches_shown(page) == {"imap": False, "pop": False}
+    page.locator("#mailprograms-imap").set_checked(True, force=True)
+
+    own_stack.service.stop()
+    page.click("#mailprograms-save")
+    page.wait_for_selector("#mailprograms-error")
+    assert message(page).startswith("Your change was not saved")
+    assert switches_shown(page) is None  # it could not read them, so it shows none
+    page.screenshot(path=str(tmp_path / "story-service-down.png"), full_page=True)
+    assert "could not save the switches of tess@example.net" in own_stack.webmail.log_text()
+
+    # The webmail still works, and a new sign-in too (Dovecot lets logins through when the service is down).
+    page.click("#taskmenu a.mail")
+    assert_inbox_shows(page)
+    sign_out_and_in(page, own_stack.webmail, user)
+    open_mail_programs(page)
+    assert message(page).startswith("The settings for mail programs cannot be shown right now")
+    assert switches_shown(page) is None
+
+
+def test_a_slow_service_is_given_up_on_within_the_timeout(stack: Stack, context: BrowserContext) -> None:
+    """A service that accepts the connection and never answers costs the user a few seconds, no more."""
+    user = "nora@example.net"
+    page = context.new_page()
+    sign_in(page, stack.webmail, user)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        stack.webmail.configure(autoconfig_api_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        try:
+            started = time.monotonic()
+            open_mail_programs(page)
+            elapsed = time.monotonic() - started
+        finally:
+            stack.webmail.configure(autoconfig_api_url=stack.service.url)
+    assert message(page).startswith("The settings for mail programs cannot be shown right now")
+    assert switches_shown(page) is None
+    assert TIMEOUT <= elapsed < TIMEOUT + 8
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"autoconfig_api_token": "not-the-admin-token-0123"}, "The settings for mail programs cannot be shown"),
+        ({"autoconfig_api_url": "http://127.0.0.1:1"}, "The settings for mail programs cannot be shown"),
+    ],
+    ids=["wrong-token", "nothing-listening"],
+)
+def test_a_refusing_service_shows_a_plain_message_and_no_switches(
+    stack: Stack, context: BrowserContext, options: dict[str, str], expected: str
+) -> None:
+    user = "oscar@example.net"
+    page = context.new_page()
+    sign_in(page, stack.webmail, user)
+    stack.webmail.configure(**options)
+    try:
+        open_mail_programs(page)
+    finally:
+        stack.webmail.configure(**plugin_options(stack.service))
+    assert message(page).startswith(expected)
+    assert switches_shown(page) is None
+    assert "not-the-admin-token" not in page.content()
