@@ -412,6 +412,31 @@ def test_a_slow_service_is_given_up_on_within_the_timeout(stack: Stack, context:
     assert TIMEOUT <= elapsed < TIMEOUT + 8
 
 
+def test_a_save_the_service_never_answers_is_not_called_saved(stack: Stack, context: BrowserContext) -> None:
+    """Past the timeout the change may or may not have been made: the user is told so, and shown no switch."""
+    user = "nora@example.net"
+    page = context.new_page()
+    sign_in(page, stack.webmail, user)
+    open_mail_programs(page)
+    before = stored(stack.service, user)
+    page.locator("#mailprograms-pop").set_checked(not before["pop"], force=True)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        stack.webmail.configure(autoconfig_api_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        try:
+            started = time.monotonic()
+            page.click("#mailprograms-save")
+            page.wait_for_selector("#mailprograms-error")
+            elapsed = time.monotonic() - started
+        finally:
+            stack.webmail.configure(autoconfig_api_url=stack.service.url)
+    assert message(page).startswith("Your change could not be confirmed")
+    assert switches_shown(page) is None
+    assert TIMEOUT <= elapsed < TIMEOUT + 8  # one wait, not a second one for a read
+    assert stored(stack.service, user) == before
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     [

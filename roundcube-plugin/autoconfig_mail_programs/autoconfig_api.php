@@ -13,8 +13,10 @@
  */
 class autoconfig_api
 {
-    /** The service cannot be reached, is too slow, or is failing (5xx). */
+    /** The service cannot be reached or is failing (5xx, 429): nothing was changed. */
     const UNAVAILABLE = 'unavailable';
+    /** No answer within the timeout: a change may or may not have been made. */
+    const TIMEOUT = 'timeout';
     /** The switches live in a read-only source (the mail database): 409. */
     const READ_ONLY = 'read_only';
     /** The service does not know this address (a domain it does not serve): 400. */
@@ -26,15 +28,18 @@ class autoconfig_api
     private $base_url;
     private $token;
     private $actor;
+    private $timeout;
 
     /**
      * @param object $client   A GuzzleHttp\Client (rcube::get_http_client())
      * @param string $base_url The service's base URL as the Roundcube server reaches it
      * @param string $token    An admin token of the service
      * @param string $actor    Recorded by the service as who made each change
+     * @param float  $timeout  Seconds the client waits (its timeout option)
      */
-    public function __construct($client, $base_url, $token, $actor)
+    public function __construct($client, $base_url, $token, $actor, $timeout)
     {
+        $this->timeout  = (float) $timeout;
         $this->client   = $client;
         $this->base_url = rtrim($base_url, '/');
         $this->token    = $token;
@@ -82,12 +87,18 @@ class autoconfig_api
 
         $url = $this->base_url . '/admin/v1/accounts/' . rawurlencode($address);
 
+        $started = microtime(true);
         try {
             $response = $this->client->request($method, $url, $options);
         }
         catch (Exception $e) {
             // Connection refused, DNS, TLS, or the timeout: the service is not there for us now.
-            throw new autoconfig_api_error(self::UNAVAILABLE, "$method $url: " . $e->getMessage());
+            // A timeout may strike after the request was sent.  Guzzle's stream handler
+            // (Roundcube without php-curl) reports it as "Connection refused", so the
+            // time it took tells; with cURL, its error 28 does too.
+            $context = method_exists($e, 'getHandlerContext') ? $e->getHandlerContext() : [];
+            $timed_out = ($context['errno'] ?? null) == 28 || microtime(true) - $started >= 0.9 * $this->timeout;
+            throw new autoconfig_api_error($timed_out ? self::TIMEOUT : self::UNAVAILABLE, "$method $url: " . $e->getMessage());
         }
 
         $status = $response->getStatusCode();

@@ -134,13 +134,16 @@ class autoconfig_mail_programs extends rcube_plugin
         }
         catch (autoconfig_api_error $e) {
             $error = $this->failure($e, 'save');
-            // Show the switches only if the service can say what they are now.
+            // Show the switches only if the service can say what they are now,
+            // and do not make the user wait a second time for one that is not there.
             $state = null;
-            try {
-                $state = $this->api()->read($address);
-            }
-            catch (autoconfig_api_error $again) {
-                // Nothing read: no switches on the page, only the message.
+            if ($e->kind != autoconfig_api::UNAVAILABLE && $e->kind != autoconfig_api::TIMEOUT) {
+                try {
+                    $state = $this->api()->read($address);
+                }
+                catch (autoconfig_api_error $again) {
+                    // Nothing read: no switches on the page, only the message.
+                }
             }
 
             $this->render($state, $error, null);
@@ -176,7 +179,8 @@ class autoconfig_mail_programs extends rcube_plugin
             $this->rc->get_http_client($options),
             (string) $this->rc->config->get('autoconfig_api_url', 'http://127.0.0.1:8080'),
             (string) $this->rc->config->get('autoconfig_api_token', ''),
-            $actor
+            $actor,
+            $timeout
         );
     }
 
@@ -199,6 +203,8 @@ class autoconfig_mail_programs extends rcube_plugin
             return $this->gettext('readonly');
         case autoconfig_api::NOT_SERVED:
             return $this->gettext('notserved');
+        case autoconfig_api::TIMEOUT:
+            return $this->gettext($what == 'save' ? 'notconfirmed' : 'notread');
         default:
             return $this->gettext($what == 'save' ? 'notsaved' : 'notread');
         }
