@@ -36,7 +36,12 @@ def create_service(config: Config | None = None) -> Service:
     """Config plus an opened store: what both the web app and the CLI run on."""
     config = config or load()
     store = open_store(
-        config.store_url, query=config.store_query, pool_size=config.store_pool_size, timeout=config.store_timeout
+        config.store_url,
+        query=config.store_query,
+        preset=config.store_preset,
+        ldap=config.store_ldap,
+        pool_size=config.store_pool_size,
+        timeout=config.store_timeout,
     )
     return Service(config, store, hosted=_hosted_domains(config))
 

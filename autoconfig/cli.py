@@ -115,6 +115,8 @@ def check_config(ctx: Context) -> None:
     for server in (*config.servers.imap, *config.servers.pop3, *config.servers.smtp):
         click.echo(f"  {server.protocol:5} {server.host}:{server.port} {server.socket}")
     click.echo(f"  store:    {svc.store.kind}")
+    for line in svc.store.describe():
+        click.echo(f"    {line}")
     click.echo(f"  admin API: {'enabled' if config.admin_tokens else 'disabled (no token)'}")
     try:
         signer = load_signer(config)

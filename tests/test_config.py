@@ -65,7 +65,7 @@ BAD_VALUES = [
     ("servers.pop3.0.username", "uid", "servers.pop3[0].username", "address, local-part"),
     ("servers.smtp.1.prot", 1, "servers.smtp[1].prot", "unknown option"),
     ("servers.smtp", [], "servers.smtp", "SMTP"),
-    ("store.url", "mysql://db/accounts", "store.url", "sqlite:///"),
+    ("store.url", "redis://db/0", "store.url", "sqlite:///"),
     ("admin.tokens.0.token", "short", "admin.tokens[0].token", "at least 16"),
     ("admin.tokens.0.name", "web mail", "admin.tokens[0].name", "letters"),
 ]

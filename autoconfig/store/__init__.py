@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import (
     OFF,
     SWITCHES,
@@ -17,6 +19,9 @@ from .base import (
     StoreUnavailable,
     Switches,
 )
+
+if TYPE_CHECKING:
+    from .ldapfilter import LDAPSettings
 
 __all__ = [
     "OFF",
@@ -33,21 +38,39 @@ __all__ = [
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SQL_SOURCE_SCHEMES = (*POSTGRES_SCHEMES, "mysql://")
+LDAP_SCHEMES = ("ldap://", "ldaps://")
 
 
-def open_store(url: str, *, query: str | None = None, pool_size: int = 4, timeout: float = 2.0) -> Store:
+def open_store(
+    url: str,
+    *,
+    query: str | None = None,
+    preset: str | None = None,
+    ldap: LDAPSettings | None = None,
+    pool_size: int = 4,
+    timeout: float = 2.0,
+) -> Store:
     """Open (and create or migrate, where the backend does that) the store at ``url``.
 
-    With ``query`` the URL is an existing mail database read through that
-    SELECT (the read-only ``sql`` source) instead of the service's own table.
-    ``pool_size`` and ``timeout`` apply to PostgreSQL only.
+    With ``query`` the URL is an existing mail database (PostgreSQL or
+    MySQL/MariaDB) read through that SELECT: the read-only ``sql`` source;
+    ``preset`` only names where the query came from.  With ``ldap`` the URL
+    is a directory read with those settings: the read-only ``ldap`` source.
+    ``pool_size`` and ``timeout`` apply to every networked store.
     """
+    if ldap is not None:
+        if not url.startswith(LDAP_SCHEMES):
+            raise StoreError("the ldap source needs an ldap:// or ldaps:// URL")
+        from .ldap import LDAPSource
+
+        return LDAPSource(url, ldap, pool_size=pool_size, timeout=timeout)
     if query is not None:
-        if not url.startswith(POSTGRES_SCHEMES):
-            raise StoreError("the sql source needs a postgresql:// URL")
+        if not url.startswith(SQL_SOURCE_SCHEMES):
+            raise StoreError("the sql source needs a postgresql:// or mysql:// URL")
         from .sql import SQLSource
 
-        return SQLSource(url, query, pool_size=pool_size, timeout=timeout)
+        return SQLSource(url, query, pool_size=pool_size, timeout=timeout, preset=preset)
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
@@ -56,4 +79,6 @@ def open_store(url: str, *, query: str | None = None, pool_size: int = 4, timeou
         from .postgres import PostgresStore
 
         return PostgresStore(url, pool_size=pool_size, timeout=timeout)
+    if url.startswith(("mysql://", *LDAP_SCHEMES)):
+        raise StoreError(f"a {url.split(':', 1)[0]}:// URL is a read-only source: it needs [store.sql] or [store.ldap]")
     raise StoreError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

@@ -121,6 +121,10 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections; the default holds none."""
 
+    def describe(self) -> list[str]:
+        """What ``check-config`` shows about where the switches are read (a source's expanded query)."""
+        return []
+
     def _writable(self) -> None:
         if self.read_only:
             raise ReadOnlyStore(

@@ -1,11 +1,15 @@
 """The ``sql`` source: read the switches from the ISP's existing mail database.
 
-Many mail systems already keep per-mailbox flags (iRedMail's and some
-Postfixadmin setups' ``mailbox.enableimap`` / ``enablepop3``) that the IMAP
-and POP servers enforce.  Reading them with one configured, parameterised
+Many mail systems already keep per-mailbox flags (iRedMail's
+``mailbox.enableimaptls`` / ``enablepop3tls``, mailcow's ``imap_access`` /
+``pop3_access``) that the IMAP and POP servers enforce.  Reading them with one configured, parameterised
 ``SELECT`` means the service shows exactly what the mail servers allow,
 with no copy to keep in sync.  The source is read-only: switches change
 where that database is managed, so every write here is refused.
+
+The database is PostgreSQL (psycopg) or MySQL/MariaDB (mysqlclient); both
+take the same ``%(name)s`` parameters, so one query text can serve both.
+A preset (``presets.py``) supplies the query for a known mail stack.
 
 The query gets the named parameters ``%(address)s`` (normalised, lower
 case), ``%(local_part)s`` and ``%(domain)s`` and returns one row of two
@@ -32,6 +36,7 @@ from .pgpool import PgConnections
 log = logging.getLogger(__name__)
 
 PARAMETERS = ("address", "local_part", "domain")
+MAX_ROWS = 50
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _TRUE_TEXT = {"1", "t", "true", "y", "yes", "on"}
 _FALSE_TEXT = {"", "0", "f", "false", "n", "no", "off"}
@@ -51,7 +56,7 @@ def check_query(query: str) -> str:
     if not names:
         raise ValueError("must use the parameter %(address)s (or %(local_part)s and %(domain)s)")
     if "%" in _PLACEHOLDER.sub("", text).replace("%%", ""):
-        raise ValueError("a literal % must be written %% (the query is a psycopg parameterised query)")
+        raise ValueError("a literal % must be written %% (the query is a parameterised query)")
     return text
 
 
@@ -67,6 +72,77 @@ def _flag(value: object, column: str) -> bool:
     raise StoreUnavailable(f"sql source: column {column} returned {type(value).__name__}; return a boolean or 0/1")
 
 
+class _Postgres:
+    """The mail database on PostgreSQL: psycopg through the shared pool code."""
+
+    query_errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+
+    def __init__(self, url: str, *, pool_size: int, timeout: float) -> None:
+        self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
+
+    def rows(self, query: str, params: dict[str, str]) -> list[tuple[Any, ...]]:
+        def work(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            return conn.execute(query, params).fetchmany(MAX_ROWS)
+
+        return self._db.run(work)
+
+    def width(self, query: str, params: dict[str, str]) -> int:
+        def work(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            return len(conn.execute(query, params).description or ())
+
+        return self._db.run(work)
+
+    def ping(self) -> None:
+        self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _MySQL:
+    """The mail database on MySQL or MariaDB: mysqlclient through ``connpool``."""
+
+    def __init__(self, url: str, *, pool_size: int, timeout: float) -> None:
+        import MySQLdb
+
+        from . import mysql
+
+        self.query_errors: tuple[type[BaseException], ...] = (MySQLdb.MySQLError,)
+        self._db = mysql.MySQLConnections(url, pool_size=pool_size, timeout=timeout)
+
+    def _execute(self, query: str, params: dict[str, str], fetch: bool) -> Any:
+        def work(conn: Any) -> Any:
+            cur = conn.cursor()
+            try:
+                cur.execute(query, params)
+                return cur.fetchmany(MAX_ROWS) if fetch else len(cur.description or ())
+            finally:
+                cur.close()
+
+        return self._db.pool.run(work)
+
+    def rows(self, query: str, params: dict[str, str]) -> list[tuple[Any, ...]]:
+        return list(self._execute(query, params, fetch=True))
+
+    def width(self, query: str, params: dict[str, str]) -> int:
+        return int(self._execute(query, params, fetch=False))
+
+    def ping(self) -> None:
+        self._execute("SELECT 1", {}, fetch=True)
+
+    def close(self) -> None:
+        self._db.pool.close()
+
+
+def dialect(url: str) -> str:
+    """Which SQL database a URL names: "postgresql" or "mysql"."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    if url.startswith("mysql://"):
+        return "mysql"
+    raise StoreError("the sql source needs a postgresql:// or mysql:// URL")
+
+
 class SQLSource(Store):
     kind = "sql"
     read_only = True
@@ -75,24 +151,31 @@ class SQLSource(Store):
         "change IMAP/POP where that database is managed (webmail or the mail admin tool)"
     )
 
-    def __init__(self, url: str, query: str, *, pool_size: int = 4, timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, query: str, *, pool_size: int = 4, timeout: float = 2.0, preset: str | None = None
+    ) -> None:
         self.query = check_query(query)
-        self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
+        self.preset = preset
+        self.dialect = dialect(url)
+        self._db: _Postgres | _MySQL = (
+            _Postgres(url, pool_size=pool_size, timeout=timeout)
+            if self.dialect == "postgresql"
+            else _MySQL(url, pool_size=pool_size, timeout=timeout)
+        )
         try:
             self._check_shape()
         except StoreUnavailable as exc:
             log.warning("sql source: mail database unreachable at start: %s", exc)
 
+    def describe(self) -> list[str]:
+        source = f"preset {self.preset}" if self.preset else "store.sql.query"
+        return [f"sql ({self.dialect}, {source}): {self.query}"]
+
     def _check_shape(self) -> None:
         """Run the query once for a non-existent address: a typo fails the start, not a client."""
-
-        def work(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
-            cur = conn.execute(self.query, self._params("nobody@autoconfig.invalid"))
-            return len(cur.description or ())
-
         try:
-            columns = self._db.run(work)
-        except psycopg.Error as exc:
+            columns = self._db.width(self.query, self._params("nobody@autoconfig.invalid"))
+        except self._db.query_errors as exc:
             raise StoreError(f"store.sql.query: the mail database rejects the query: {exc}") from None
         if columns != 2:
             raise StoreError(f"store.sql.query: must return 2 columns (imap, pop); it returns {columns}")
@@ -103,12 +186,9 @@ class SQLSource(Store):
         return {"address": key, "local_part": local, "domain": domain}
 
     def _switches(self, key: str) -> Switches | None:
-        def work(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-            return conn.execute(self.query, self._params(key)).fetchmany(50)
-
         try:
-            rows = self._db.run(work)
-        except psycopg.Error as exc:
+            rows = self._db.rows(self.query, self._params(key))
+        except self._db.query_errors as exc:
             # The other system's schema changed under us: no guess, a 503 and a log line naming why.
             raise StoreUnavailable(f"mail database: the configured query (store.sql.query) failed: {exc}") from exc
         if not rows:
@@ -144,7 +224,7 @@ class SQLSource(Store):
         )
 
     def _ping(self) -> None:
-        self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        self._db.ping()
 
     def close(self) -> None:
         self._db.close()
