@@ -12,7 +12,7 @@ writes.
 
 The driver is python-ldap, the binding over OpenLDAP's own libldap: the C
 library does the BER encoding and the TLS, where the pure-Python ldap3 does
-both in Python, at several times the CPU per search
+both in Python: 36 us of client CPU per search against ldap3's 451 us
 (``python -m bench.drivers``), and ldap3 has had no release since 2021.
 
 Connections are bound once (simple bind, the password from the environment

@@ -50,5 +50,3 @@ def check_filter(template: str) -> str:
     if "%" in _PLACEHOLDER.sub("", text).replace("%%", ""):
         raise ValueError("a literal % must be written %%")
     return text
-
-
