@@ -21,7 +21,9 @@ from autoconfig.cli import main
 from autoconfig.config import Config, load
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
+from tests.support.slapd import SlapdServer
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 WEBMAIL_URL = "https://webmail.example.net/settings/mail-access"
@@ -151,3 +153,17 @@ _database_numbers = itertools.count(1)
 def pg_dsn(postgres: PostgresCluster) -> str:
     """A fresh, empty database of its own for this test (CREATE DATABASE costs ~40 ms)."""
     return postgres.create_database(f"test_{next(_database_numbers)}")
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
+    """One private MariaDB for the whole run; tests isolate by database."""
+    with MariaDBServer(tmp_path_factory.mktemp("mariadb")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer]:
+    """One private OpenLDAP for the whole run; tests isolate by subtree."""
+    with SlapdServer(tmp_path_factory.mktemp("slapd")) as server:
+        yield server

@@ -7,8 +7,10 @@ the store's failure contract.
 
 - A connection that fails with one of the driver's connection errors
   (server gone, restarted, timed out) is thrown away, never reused.  If it
-  came from the idle list it may simply have gone stale while the server
-  restarted, so the work is tried once more on a fresh connection.
+  came from the idle list and failed at once, it may simply have gone stale
+  while the server restarted, so the work is tried once more on a fresh
+  connection; one that failed by timing out is not retried, so a request
+  never waits much longer than ``timeout``.
 - A connection that cannot be made, a failure on a fresh connection, or no
   free connection within ``timeout`` becomes ``StoreUnavailable`` (503): no
   guess, no hang.  Nothing runs in the background; the next request after
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -87,6 +90,7 @@ class ConnectionPool(Generic[C]):
         if not self._slots.acquire(timeout=self.timeout):
             raise StoreUnavailable(f"{self.what}: no free connection within {self.timeout:g} s")
         try:
+            started = time.monotonic()
             for attempt in (1, 2):
                 conn, reused = self._take()
                 try:
@@ -97,7 +101,8 @@ class ConnectionPool(Generic[C]):
                         self._give_back(conn)
                         raise
                     self._discard(conn)
-                    if reused and attempt == 1:
+                    # A stale socket fails at once; a server too slow to answer has used the budget up.
+                    if reused and attempt == 1 and time.monotonic() - started < self.timeout / 2:
                         log.warning("%s: connection lost (%s); retrying once on a new one", self.what, describe(exc))
                         continue
                     raise StoreUnavailable(f"{self.what}: {describe(exc)}") from exc
