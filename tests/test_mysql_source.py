@@ -500,3 +500,24 @@ def test_a_mysql_url_without_a_source_section_is_refused(
     config_data["store"] = {"url": "mysql://ro:pw@db/vmail"}
     with pytest.raises(ConfigError, match=r"store\.url: mysql:// is a read-only source"):
         load(write_config(config_data), env={})
+
+
+def reference_example_query() -> str:
+    """The commented [store.sql] example in config/reference.toml, as a user would uncomment it."""
+    text = (Path(__file__).resolve().parents[1] / "config" / "reference.toml").read_text()
+    start = text.index('# query = """') + len('# query = """')
+    end = text.index('"""', start)
+    return " ".join(line.lstrip("# ").strip() for line in text[start:end].splitlines())
+
+
+@pytest.mark.parametrize(("address", "offered"), IREDMAIL_TRUTH)
+def test_the_reference_example_query_agrees_with_the_iredmail_preset(
+    iredmail_mysql: str, address: str, offered: list[str] | None
+) -> None:
+    store = open_store(iredmail_mysql, query=reference_example_query())
+    try:
+        switches = store.switches(address.lower())
+    finally:
+        store.close()
+    expected = offered or []
+    assert (switches.imap, switches.pop) == ("imap" in expected, "pop3" in expected)
