@@ -1,7 +1,7 @@
 """Benchmark: our service against the framework floor, in one run, with wrk.
 
     python -m bench.run [--accounts 100000] [--duration 4] [--repeat 5] [--connections 8,32,128]
-                        [--formats thunderbird,outlook,apple] [--store sqlite|postgresql]
+                        [--formats thunderbird,outlook,apple] [--store sqlite|postgresql|mysql|ldap]
                         [--scale] [--import-test] [--peer automx2] [--out bench/results/latest.txt]
 
 It starts the service under gunicorn with the production settings
@@ -15,7 +15,9 @@ each worker's PSS.  Targets print PASS or FAIL; this is not a unit test and
 never runs in the test suite.
 
 ``--scale`` compares CPU per request at 1,000,000 and 1,000 accounts, both
-servers up at once; ``--import-test`` times ``accounts import`` of
+servers up at once; with ``--store mysql`` or ``--store ldap`` the accounts
+are iRedMail-shaped mailboxes in a private MariaDB or slapd, read through
+the iredmail preset (the read-only sources); ``--import-test`` times ``accounts import`` of
 1,000,000 rows.
 """
 
@@ -42,8 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autoconfig.store import Switches, open_store  # noqa: E402
+from tests.support.mariadb import MariaDBServer  # noqa: E402
 from tests.support.ports import free_port, wait_for  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
+from tests.support.slapd import READER_DN, SUFFIX, SlapdServer  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Nothing is pinned: the workers may use every core, as in production, and wrk
@@ -115,12 +119,13 @@ def make_accounts(url: str, count: int) -> None:
     store.close()
 
 
-def write_config(directory: Path, store_url: str) -> Path:
+def write_config(directory: Path, store_url: str, extra: str = "") -> Path:
     """The demo config on this store.  wrk is one client IP, so the per-IP limit
-    is raised out of reach, but left on: its cost belongs in the figure."""
+    is raised out of reach, but left on: its cost belongs in the figure.
+    ``extra`` is more TOML (a read-only source's [store.sql] or [store.ldap])."""
     text = (ROOT / "config" / "autoconfig.toml").read_text()
     text = re.sub(r'(?m)^url = ".*"$', f'url = "{store_url}"', text)
-    text += "\n[limits]\nclient_rate = 1000000000.0\nclient_burst = 100000\n"
+    text += "\n[limits]\nclient_rate = 1000000000.0\nclient_burst = 100000\n" + extra
     path = directory / "autoconfig.toml"
     path.write_text(text)
     return path
@@ -443,11 +448,15 @@ def scale(args: argparse.Namespace, work: Path, log: Path) -> tuple[Result, Resu
     """Thunderbird at 32 connections on 1,000,000 accounts against 1,000, both servers up, in paired rounds."""
     with ExitStack() as stack:
         servers, scripts = {}, {}
-        for label, accounts in (("1,000,000", 1_000_000), ("1,000", 1_000)):
+        large, small = args.scale_accounts
+        for label, accounts in ((f"{large:,}", large), (f"{small:,}", small)):
             directory = work / f"scale-{accounts}"
-            store_url = prepare_store(args, directory, accounts)
-            config = write_config(directory, store_url)
-            env = {"AUTOCONFIG_CONFIG": str(config), "AUTOCONFIG_DATABASE_URL": store_url}
+            if args.store in ("mysql", "ldap"):
+                store_url, extra, extra_env = prepare_source(args, directory, accounts)
+            else:
+                store_url, extra, extra_env = prepare_store(args, directory, accounts), "", {}
+            config = write_config(directory, store_url, extra)
+            env = {"AUTOCONFIG_CONFIG": str(config), "AUTOCONFIG_DATABASE_URL": store_url, **extra_env}
             servers[label] = stack.enter_context(gunicorn("wsgi:app", env, log))
             scripts[label] = lua_script(directory, FORMATS["thunderbird"], accounts)  # addresses from all of the store
         return paired_rounds(servers, "thunderbird", scripts, 32, args)
@@ -463,6 +472,67 @@ def prepare_store(args: argparse.Namespace, directory: Path, accounts: int) -> s
     make_accounts(url, accounts)
     print(f"# {accounts:,} accounts generated in {time.monotonic() - started:.1f} s ({args.store})", file=sys.stderr)
     return url
+
+
+IREDMAIL_TABLES = (
+    "CREATE TABLE domain (domain VARCHAR(255) NOT NULL PRIMARY KEY, backupmx TINYINT NOT NULL DEFAULT 0,"
+    " active TINYINT NOT NULL DEFAULT 1)",
+    "CREATE TABLE mailbox (username VARCHAR(255) NOT NULL PRIMARY KEY, domain VARCHAR(255) NOT NULL,"
+    " active TINYINT NOT NULL DEFAULT 1, enableimaptls TINYINT NOT NULL DEFAULT 1,"
+    " enablepop3tls TINYINT NOT NULL DEFAULT 1)",
+)
+LDAP_PASSWORD_ENV = "BENCH_LDAP_PASSWORD"
+
+
+def prepare_source(args: argparse.Namespace, directory: Path, accounts: int) -> tuple[str, str, dict[str, str]]:
+    """A read-only source shaped like iRedMail's, read with the iredmail preset: URL, extra TOML, extra env.
+
+    The same switches as ``make_accounts``: every third mailbox has IMAP on, every fifth POP.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if args.store == "mysql":
+        name = f"bench_{accounts}"
+        url = args.mariadb.create_database(name, "bench_ro", "bench-ro-secret")
+        conn = args.mariadb.root(name)
+        cur = conn.cursor()
+        for statement in IREDMAIL_TABLES:
+            cur.execute(statement)
+        cur.execute("INSERT INTO domain (domain) VALUES (%s)", (DOMAIN,))
+        batch = []
+        for i in range(accounts):
+            batch.append((f"user{i}@{DOMAIN}", DOMAIN, int(i % 3 == 0), int(i % 5 == 0)))
+            if len(batch) == 10_000 or i == accounts - 1:
+                cur.executemany(
+                    "INSERT INTO mailbox (username, domain, enableimaptls, enablepop3tls) VALUES (%s, %s, %s, %s)",
+                    batch,
+                )
+                batch = []
+        conn.close()
+        extra, env = '\n[store.sql]\npreset = "iredmail"\n', {}
+    else:
+        base = f"ou=bench{accounts},{SUFFIX}"
+        ldif = directory / "mailboxes.ldif"
+        with ldif.open("w") as out:
+            out.write(f"dn: {base}\nobjectClass: organizationalUnit\nou: bench{accounts}\n\n")
+            for i in range(accounts):
+                services = "".join(
+                    f"enabledService: {s}\n" for s, on in (("imaptls", i % 3 == 0), ("pop3tls", i % 5 == 0)) if on
+                )
+                out.write(
+                    f"dn: cn=u{i},{base}\nobjectClass: inetOrgPerson\nobjectClass: mailUser\ncn: u{i}\nsn: u\n"
+                    f"mail: user{i}@{DOMAIN}\naccountStatus: active\nenabledService: mail\n{services}\n"
+                )
+        args.slapd.load_ldif(ldif)
+        ldif.unlink()
+        url = args.slapd.url
+        extra = (
+            f'\n[store.ldap]\nbind_dn = "{READER_DN}"\npassword_env = "{LDAP_PASSWORD_ENV}"\n'
+            f'base = "{base}"\npreset = "iredmail"\n'
+        )
+        env = {LDAP_PASSWORD_ENV: args.slapd.reader_password}
+    print(f"# {accounts:,} mailboxes loaded in {time.monotonic() - started:.1f} s ({args.store})", file=sys.stderr)
+    return url, extra, env
 
 
 def import_test(work: Path, count: int, store_url: str) -> float:
@@ -539,8 +609,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="paired rounds per measurement; medians are kept")
     parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32, 128])
     parser.add_argument("--formats", default="thunderbird,outlook,apple")
-    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--store", choices=["sqlite", "postgresql", "mysql", "ldap"], default="sqlite")
     parser.add_argument("--scale", action="store_true", help="compare 1,000 and 1,000,000 accounts")
+    parser.add_argument(
+        "--scale-accounts",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=(1_000_000, 1_000),
+        help="the large and small account counts for --scale (default 1000000,1000)",
+    )
     parser.add_argument("--import-test", action="store_true", help="time importing 1,000,000 accounts")
     parser.add_argument("--peer", choices=["automx2"], help="also measure this peer under the same settings")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.txt")
@@ -556,6 +632,11 @@ def main() -> int:
         work = Path(tmp)
         # PostgreSQL runs as a private cluster on loopback, like the tests' (tests/support/postgres.py).
         args.postgres = stack.enter_context(PostgresCluster(work / "pg")) if args.store == "postgresql" else None
+        # MySQL and LDAP are the read-only sources (iRedMail-shaped, the iredmail preset), for --scale.
+        args.mariadb = stack.enter_context(MariaDBServer(work / "maria")) if args.store == "mysql" else None
+        args.slapd = stack.enter_context(SlapdServer(work / "slapd")) if args.store == "ldap" else None
+        if args.store in ("mysql", "ldap") and not args.scale:
+            parser.error("--store mysql and --store ldap are read-only sources: use them with --scale")
         log = work / "gunicorn.log"
         if args.import_test:
             store_url = (
@@ -575,11 +656,13 @@ def main() -> int:
             low, high = large.ratio_range
             lines.append(
                 f"info  thunderbird at 32 connections ({args.store}), median CPU per request: "
-                f"{small.cpu_ms_per_request:.3f} ms at 1,000 accounts, {large.cpu_ms_per_request:.3f} ms at 1,000,000"
+                f"{small.cpu_ms_per_request:.3f} ms at {args.scale_accounts[1]:,} accounts, "
+                f"{large.cpu_ms_per_request:.3f} ms at {args.scale_accounts[0]:,}"
             )
             lines.append(
-                f"{verdict(drift <= TARGET_SCALE_DRIFT)}  CPU per request ({args.store}) at 1,000,000 accounts is "
-                f"{large.ratio:.2f}x that at 1,000 (median of {args.repeat} paired rounds, range {low:.2f}-{high:.2f}; "
+                f"{verdict(drift <= TARGET_SCALE_DRIFT)}  CPU per request ({args.store}) at "
+                f"{args.scale_accounts[0]:,} accounts is {large.ratio:.2f}x that at {args.scale_accounts[1]:,} "
+                f"(median of {args.repeat} paired rounds, range {low:.2f}-{high:.2f}; "
                 f"target within {TARGET_SCALE_DRIFT:.0%})"
             )
         else:
