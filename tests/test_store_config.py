@@ -75,3 +75,17 @@ def test_bad_store_options_name_the_key(
 def test_the_sql_source_is_configured_with_a_query(config_data: dict[str, Any], write_config: Write) -> None:
     config_data["store"] = {"url": "postgresql://mailreader@db.example.net/vmail", "sql": {"query": QUERY}}
     assert load(write_config(config_data), env={}).store_query == QUERY
+
+
+def test_a_missing_source_driver_is_named_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mysqlclient and python-ldap are not in requirements.txt: a start without them says what to do."""
+    import importlib.util
+
+    from autoconfig.store import StoreError, open_store
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("MySQLdb", "ldap") else real_find_spec(name, *a)
+    )
+    with pytest.raises(StoreError, match=r"mysql:// needs the mysqlclient package.*requirements-sources.txt"):
+        open_store("mysql://reader@127.0.0.1/vmail", query="SELECT 1, 1")

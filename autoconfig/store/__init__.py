@@ -62,12 +62,15 @@ def open_store(
     if ldap is not None:
         if not url.startswith(LDAP_SCHEMES):
             raise StoreError("the ldap source needs an ldap:// or ldaps:// URL")
+        _require_driver("ldap", "python-ldap", "ldap://")
         from .ldap import LDAPSource
 
         return LDAPSource(url, ldap, pool_size=pool_size, timeout=timeout)
     if query is not None:
         if not url.startswith(SQL_SOURCE_SCHEMES):
             raise StoreError("the sql source needs a postgresql:// or mysql:// URL")
+        if url.startswith("mysql://"):
+            _require_driver("MySQLdb", "mysqlclient", "mysql://")
         from .sql import SQLSource
 
         return SQLSource(url, query, pool_size=pool_size, timeout=timeout, preset=preset)
@@ -82,3 +85,16 @@ def open_store(
     if url.startswith(("mysql://", *LDAP_SCHEMES)):
         raise StoreError(f"a {url.split(':', 1)[0]}:// URL is a read-only source: it needs [store.sql] or [store.ldap]")
     raise StoreError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")
+
+
+def _require_driver(module: str, package: str, scheme: str) -> None:
+    """The MySQL and LDAP drivers build from source against C libraries, so they are not in
+    requirements.txt (the demo and SQLite/PostgreSQL need neither): say how to get them."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise StoreError(
+            f"{scheme} needs the {package} package, which is not installed: install Debian's "
+            "libmariadb-dev libldap2-dev libsasl2-dev pkg-config, then "
+            "pip install -r requirements-sources.txt"
+        )

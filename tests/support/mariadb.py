@@ -24,7 +24,7 @@ import tempfile
 
 import MySQLdb
 
-from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, read_log, stop_process
+from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, freeze, read_log, stop_process
 
 INSTALL_DB = "/usr/bin/mariadb-install-db"
 MARIADBD = "/usr/sbin/mariadbd"
@@ -102,7 +102,7 @@ class MariaDBServer(ManagedServer):
 
     def pause(self) -> None:
         assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
+        freeze(self._proc)
 
     def resume(self) -> None:
         assert self._proc is not None

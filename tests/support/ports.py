@@ -72,6 +72,29 @@ def stop_process(
             proc.wait()
 
 
+def freeze(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> None:
+    """SIGSTOP ``proc``; return once every one of its threads has stopped.
+
+    The signal takes effect as each thread next runs: on a busy machine a
+    thread already serving a client could otherwise still answer the next
+    request, and a test of a frozen server would see an answer.
+    """
+    proc.send_signal(signal.SIGSTOP)
+    tasks = pathlib.Path(f"/proc/{proc.pid}/task")
+
+    def stopped() -> bool:
+        for stat in tasks.glob("*/stat"):
+            try:
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue  # a thread that has just exited
+            if state not in ("T", "t"):
+                return False
+        return True
+
+    wait_for(stopped, timeout, f"process {proc.pid} to stop (SIGSTOP)")
+
+
 def read_log(path: "pathlib.Path", offset: int = 0) -> str:
     """A server's log file from byte ``offset`` ("" before the server has written one)."""
     try:

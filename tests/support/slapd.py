@@ -24,7 +24,7 @@ import tempfile
 import ldap
 import ldap.modlist
 
-from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, read_log, stop_process
+from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, freeze, read_log, stop_process
 
 SLAPD = "/usr/sbin/slapd"
 SCHEMA_DIR = pathlib.Path("/etc/ldap/schema")
@@ -115,7 +115,7 @@ class SlapdServer(ManagedServer):
 
     def pause(self) -> None:
         assert self._proc is not None
-        self._proc.send_signal(signal.SIGSTOP)
+        freeze(self._proc)
 
     def resume(self) -> None:
         assert self._proc is not None
