@@ -27,6 +27,8 @@ MAX_QUERY_STRING = 2048
 MAX_ADMIN_BODY = 4096
 # Dovecot's auth-policy requests are a few hundred bytes; IMAP ID data (device_id) can add a few KiB.
 MAX_POLICY_BODY = 64 * 1024
+# JSON bodies (admin API, Dovecot) are flat objects; Dovecot's nested attributes ("a/b=...") add a level or two.
+MAX_JSON_DEPTH = 16
 
 # Apple configuration profiles (Apple's device-management schema:
 # TopLevel.yaml and com.apple.mail.managed.yaml).

@@ -95,7 +95,7 @@ BAD_BODIES = [
     ("null value", '{"imap": null, "pop": false}', "application/json", 400, "true or false"),
     ("missing field on PUT", '{"imap": true}', "application/json", 400, "missing field"),
     ("wrong content type", '{"imap": true, "pop": true}', "text/plain", 415, "application/json"),
-    ("huge", '{"imap": true, "pop": true' + " " * 10000 + "}", "application/json", 400, "larger"),
+    ("huge", '{"imap": true, "pop": true' + " " * 10000 + "}", "application/json", 413, "larger"),
     ("bad utf-8", b'{"imap": true, "pop": \xff}', "application/json", 400, "not valid JSON"),
 ]
 

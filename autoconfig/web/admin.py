@@ -16,11 +16,12 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from ..errors import BadRequest, ClientError, Conflict, NotFound, Unauthorized, Unavailable, UnsupportedMediaType
+from ..errors import BadRequest, ClientError, Conflict, NotFound, Unauthorized, Unavailable
 from ..metrics import metrics
 from ..spec import MAX_ADMIN_BODY
 from ..store import SWITCHES, Account, ReadOnlyStore, StoreUnavailable
 from . import service
+from .jsonbody import read_object
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("admin", __name__, url_prefix="/admin/v1")
@@ -58,19 +59,7 @@ def _authenticate() -> None:
 
 
 def _body(required: tuple[str, ...]) -> dict[str, bool]:
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("send the body as Content-Type: application/json")
-    if (request.content_length or 0) > MAX_ADMIN_BODY:
-        raise BadRequest(f"the body is larger than {MAX_ADMIN_BODY} bytes")
-    raw = request.get_data(cache=False)
-    if len(raw) > MAX_ADMIN_BODY:
-        raise BadRequest(f"the body is larger than {MAX_ADMIN_BODY} bytes")
-    try:
-        data: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest('the body must be a JSON object like {"imap": true, "pop": false}')
+    data = read_object(MAX_ADMIN_BODY, example='{"imap": true, "pop": false}')
     for name, value in data.items():
         if name not in SWITCHES:
             raise BadRequest(f"unknown field {json.dumps(name)[:70]}; allowed fields: imap, pop")

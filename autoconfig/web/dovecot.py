@@ -24,7 +24,6 @@ holding a shared secret, not a mail client sending a user's password.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -35,10 +34,8 @@ from ..errors import (
     ClientError,
     NotFound,
     NotServed,
-    PayloadTooLarge,
     Unauthorized,
     Unavailable,
-    UnsupportedMediaType,
 )
 from ..login_policy import (
     GATED_PROTOCOLS,
@@ -53,6 +50,7 @@ from ..login_policy import (
 from ..metrics import metrics
 from ..spec import MAX_POLICY_BODY
 from . import service, single_arg
+from .jsonbody import read_object
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("dovecot", __name__, url_prefix="/dovecot")
@@ -105,23 +103,6 @@ def _authenticate() -> None:
         _count(_labels(request.args.get("command")), "unauthorized")
         log.warning("dovecot auth-policy: request without the right %s header refused", settings.header)
         raise Unauthorized(f"send the shared secret in the {settings.header} header")
-
-
-def _read_object() -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("send the body as Content-Type: application/json")
-    if (request.content_length or 0) > MAX_POLICY_BODY:
-        raise PayloadTooLarge(f"the body is larger than {MAX_POLICY_BODY} bytes")
-    raw = request.stream.read(MAX_POLICY_BODY + 1)
-    if len(raw) > MAX_POLICY_BODY:
-        raise PayloadTooLarge(f"the body is larger than {MAX_POLICY_BODY} bytes")
-    try:
-        data: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -177,7 +158,7 @@ def _answer(labels: dict[str, str]) -> Response:
     if command not in COMMANDS:
         raise BadRequest("the query parameter command must be allow or report")
     labels.update(_labels(command))
-    body = _read_object()  # its pwhash field is never read, so it can never be logged
+    body = read_object(MAX_POLICY_BODY)  # its pwhash field is never read, so it can never be logged
     protocol = _text(body, "protocol")
     labels.update(_labels(command, protocol))
     login = _text(body, "login")
