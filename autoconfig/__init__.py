@@ -68,7 +68,8 @@ def create_app(config: Config | None = None) -> Flask:
     _configure_logging(svc.config.log_level)
     from . import web
 
-    app = web.App(__name__, template_folder="../templates")
+    # No app-wide /static route: the setup page's blueprint serves the only static file.
+    app = web.App(__name__, template_folder="../templates", static_folder=None)
     # Werkzeug refuses larger bodies with 413 before a view reads them.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_LIMIT
     app.extensions["autoconfig"] = svc
