@@ -25,8 +25,8 @@ HOSTILE_QUERIES = {
     "invalid IDN": ("emailaddress=a@xn--zz.example", 400),
     "bidi override": ("emailaddress=a%E2%80%AE@example.net", 400),
     "stray percent (valid atext: answered as an address)": ("emailaddress=a%ZZ@example.net", 404),
-    # Werkzeug keeps undecodable escapes as literal text, which is valid atext.
-    "invalid utf-8 (kept as literal %FF)": ("emailaddress=a%FF%FE@example.net", 404),
+    "invalid utf-8": ("emailaddress=a%FF%FE@example.net", 400),
+    "invalid utf-8 in another parameter": ("emailaddress=a@example.net&x=%C3", 400),
     "replacement character": ("emailaddress=a%EF%BF%BD@example.net", 400),
     "repeated": ("emailaddress=a@example.net&emailaddress=b@example.net", 400),
     "huge query": ("emailaddress=a@example.net&x=" + "y" * 5000, 414),

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, Flask, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
@@ -146,6 +147,21 @@ def single_arg(name: str) -> str | None:
 UNLIMITED_BLUEPRINTS = frozenset({"health", "dovecot", "metrics"})
 
 
+def _utf8_query(query: bytes) -> bool:
+    """Whether every name and value in ``query`` decodes as UTF-8 once its %XX escapes are undone.
+
+    Werkzeug keeps an undecodable escape as literal text (``al%ffice`` is
+    read as the characters ``al%FFice``, which are valid in an address), and
+    raw bytes that are not UTF-8 make it raise.  Checked once here, so no
+    endpoint and no parameter can see either.
+    """
+    try:
+        unquote_to_bytes(query).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _before_request() -> None:
     """Every request's checks, in one hook (each Flask hook call has a measurable cost).
 
@@ -167,8 +183,11 @@ def _before_request() -> None:
             raise TooManyRequests(
                 "too many requests from your address; slow down", retry_after=RateLimiter.retry_after(wait)
             )
-    if len(req.query_string) > MAX_QUERY_STRING:
+    query = req.query_string
+    if len(query) > MAX_QUERY_STRING:
         raise UriTooLong(f"the query string is longer than {MAX_QUERY_STRING} bytes")
+    if (b"%" in query or not query.isascii()) and not _utf8_query(query):
+        raise BadRequest("the query string is not valid UTF-8 (after percent-decoding)")
     host = req.environ.get("HTTP_HOST", "")  # the Host header, without werkzeug's header lookup
     if host and not _HOST.match(host):
         raise BadRequest("the Host header is not a valid host name")
