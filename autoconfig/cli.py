@@ -6,15 +6,17 @@ what ``render`` prints is byte for byte what a client would get.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import getpass
 import io
 import ipaddress
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -30,6 +32,9 @@ from .service import Service
 from .signing import load_signer
 from .spec import OUTLOOK_ERROR_NO_CONFIGURATION
 from .store import Account, ReadOnlyStore, StoreError, Switches
+
+if TYPE_CHECKING:
+    from _csv import Reader
 
 ON_OFF = click.Choice(["on", "off"])
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -209,15 +214,70 @@ def _flag(value: str, where: str, column: str) -> bool:
     raise click.ClickException(f"{where}: column {column}: expected on/off, true/false, yes/no or 1/0")
 
 
-def read_switches_csv(name: str, text: io.TextIOBase) -> Iterator[tuple[str, Switches]]:
-    """Rows of an ``address,imap,pop`` file; the first bad row stops everything, named."""
-    reader = csv.reader(text)
-    header = next(reader, None)
-    if header is None or [h.strip().lower() for h in header] != CSV_HEADER:
-        raise click.ClickException(f"{name}: line 1: the header must be {','.join(CSV_HEADER)}")
+# What the csv module says, and what the person who made the file can act on.
+_CSV_ERRORS = (
+    ("field larger than field limit", f"a field is longer than {csv.field_size_limit()} characters"),
+    ("unexpected end of data", "a quoted field is never closed"),
+    ("new-line character seen in unquoted field", "a carriage return inside a field; end lines with LF or CRLF"),
+    ("',' expected after '\"'", 'a quote inside a quoted field must be doubled ("")'),
+)
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    return next((said for start, said in _CSV_ERRORS if text.startswith(start)), text)
+
+
+def _text_lines(name: str, data: Iterable[bytes]) -> Iterator[str]:
+    """The file's lines, decoded as UTF-8; a UTF-8 byte-order mark before the header is dropped.
+
+    Spreadsheets save "CSV UTF-8" with that mark, and it carries no data.
+    A UTF-16 or UTF-32 mark means another encoding altogether, and any
+    byte that is not UTF-8 stops the import with its line and position:
+    guessing an encoding could write an address that is not the user's.
+    """
+    for number, line in enumerate(data, 1):
+        if number == 1:
+            if line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8) :]
+            elif line.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise click.ClickException(
+                    f"{name}: line 1: the file starts with a UTF-16 or UTF-32 byte-order mark; save it as UTF-8 CSV"
+                )
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(
+                f"{name}: line {number}: byte {exc.start + 1} (0x{line[exc.start]:02x}) is not UTF-8; "
+                "save the file as UTF-8"
+            ) from None
+
+
+def _numbered_rows(name: str, reader: Reader) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each row of ``reader``; a malformed row is named by its lines."""
+    end = 0  # the last line of the previous row
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            lines = f"line {end + 1}" if reader.line_num <= end + 1 else f"lines {end + 1}-{reader.line_num}"
+            raise click.ClickException(f"{name}: {lines}: {_csv_problem(exc)}") from None
+        yield end + 1, row
+        end = reader.line_num
+
+
+def read_switches_csv(name: str, data: Iterable[bytes]) -> Iterator[tuple[str, Switches]]:
+    """Rows of an ``address,imap,pop`` file (bytes, line by line); the first problem stops everything, named."""
+    rows = _numbered_rows(name, csv.reader(_text_lines(name, data), strict=True))
+    header = next(rows, None)
+    if header is None:
+        raise click.ClickException(f"{name}: line 1: the file is empty; the header must be {','.join(CSV_HEADER)}")
+    _check_header(name, header[1])
     seen: dict[str, int] = {}
-    for row in reader:
-        where = f"{name}: line {reader.line_num}"
+    for line, row in rows:
+        where = f"{name}: line {line}"
         if not row:
             continue
         if len(row) != 3:
@@ -228,15 +288,25 @@ def read_switches_csv(name: str, text: io.TextIOBase) -> Iterator[tuple[str, Swi
             raise click.ClickException(f"{where}: {exc}") from None
         if key in seen:
             raise click.ClickException(f"{where}: {key} already appears on line {seen[key]}")
-        seen[key] = reader.line_num
+        seen[key] = line
         yield key, Switches(imap=_flag(row[1], where, "imap"), pop=_flag(row[2], where, "pop"))
 
 
+def _check_header(name: str, header: list[str]) -> None:
+    if [h.strip().lower() for h in header] == CSV_HEADER:
+        return
+    if not header:
+        raise click.ClickException(f"{name}: line 1: the line is empty; the header must be {','.join(CSV_HEADER)}")
+    found = ",".join(header)
+    hint = " (NUL bytes: is the file UTF-16?)" if "\x00" in found else ""
+    raise click.ClickException(f"{name}: line 1: the header must be {','.join(CSV_HEADER)}; found {found[:60]!a}{hint}")
+
+
 @accounts.command("import")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @pass_context
-def accounts_import(ctx: Context, file: io.TextIOWrapper) -> None:
-    """Set switches from a CSV file (address,imap,pop): every row, or none."""
+def accounts_import(ctx: Context, file: io.BufferedReader) -> None:
+    """Set switches from a CSV file (address,imap,pop) in UTF-8: every row, or none."""
     name = Path(file.name).name
     # Validate the whole file before the transaction starts, so a bad row costs no lock time.
     rows = list(read_switches_csv(file.name, file))
