@@ -64,8 +64,9 @@ def _hosted_domains(config: Config) -> HostedDomains | None:
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the WSGI app for ``config`` (default: read from ``$AUTOCONFIG_CONFIG``)."""
+    config = config or load()
+    _configure_logging(config.log_level)  # first: opening the store may migrate it, and that is logged
     svc = create_service(config)
-    _configure_logging(svc.config.log_level)
     from . import web
 
     # No app-wide /static route: the setup page's blueprint serves the only static file.

@@ -32,16 +32,48 @@ class AddressError(ValueError):
     """The input is not an address we can answer for; the message is safe to show."""
 
 
+# More than enough: over every code point, with and without the combining marks
+# that misbehave, one round already gives the fixed point (tests/test_address_key.py).
+_MAX_KEY_ROUNDS = 4
+
+
+def canonical_local(local: str) -> str:
+    """The local part as the store keys it: lower case and NFC, at a point where neither changes it.
+
+    One mailbox is one key however it is spelled.  Lowering an NFC string
+    can leave it no longer NFC (a Greek capital with a combining
+    ypogegrammeni, U+0130 before a cedilla), so the key ``NFC(local).lower()``
+    used before this was not idempotent: the same mailbox, written once as
+    typed and once as its own key, got two store rows.  Lowering and NFC
+    are applied until the text stops changing, so ``key(key(x)) == key(x)``.
+
+    ``str.lower``, not ``casefold``, and NFC, not NFKC, on purpose: those
+    would also merge addresses that mail systems keep apart (``straße``
+    and ``strasse``; the full-width a, U+FF41, and ``a``), and the key must
+    never make two mailboxes one.  Only spellings that differ by letter
+    case or by Unicode's canonical equivalence are one key.
+    """
+    if local.isascii():
+        return local.lower()
+    key = local
+    for _ in range(_MAX_KEY_ROUNDS):
+        lowered = unicodedata.normalize("NFC", key.lower())
+        if lowered == key:
+            return key
+        key = lowered
+    raise AddressError("the part before @ has no stable lower-case form")
+
+
 @dataclass(frozen=True)
 class Address:
-    """A validated address.  ``key`` identifies the account in the store."""
+    """A validated address.  ``key`` identifies the account in the store (see ``canonical_local``)."""
 
     local: str  # as the user typed it (case kept, for login names)
     domain: str  # lower-case, IDNA (A-label) form
 
     @cached_property  # asked for up to three times per request
     def key(self) -> str:
-        return f"{self.local.lower()}@{self.domain}"
+        return f"{canonical_local(self.local)}@{self.domain}"
 
     def __str__(self) -> str:
         return f"{self.local}@{self.domain}"
@@ -114,6 +146,10 @@ def parse_address(text: str | None) -> Address:
         raise AddressError("the part before @ contains characters not allowed in an address")
     domain = normalise_domain(domain_text)
     address = Address(local, domain)
-    if len(str(address).encode("utf-8")) > MAX_ADDRESS_OCTETS:
+    # The key must itself be an accepted address (lower case can be longer: U+0130 is 2 octets, i̇ 3).
+    longest = max(len(str(address).encode("utf-8")), len(address.key.encode("utf-8")))
+    if longest > MAX_ADDRESS_OCTETS:
         raise AddressError(f"the address is longer than {MAX_ADDRESS_OCTETS} characters")
+    if len(address.key.encode("utf-8")) - len(domain) - 1 > MAX_LOCAL_OCTETS:
+        raise AddressError(f"the part before @ is longer than {MAX_LOCAL_OCTETS} characters in lower case")
     return address

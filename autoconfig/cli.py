@@ -12,6 +12,7 @@ import getpass
 import io
 import ipaddress
 import json
+import logging
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -90,6 +91,26 @@ def _describe(account: Account) -> str:
     )
 
 
+class _EchoHandler(logging.Handler):
+    """Log records to whatever click's standard error is at the time, as plain lines.
+
+    A command that opens the store may migrate it; the migration's report
+    (store/rekey.py: every merged mailbox) and the store's warnings are
+    then part of the command's output, once each.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("autoconfig")
+    if not any(isinstance(handler, _EchoHandler) for handler in logger.handlers):
+        handler = _EchoHandler(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+
+
 @click.group()
 @click.option(
     "--config",
@@ -101,6 +122,7 @@ def _describe(account: Account) -> str:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """Mail client auto-configuration service: admin commands."""
+    _log_to_stderr()
     ctx.obj = Context(config_path)
 
 

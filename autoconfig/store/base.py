@@ -15,6 +15,10 @@ import abc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .rekey import Merge
 
 SWITCHES = ("imap", "pop")
 
@@ -80,6 +84,8 @@ class Store(abc.ABC):
     read_only = False
     read_only_reason = ""  # what a refused write is told; a default is built from ``kind``
     kind = "abstract"
+    # Rows of one mailbox that this process's schema migration merged (store/rekey.py), to show the operator.
+    migration_merges: tuple[Merge, ...] = ()
 
     # -- the public surface: final, shared checks ------------------------
 

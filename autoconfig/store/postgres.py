@@ -15,22 +15,24 @@ together do not race, and refuses a database newer than this release.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches
+from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches, now
 from .pgpool import PgConnections
+from .rekey import DESCRIPTION, Merge, Row, plan, report
 
 log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key: "autoconfig" folded into a bigint; any constant works.
 MIGRATION_LOCK = 0x6175746F636F6E66
 
-# (version, description, SQL).  Append only: a released migration never changes.
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+# (version, description, SQL or a step run on the migration's connection).
+# Append only: a released migration never changes.
+MIGRATIONS: tuple[tuple[int, str, str | Callable[[Conn], tuple[Merge, ...]]], ...] = (
     (
         1,
         "accounts with imap/pop switches and who changed each",
@@ -49,6 +51,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX accounts_by_domain ON accounts (domain, address);
         """,
     ),
+    (2, DESCRIPTION, lambda conn: _rekey(conn)),  # a lambda: _rekey is defined below
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -123,8 +126,40 @@ def _account(row: tuple[Any, ...]) -> Account:
     )
 
 
-def migrate(conn: Conn) -> int:
-    """Bring the schema to ``SCHEMA_VERSION``; returns the version found before."""
+# Keys that are not plain lower-case ASCII (lower() of the "C" collation touches ASCII only):
+# the only ones the canonical form can change.
+_REKEY_CANDIDATES = (
+    f"SELECT {COLUMNS} FROM accounts WHERE octet_length(address) <> char_length(address) OR address <> lower(address)"
+)
+
+
+def _rekey(conn: Conn) -> tuple[Merge, ...]:
+    """Schema 2, inside the migration's transaction: every key in canonical form, rows of one mailbox merged."""
+
+    def row_at(key: str) -> Row | None:
+        found = conn.execute(f"SELECT {COLUMNS} FROM accounts WHERE address = %s", (key,)).fetchone()
+        return None if found is None else Row(*found)
+
+    candidates = [Row(*found) for found in conn.execute(_REKEY_CANDIDATES).fetchall()]
+    rekeying = plan(candidates, row_at, now())
+    for old, new in rekeying.renames:
+        conn.execute("UPDATE accounts SET address = %s WHERE address = %s", (new, old))
+    for merge, merged in rekeying.merges:
+        conn.execute("DELETE FROM accounts WHERE address = ANY(%s)", (list(merge.sources),))
+        conn.execute(
+            "INSERT INTO accounts (address, domain, imap, imap_at, imap_by, pop, pop_at, pop_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (merged.address, _domain(merged.address), merged.imap, merged.imap_at, merged.imap_by,
+             merged.pop, merged.pop_at, merged.pop_by),
+        )  # fmt: skip
+    return report(rekeying, "PostgreSQL store")
+
+
+def migrate(conn: Conn, merges: list[Merge] | None = None) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; returns the version found before.
+
+    Rows a migration merged are appended to ``merges`` (and logged).
+    """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(
@@ -142,7 +177,12 @@ def migrate(conn: Conn) -> int:
         for version, description, statements in MIGRATIONS:
             if version > found:
                 log.info("PostgreSQL store: applying schema migration %d (%s)", version, description)
-                conn.execute(statements.encode())
+                if isinstance(statements, str):
+                    conn.execute(statements.encode())
+                else:
+                    merged = statements(conn)
+                    if merges is not None:
+                        merges.extend(merged)
                 conn.execute(
                     "INSERT INTO autoconfig_schema (version, description) VALUES (%s, %s)", (version, description)
                 )
@@ -164,8 +204,10 @@ class PostgresStore(Store):
 
     def _migrate(self) -> None:
         conn = self._db.connect()
+        merges: list[Merge] = []
         try:
-            migrate(conn)
+            migrate(conn, merges)
+            self.migration_merges = tuple(merges)
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         finally:

@@ -17,9 +17,11 @@ from datetime import datetime
 from pathlib import Path
 
 from ..forking import forget_after_fork
-from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches
+from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches, now
+from .rekey import Merge, Row, plan, report
 
-SCHEMA_VERSION = 1
+# 1: the accounts table; 2: keys in canonical form (store/rekey.py).
+SCHEMA_VERSION = 2
 SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS accounts (
@@ -34,7 +36,6 @@ SCHEMA = (
     ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS accounts_by_domain ON accounts (domain, address)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 COLUMNS = "address, imap, imap_at, imap_by, pop, pop_at, pop_by"
 UPSERT = """
@@ -70,6 +71,39 @@ def _account(row: sqlite3.Row) -> Account:
         imap_changed=_change(row["imap_at"], row["imap_by"]),
         pop_changed=_change(row["pop_at"], row["pop_by"]),
     )
+
+
+# Keys that are not plain lower-case ASCII: the only ones the canonical form can change.
+_NOT_LOWER_ASCII = "length(CAST(address AS BLOB)) <> length(address) OR address <> lower(address)"
+_REKEY_CANDIDATES = f"SELECT {COLUMNS} FROM accounts WHERE {_NOT_LOWER_ASCII}"
+
+
+def _rekey(conn: sqlite3.Connection, path: str) -> tuple[Merge, ...]:
+    """Schema 2, inside the caller's transaction: every key in canonical form, rows of one mailbox merged."""
+
+    def row(found: sqlite3.Row) -> Row:
+        return Row(
+            found["address"], bool(found["imap"]), found["imap_at"], found["imap_by"],
+            bool(found["pop"]), found["pop_at"], found["pop_by"],
+        )  # fmt: skip
+
+    def row_at(key: str) -> Row | None:
+        found = conn.execute(f"SELECT {COLUMNS} FROM accounts WHERE address = ?", (key,)).fetchone()
+        return None if found is None else row(found)
+
+    candidates = [row(found) for found in conn.execute(_REKEY_CANDIDATES).fetchall()]
+    rekeying = plan(candidates, row_at, now().isoformat())
+    for old, new in rekeying.renames:
+        conn.execute("UPDATE accounts SET address = ? WHERE address = ?", (new, old))
+    for merge, merged in rekeying.merges:
+        conn.executemany("DELETE FROM accounts WHERE address = ?", [(source,) for source in merge.sources])
+        conn.execute(
+            "INSERT INTO accounts (address, domain, imap, imap_at, imap_by, pop, pop_at, pop_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (merged.address, _domain(merged.address), int(merged.imap), merged.imap_at, merged.imap_by,
+             int(merged.pop), merged.pop_at, merged.pop_by),
+        )  # fmt: skip
+    return report(rekeying, f"SQLite database {path}")
 
 
 MMAP_SIZE = 256 * 1024 * 1024
@@ -114,9 +148,14 @@ class SQLiteStore(Store):
             return
         with self._transaction() as locked:
             # Read again under the write lock: another worker may have just created it.
-            if self._schema_version(locked) < SCHEMA_VERSION:
+            found = self._schema_version(locked)
+            if found < 1:
                 for statement in SCHEMA:
                     locked.execute(statement)
+            if 0 < found < 2:  # a new file has no keys to rewrite
+                self.migration_merges = _rekey(locked, self.path)
+            if found < SCHEMA_VERSION:
+                locked.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
