@@ -147,6 +147,11 @@ def single_arg(name: str) -> str | None:
 UNLIMITED_BLUEPRINTS = frozenset({"health", "dovecot", "metrics"})
 
 
+# An escape of a byte outside ASCII: without one (and without raw bytes outside ASCII) the
+# decoded query is ASCII, so valid UTF-8, and the common "%40" needs no decoding (2 -> 0.3 µs).
+_HIGH_ESCAPE = re.compile(rb"%[89A-Fa-f][0-9A-Fa-f]")
+
+
 def _utf8_query(query: bytes) -> bool:
     """Whether every name and value in ``query`` decodes as UTF-8 once its %XX escapes are undone.
 
@@ -186,7 +191,7 @@ def _before_request() -> None:
     query = req.query_string
     if len(query) > MAX_QUERY_STRING:
         raise UriTooLong(f"the query string is longer than {MAX_QUERY_STRING} bytes")
-    if (b"%" in query or not query.isascii()) and not _utf8_query(query):
+    if (not query.isascii() or _HIGH_ESCAPE.search(query)) and not _utf8_query(query):
         raise BadRequest("the query string is not valid UTF-8 (after percent-decoding)")
     host = req.environ.get("HTTP_HOST", "")  # the Host header, without werkzeug's header lookup
     if host and not _HOST.match(host):
