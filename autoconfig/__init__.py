@@ -14,6 +14,7 @@ from . import metrics
 from .config import MAX_BODY_LIMIT, Config, load
 from .dns import make_resolver
 from .dns.hosted import HostedDomains
+from .resources import data_dir
 from .service import Service
 from .store import open_store
 
@@ -70,7 +71,7 @@ def create_app(config: Config | None = None) -> Flask:
     from . import web
 
     # No app-wide /static route: the setup page's blueprint serves the only static file.
-    app = web.App(__name__, template_folder="../templates", static_folder=None)
+    app = web.App(__name__, template_folder=data_dir("templates"), static_folder=None)
     # Werkzeug refuses larger bodies with 413 before a view reads them.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_LIMIT
     app.extensions["autoconfig"] = svc

@@ -1,5 +1,7 @@
-# Shared by scripts/serve and scripts/test: make .venv with Python 3.11+ and
-# install the given requirements file into it (quietly, only when it changed).
+# Shared by scripts/serve and scripts/test: make .venv with Python 3.11+,
+# install the given requirements file into it, and the project itself in
+# editable mode, which gives .venv/bin/autoconfig (quietly, only when
+# the requirements or pyproject.toml changed).
 ensure_venv() {
   local requirements=$1
   local python=${PYTHON:-python3}
@@ -17,8 +19,10 @@ ensure_venv() {
     fi
   fi
   local stamp=.venv/.installed-$(basename "$requirements")
-  if [ ! -f "$stamp" ] || [ -n "$(find requirements*.txt -newer "$stamp")" ]; then
+  if [ ! -f "$stamp" ] || [ -n "$(find requirements*.txt pyproject.toml -newer "$stamp")" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+    # The pins above are the dependencies; this adds only the package and its command.
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --editable .
     touch "$stamp"
   fi
 }

@@ -26,6 +26,7 @@ from ..errors import BadRequest, ClientError, NotServed, TooManyRequests, Unavai
 from ..metrics import EXTENSION as METRICS
 from ..metrics import Metrics, metrics
 from ..ratelimit import RateLimiter
+from ..resources import data_dir
 from ..service import Decision, Service
 from ..spec import MAX_QUERY_STRING, TEXT_CONTENT_TYPE
 
@@ -305,6 +306,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(dovecot.blueprint)
     app.register_blueprint(prometheus.blueprint)
     app.register_blueprint(apple.blueprint)
+    # Read when the blueprint is registered (the static route is added then).
+    setup.blueprint.static_folder = data_dir("static")
     app.register_blueprint(setup.blueprint)
     app.register_blueprint(outlook.blueprint)
     app.wsgi_app = _Edge(app.wsgi_app, app)  # type: ignore[method-assign]

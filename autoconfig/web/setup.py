@@ -11,7 +11,8 @@ from flask import Blueprint, Response
 from . import decide, single_arg
 from .pages import decision_page, page, serve_html
 
-blueprint = Blueprint("setup", __name__, static_folder="../../static", static_url_path="/setup/static")
+# static_folder is set by ``init_app``: where static/ is depends on how the package was installed.
+blueprint = Blueprint("setup", __name__, static_url_path="/setup/static")
 serve_html(blueprint)
 
 
