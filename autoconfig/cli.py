@@ -32,7 +32,7 @@ from .formats import apple, outlook, thunderbird
 from .service import Service
 from .signing import load_signer
 from .spec import OUTLOOK_ERROR_NO_CONFIGURATION
-from .store import Account, ReadOnlyStore, StoreError, Switches
+from .store import Account, ReadOnlyStore, StoreError, Switches, inspect_store
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -41,6 +41,9 @@ ON_OFF = click.Choice(["on", "off"])
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 CSV_HEADER = ["address", "imap", "pop"]
+# Exit statuses of the checks (check-config, dns check): 1 something is wrong, 3 something could not be checked.
+EXIT_FINDINGS = 1
+EXIT_COULD_NOT_CHECK = 3
 
 
 def _actor() -> str:
@@ -68,6 +71,14 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def _load_config(ctx: Context) -> Config:
+    """The config alone, for the commands that never open the store (check-config, dns)."""
+    try:
+        return load(ctx.config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _key(address: str) -> str:
@@ -129,28 +140,43 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @main.command("check-config")
 @pass_context
 def check_config(ctx: Context) -> None:
-    """Validate the config file and open the store."""
-    svc = ctx.service
+    """Check the config file, the signing files and the store, changing nothing.
+
+    Says OK on its last line, once everything is checked.  Exit status: 0 OK;
+    1 the service would refuse to start; 3 the config is OK but the store
+    cannot be reached now (the service starts anyway, answers 503 until the
+    store is back, and creates or migrates its tables then).
+    """
+    config = _load_config(ctx)
     try:
-        svc.store.ping()
-    except StoreError as exc:
+        signer = load_signer(config)
+        store = inspect_store(
+            config.store_url,
+            query=config.store_query,
+            preset=config.store_preset,
+            ldap=config.store_ldap,
+            timeout=config.store_timeout,
+        )
+    except (ConfigError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
-    config = svc.config
-    click.echo(f"{config.source}: OK")
     click.echo(f"  provider: {config.provider.id} ({config.provider.display_name})")
     click.echo(f"  domains:  {', '.join(config.provider.domains)}")
     for server in (*config.servers.imap, *config.servers.pop3, *config.servers.smtp):
         click.echo(f"  {server.protocol:5} {server.host}:{server.port} {server.socket}")
-    click.echo(f"  store:    {svc.store.kind}")
-    for line in svc.store.describe():
+    if store.unreachable is None:
+        click.echo(f"  store:    {store.summary}")
+    else:
+        click.echo(f"  store:    {store.summary}, cannot be reached now: {store.unreachable}")
+    for line in store.details:
         click.echo(f"    {line}")
     click.echo(f"  admin API: {'enabled' if config.admin_tokens else 'disabled (no token)'}")
-    try:
-        signer = load_signer(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
     signed = f"signed by {signer.subject} until {signer.expires:%Y-%m-%d}" if signer else "unsigned"
     click.echo(f"  apple profiles: {signed}")
+    if store.unreachable is not None:
+        # Not a refusal: a node started during a database outage comes up and answers 503 until it is back.
+        click.echo(f"{config.source}: OK, but the store cannot be reached now; the service would start and answer 503")
+        sys.exit(EXIT_COULD_NOT_CHECK)
+    click.echo(f"{config.source}: OK")
 
 
 @main.group()
@@ -387,17 +413,6 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
 
 
 # -- dns ------------------------------------------------------------------------
-
-EXIT_FINDINGS = 1
-EXIT_COULD_NOT_CHECK = 3
-
-
-def _load_config(ctx: Context) -> Config:
-    """The config alone: the DNS commands never need the store."""
-    try:
-        return load(ctx.config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _domains(config: Config, given: tuple[str, ...]) -> list[str]:

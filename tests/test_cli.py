@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 
+from autoconfig.cli import EXIT_COULD_NOT_CHECK, main
+from autoconfig.config import ENV_DATABASE_URL
+from autoconfig.store import Switches, open_store
+from autoconfig.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from tests.support.ports import free_port
+
 Cli = Callable[..., Result]
+WriteConfig = Callable[..., Path]
 
 
 def test_set_then_show(cli: Cli) -> None:
@@ -84,10 +94,72 @@ def test_a_bad_row_rejects_the_whole_file_and_names_the_row(cli: Cli, tmp_path: 
     assert cli("accounts", "list").output == ""
 
 
-def test_check_config_reports_ok(cli: Cli) -> None:
+def test_check_config_reports_ok(cli: Cli, config_path: Path) -> None:
     result = cli("check-config")
     assert result.exit_code == 0
-    assert ": OK" in result.output and "admin API: enabled" in result.output
+    assert "admin API: enabled" in result.output
+    assert result.output.splitlines()[-1] == f"{config_path}: OK"
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def test_check_config_creates_no_sqlite_file_nor_its_directory(
+    tmp_path: Path, config_data: dict[str, Any], write_config: WriteConfig
+) -> None:
+    state = tmp_path / "var" / "lib" / "autoconfig"
+    config_data["store"]["url"] = f"sqlite:///{state}/accounts.sqlite3"
+    result = CliRunner().invoke(main, ["--config", str(write_config(config_data)), "check-config"], env={})
+    assert result.exit_code == 0, result.output
+    assert f"sqlite {state}/accounts.sqlite3 (not created yet" in result.output
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("in_use", [False, True], ids=["idle", "in-use"])
+def test_check_config_reads_an_existing_sqlite_file_without_touching_it(
+    tmp_path: Path, config_data: dict[str, Any], write_config: WriteConfig, in_use: bool
+) -> None:
+    url = config_data["store"]["url"]
+    store = open_store(url)
+    store.import_switches([("a@example.net", Switches(imap=True)), ("b@example.net", Switches(pop=True))], "t")
+    if not in_use:
+        store.close()  # the last connection out removes the -wal file
+    config = write_config(config_data, "checked.toml")
+    before = _tree(tmp_path)
+    try:
+        result = CliRunner().invoke(main, ["--config", str(config), "check-config"], env={})
+        after = _tree(tmp_path)
+    finally:
+        store.close()
+    assert result.exit_code == 0, result.output
+    assert "(2 accounts)" in result.output
+    assert ("accounts.sqlite3-wal" in before) is in_use
+    assert after.keys() == before.keys()
+    # -shm is the shared memory in which every reader of a file in use marks what it reads.
+    assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {
+        k: v for k, v in before.items() if not k.endswith("-shm")
+    }
+
+
+def test_check_config_refuses_a_sqlite_file_from_a_newer_release(cli: Cli, config_data: dict[str, Any]) -> None:
+    path = Path(config_data["store"]["url"].removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    result = cli("check-config")
+    assert result.exit_code == 1
+    assert "schema version 99 is newer" in result.output and "OK" not in result.output
+
+
+def test_check_config_says_ok_only_once_everything_is_checked(cli: Cli, config_path: Path) -> None:
+    config_path.write_text(
+        config_path.read_text() + '[apple]\nsigning_certificate = "missing.pem"\nsigning_key = "missing.key"\n'
+    )
+    result = cli("check-config")
+    assert result.exit_code == 1
+    assert "apple.signing_certificate" in result.output
+    assert "OK" not in result.output
 
 
 def test_check_config_names_file_and_key(cli: Cli, config_path: Path) -> None:
@@ -95,3 +167,31 @@ def test_check_config_names_file_and_key(cli: Cli, config_path: Path) -> None:
     result = cli("check-config")
     assert result.exit_code == 1
     assert f"{config_path}: servers.imap[0].port: expected an integer" in result.output
+
+
+def _check(config_data: dict[str, Any], write_config: WriteConfig, database_url: str) -> Result:
+    config = write_config(config_data)
+    return CliRunner().invoke(main, ["--config", str(config), "check-config"], env={ENV_DATABASE_URL: database_url})
+
+
+def test_check_config_neither_creates_nor_migrates_postgresql_tables(
+    pg_dsn: str, config_data: dict[str, Any], write_config: WriteConfig
+) -> None:
+    result = _check(config_data, write_config, pg_dsn)
+    assert result.exit_code == 0, result.output
+    assert "store:    postgresql (no tables yet: the service creates them at start)" in result.output
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+    open_store(pg_dsn).close()
+    assert f"store:    postgresql (schema {PG_SCHEMA_VERSION})" in _check(config_data, write_config, pg_dsn).output
+
+
+def test_check_config_with_postgresql_down_is_a_warning_not_a_refusal(
+    config_data: dict[str, Any], write_config: WriteConfig
+) -> None:
+    result = _check(config_data, write_config, f"postgresql://autoconfig@127.0.0.1:{free_port()}/autoconfig")
+    assert result.exit_code == EXIT_COULD_NOT_CHECK
+    assert "store:    postgresql, cannot be reached now: PostgreSQL:" in result.output
+    assert result.output.splitlines()[-1].endswith(
+        ": OK, but the store cannot be reached now; the service would start and answer 503"
+    )

@@ -150,6 +150,16 @@ def test_the_installed_package_is_the_one_in_the_new_virtualenv(installed: Insta
         assert Path(line).resolve().is_relative_to(package), line
 
 
+def test_check_config_runs_from_any_directory_and_creates_nothing(installed: Installed) -> None:
+    result = installed.run(installed.command, "--config", DEMO_CONFIG, "check-config")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == f"{DEMO_CONFIG}: OK"
+    assert "example.net" in result.stdout
+    # The demo store is sqlite:///instance/accounts.sqlite3, relative to here: a check creates nothing.
+    assert list(installed.workdir.iterdir()) == []
+
+
 def _get(url: str) -> tuple[int, dict[str, str], bytes]:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:

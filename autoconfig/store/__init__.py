@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .base import (
@@ -33,6 +34,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Switches",
+    "inspect_store",
     "open_store",
 ]
 
@@ -82,9 +84,15 @@ def open_store(
         from .postgres import PostgresStore
 
         return PostgresStore(url, pool_size=pool_size, timeout=timeout)
+    raise _unsupported(url)
+
+
+def _unsupported(url: str) -> StoreError:
+    """Why ``url`` names no store of its own."""
+    scheme = url.split(":", 1)[0]
     if url.startswith(("mysql://", *LDAP_SCHEMES)):
-        raise StoreError(f"a {url.split(':', 1)[0]}:// URL is a read-only source: it needs [store.sql] or [store.ldap]")
-    raise StoreError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")
+        return StoreError(f"a {scheme}:// URL is a read-only source: it needs [store.sql] or [store.ldap]")
+    return StoreError(f"unsupported store URL scheme: {scheme!r}")
 
 
 def _require_driver(module: str, package: str, scheme: str) -> None:
@@ -98,3 +106,52 @@ def _require_driver(module: str, package: str, scheme: str) -> None:
             "libmariadb-dev libldap2-dev libsasl2-dev pkg-config, then "
             "pip install -r requirements-sources.txt"
         )
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """What ``inspect_store`` found: a summary line, details (a source's expanded query), and
+    why the store cannot be reached now, if it cannot."""
+
+    summary: str
+    details: tuple[str, ...] = ()
+    unreachable: str | None = None
+
+
+def inspect_store(
+    url: str,
+    *,
+    query: str | None = None,
+    preset: str | None = None,
+    ldap: LDAPSettings | None = None,
+    timeout: float = 2.0,
+) -> StoreCheck:
+    """What the store at ``url`` holds, found without changing anything.
+
+    ``open_store`` creates files and tables and migrates schemas; a check
+    (``check-config``) must do none of that.  The read-only sources (sql,
+    ldap) change nothing by design, so they are opened and asked once.
+    Raises ``StoreError`` when the service would refuse the store at start.
+    """
+    try:
+        if query is not None or ldap is not None:
+            store = open_store(url, query=query, preset=preset, ldap=ldap, pool_size=1, timeout=timeout)
+            details = tuple(store.describe())
+            try:
+                store.ping()
+            except StoreUnavailable as exc:
+                return StoreCheck(store.kind, details, str(exc))
+            finally:
+                store.close()
+            return StoreCheck(store.kind, details)
+        if url.startswith("sqlite:///"):
+            from .sqlite import inspect
+
+            return StoreCheck(inspect(url))
+        if url.startswith(POSTGRES_SCHEMES):
+            from .postgres import inspect as inspect_postgres
+
+            return StoreCheck(inspect_postgres(url, timeout))
+    except StoreUnavailable as exc:
+        return StoreCheck(url.split(":", 1)[0], unreachable=str(exc))
+    raise _unsupported(url)

@@ -189,6 +189,34 @@ def migrate(conn: Conn, merges: list[Merge] | None = None) -> int:
     return found
 
 
+def inspect(url: str, timeout: float) -> str:
+    """The schema version found at ``url``, in a read-only session: nothing is created or migrated."""
+    try:
+        conn = psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=max(2, int(timeout)),
+            options="-c default_transaction_read_only=on",
+        )
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+    try:
+        with conn:
+            if conn.execute("SELECT to_regclass('autoconfig_schema')").fetchone() == (None,):
+                return "postgresql (no tables yet: the service creates them at start)"
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM autoconfig_schema").fetchone()
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL: {exc}") from None
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise StoreError(f"PostgreSQL schema version {found} is newer than this release understands ({SCHEMA_VERSION})")
+    if found < SCHEMA_VERSION:
+        return f"postgresql (schema {found}: the service migrates it to {SCHEMA_VERSION} at start)"
+    return f"postgresql (schema {found})"
+
+
 class PostgresStore(Store):
     kind = "postgresql"
 

@@ -12,9 +12,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from ..forking import forget_after_fork
 from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches, now
@@ -54,6 +55,31 @@ ON CONFLICT (address) DO UPDATE SET
 def path_from_url(url: str) -> str:
     """``sqlite:///rel/path`` is relative to the working directory, ``sqlite:////abs`` absolute."""
     return url.removeprefix("sqlite:///")
+
+
+def inspect(url: str) -> str:
+    """What the file at ``url`` holds, read without creating or changing anything (``check-config``).
+
+    A file with a ``-wal`` beside it is in use, and SQLite reads it consistently
+    read-only; without one, a read-only connection would create the ``-wal``
+    and ``-shm`` files, so the file is opened as immutable (no writer is
+    connected, since a connected writer keeps the ``-wal``).
+    """
+    path = Path(path_from_url(url)).absolute()
+    if not path.exists():
+        return f"sqlite {path} (not created yet: the service creates it, and its directory, at start)"
+    mode = "ro" if Path(f"{path}-wal").exists() else "ro&immutable=1"
+    try:
+        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode={mode}", uri=True)) as conn:
+            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{path}: schema version {version} is newer than this release understands")
+            if version < SCHEMA_VERSION:
+                return f"sqlite {path} (no tables yet: the service creates them at start)"
+            count: int = conn.execute("SELECT count(*) FROM accounts").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite database {path}: {exc}") from None
+    return f"sqlite {path} ({count} accounts)"
 
 
 def _domain(key: str) -> str:
