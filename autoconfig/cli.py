@@ -362,7 +362,10 @@ def accounts_import(ctx: Context, file: io.BufferedReader) -> None:
         count = ctx.service.store.import_switches(rows, f"import:{name}")
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"imported {len(rows)} rows ({count} accounts written) from {file.name}")
+    click.echo(
+        f"imported {len(rows)} rows from {file.name}: {count} created or changed, "
+        f"{len(rows) - count} already as in the file"
+    )
 
 
 @main.command("render")

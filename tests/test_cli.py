@@ -72,6 +72,18 @@ def test_import_then_export_round_trips(cli: Cli, tmp_path: Path) -> None:
     )
 
 
+def test_import_says_what_it_changed(cli: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "switches.csv"
+    source.write_text("address,imap,pop\na@example.net,on,off\nb@example.net,off,on\n")
+    first = cli("accounts", "import", str(source))
+    assert first.output == f"imported 2 rows from {source}: 2 created or changed, 0 already as in the file\n"
+    again = cli("accounts", "import", str(source))
+    assert again.output == f"imported 2 rows from {source}: 0 created or changed, 2 already as in the file\n"
+    source.write_text("address,imap,pop\na@example.net,on,on\nb@example.net,off,on\n")
+    changed = cli("accounts", "import", str(source))
+    assert changed.output == f"imported 2 rows from {source}: 1 created or changed, 1 already as in the file\n"
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [

@@ -98,6 +98,18 @@ def test_import_sets_every_row(store: Store) -> None:
     assert {a.address: a.switches for a in store.accounts()} == dict(rows)
 
 
+def test_import_counts_and_rewrites_only_the_accounts_it_changes(store: Store) -> None:
+    rows = [("a@example.net", Switches(imap=True)), ("b@example.net", Switches(pop=True))]
+    assert store.import_switches(rows, "import:first.csv") == 2
+    before = {account.address: account for account in store.accounts()}
+    assert store.import_switches(rows, "import:again.csv") == 0
+    assert {account.address: account for account in store.accounts()} == before  # stamps and actors kept
+    changed = [("a@example.net", Switches(imap=True)), ("b@example.net", Switches(imap=True, pop=True))]
+    assert store.import_switches(changed, "import:second.csv") == 1
+    assert store.get("b@example.net").imap_changed.by == "import:second.csv"  # type: ignore[union-attr]
+    assert store.get("a@example.net").imap_changed.by == "import:first.csv"  # type: ignore[union-attr]
+
+
 def test_concurrent_writers_end_with_the_last_write_of_each(store: Store) -> None:
     def toggle(worker: int) -> None:
         for round_ in range(20):

@@ -116,7 +116,11 @@ class Store(abc.ABC):
         return self._accounts(domain)
 
     def import_switches(self, rows: Iterable[tuple[str, Switches]], actor: str) -> int:
-        """Set many accounts in one transaction: all rows land, or none."""
+        """Set many accounts in one transaction: all rows land, or none.
+
+        Returns how many accounts were created or changed; a row that matches
+        what is stored is not rewritten (its "changed" stamps stay).
+        """
         self._writable()
         return self._import(rows, actor, now())
 

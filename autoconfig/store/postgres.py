@@ -80,7 +80,7 @@ RETURNING {COLUMNS}
 """
 
 # Rows arrive by COPY into a temporary table; the last row of an address wins, as in SQLite.
-# The count returned is of accounts created or changed (SQLite counts every row it upserts).
+# The count returned is of accounts created or changed, as in SQLite.
 IMPORT_TABLE = """
 CREATE TEMPORARY TABLE autoconfig_import (
     seq bigint NOT NULL, address text COLLATE "C" NOT NULL, domain text COLLATE "C" NOT NULL,

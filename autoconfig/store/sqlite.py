@@ -49,6 +49,8 @@ ON CONFLICT (address) DO UPDATE SET
     pop_at = CASE WHEN pop != excluded.pop THEN excluded.pop_at ELSE pop_at END,
     pop_by = CASE WHEN pop != excluded.pop THEN excluded.pop_by ELSE pop_by END,
     pop = excluded.pop
+-- An unchanged account is not rewritten, nor counted: the import reports what it changed.
+WHERE imap != excluded.imap OR pop != excluded.pop
 """
 
 
