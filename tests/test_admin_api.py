@@ -129,3 +129,28 @@ def test_empty_patch_is_refused(client: FlaskClient) -> None:
 def test_actor_header_is_validated(client: FlaskClient) -> None:
     response = client.put(URL, json={"imap": True, "pop": True}, headers={**AUTH, "X-Autoconfig-Actor": "a b\u00e9"})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/admin/v1/nope", 404, "not_found"),
+        ("GET", "/admin/v1", 404, "not_found"),
+        ("PUT", "/admin/v1/accounts", 404, "not_found"),
+        ("POST", URL, 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_paths_and_methods_answer_json_too(
+    client: FlaskClient, method: str, path: str, status: int, error: str
+) -> None:
+    response = client.open(path, method=method, headers=AUTH)
+    assert response.status_code == status
+    assert response.content_type == "application/json"
+    body = response.get_json()
+    assert sorted(body) == ["error", "message"] and body["error"] == error
+    assert response.headers["Cache-Control"] == "no-store"
+    if status == 405:
+        assert response.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"
+        assert "use DELETE, GET" in body["message"]
+    else:
+        assert "/admin/v1/accounts/<address>" in body["message"]

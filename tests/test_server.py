@@ -10,8 +10,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
+from autoconfig.spec import APPLE_PROFILE_PATHS, CACHE_CONTROL, THUNDERBIRD_PATHS
+from autoconfig.web.pages import HTML_HEADERS
 from tests.conftest import ADMIN_TOKEN
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.ports import wait_for
@@ -93,6 +96,28 @@ def test_credentials_never_reach_the_log(live_server: GunicornServer) -> None:
     log = live_server.log_text()
     for credential in (secret, ADMIN_TOKEN, "wrong-but-secret-xyz"):
         assert credential not in log
+
+
+# Longer than gunicorn's default limit (4094 bytes), within the limit config/gunicorn.conf.py sets.
+LONG_QUERY = "emailaddress=alice@example.net&x=" + "y" * 6000
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        (THUNDERBIRD_PATHS[0], {"Cache-Control": CACHE_CONTROL}),
+        (APPLE_PROFILE_PATHS[0], dict(HTML_HEADERS)),
+        ("/setup", dict(HTML_HEADERS)),
+    ],
+)
+def test_a_long_request_line_is_the_apps_414_with_the_usual_headers(
+    live_server: GunicornServer, path: str, headers: dict[str, str]
+) -> None:
+    status, got, body = http("GET", f"{live_server.url}{path}?{LONG_QUERY}")
+    assert status == 414
+    for name, value in {**headers, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}.items():
+        assert got[name] == value
+    assert b"query string is longer than" in body
 
 
 def test_healthz(live_server: GunicornServer) -> None:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from flask.sessions import NullSession, SessionInterface
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NotFoundPath
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
@@ -168,6 +168,31 @@ def _utf8_query(query: bytes) -> bool:
     return True
 
 
+ADMIN_PREFIX = "/admin/v1"
+
+
+def _unrouted_family(req: Request) -> str:
+    """The family of a request no route took, so its error answer looks like the family's others.
+
+    A wrong method (405) belongs to the family of the path's route; any path
+    under the admin API's prefix belongs to the admin API.  Only requests
+    that found no route pay for this.
+    """
+    exc = req.routing_exception
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        adapter = current_app.create_url_adapter(req)
+        try:
+            endpoint, _ = adapter.match(method=sorted(exc.valid_methods)[0])  # type: ignore[union-attr]
+        except HTTPException:
+            pass
+        else:
+            return str(endpoint).partition(".")[0]
+    path = req.path
+    if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+        return "admin"
+    return "unknown"
+
+
 def _before_request() -> None:
     """Every request's checks, in one hook (each Flask hook call has a measurable cost).
 
@@ -180,7 +205,9 @@ def _before_request() -> None:
         # the Thunderbird view: unroute it, and it is answered as an unknown path (App's docstring).
         req.url_rule = req.view_args = None
         req.routing_exception = NotFoundPath()
-    family = (req.blueprint or "unknown").partition(".")[0]  # "outlook.pox" counts as outlook
+    blueprint = req.blueprint
+    # "outlook.pox" counts as outlook
+    family = blueprint.partition(".")[0] if blueprint is not None else _unrouted_family(req)
     req.environ[FAMILY_KEY] = family
     if family not in UNLIMITED_BLUEPRINTS:
         limiters: dict[str, RateLimiter] = current_app.extensions["autoconfig_limits"]
@@ -206,6 +233,7 @@ DEFAULT_HEADERS = (
     ("Cache-Control", "no-store"),
 )
 FAMILY_HEADERS = "autoconfig_family_headers"  # app.extensions: blueprint name -> its own default headers
+FAMILY_ERRORS = "autoconfig_family_errors"  # app.extensions: blueprint name -> how it answers a ClientError
 
 _Defaults = tuple[tuple[str, tuple[str, str]], ...]
 
@@ -223,6 +251,19 @@ def family_headers(blueprint: Blueprint, headers: tuple[tuple[str, str], ...]) -
 
     def register(state: BlueprintSetupState) -> None:
         state.app.extensions[FAMILY_HEADERS][state.name] = _defaults(headers)
+
+    blueprint.record_once(register)
+
+
+def family_errors(blueprint: Blueprint, render: Callable[[ClientError], Response]) -> None:
+    """Errors on ``blueprint``'s paths that no route took (404, 405) are answered by ``render`` too.
+
+    Flask's blueprint error handlers see only requests a route of the
+    blueprint took; the admin API promises JSON for every answer.
+    """
+
+    def register(state: BlueprintSetupState) -> None:
+        state.app.extensions[FAMILY_ERRORS][state.name] = render
 
     blueprint.record_once(register)
 
@@ -264,16 +305,41 @@ class _Edge:
                 registry.count_request(family, outcome, time.perf_counter() - started)
 
 
+def _family_render() -> Callable[[ClientError], Response] | None:
+    renderers: dict[str, Callable[[ClientError], Response]] = current_app.extensions[FAMILY_ERRORS]
+    return renderers.get(request.environ.get(FAMILY_KEY, ""))
+
+
 def _client_error(exc: ClientError) -> Response:
+    render = _family_render()
+    if render is not None:
+        return render(exc)
     response = text_response(exc.message, exc.status)
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
+class _HttpError(ClientError):
+    """A routing error (404, 405) as the ClientError a family's renderer takes."""
+
+    def __init__(self, exc: HTTPException, message: str) -> None:
+        super().__init__(message)
+        self.status = exc.code or 500
+        self.code = (exc.name or "error").lower().replace(" ", "_")
+
+
 def _http_error(exc: HTTPException) -> Response:
     # Werkzeug's own pages are HTML and some echo the method or URL; answer plainly instead.
-    return text_response(f"{exc.code} {exc.name}", exc.code or 500)
+    allowed = sorted(exc.valid_methods) if isinstance(exc, MethodNotAllowed) and exc.valid_methods else None
+    message = f"{exc.code} {exc.name}"
+    if allowed:
+        message += f": use {', '.join(allowed)}"
+    render = _family_render()
+    response = text_response(message, exc.code or 500) if render is None else render(_HttpError(exc, message))
+    if allowed:
+        response.headers["Allow"] = ", ".join(allowed)  # RFC 9110, section 15.5.6: a 405 names what is allowed
+    return response
 
 
 def _server_error(exc: Exception) -> Response:
@@ -285,6 +351,7 @@ def init_app(app: Flask) -> None:
     from . import admin, apple, dovecot, health, outlook, prometheus, setup, thunderbird
 
     app.extensions[FAMILY_HEADERS] = {}
+    app.extensions[FAMILY_ERRORS] = {}
     limits = app.extensions["autoconfig"].config.limits
     app.extensions["autoconfig_limits"] = {
         "client": RateLimiter(limits.client_rate, limits.client_burst),

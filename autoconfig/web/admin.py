@@ -20,11 +20,11 @@ from ..errors import BadRequest, ClientError, Conflict, NotFound, Unauthorized, 
 from ..metrics import metrics
 from ..spec import MAX_ADMIN_BODY
 from ..store import SWITCHES, Account, ReadOnlyStore, StoreUnavailable
-from . import service
+from . import ADMIN_PREFIX, family_errors, service
 from .jsonbody import read_object
 
 log = logging.getLogger(__name__)
-blueprint = Blueprint("admin", __name__, url_prefix="/admin/v1")
+blueprint = Blueprint("admin", __name__, url_prefix=ADMIN_PREFIX)
 _ACTOR = re.compile(r"^[\x21-\x7e]{1,64}$")
 
 
@@ -126,4 +126,11 @@ def delete_account(address: str) -> Response:
     return jsonify(address=key, imap=False, pop=False, existed=existed)
 
 
+def _unrouted_error(exc: ClientError) -> Response:
+    if exc.status == 404:
+        exc = NotFound(f"no such admin API path; switches are at {ADMIN_PREFIX}/accounts/<address>")
+    return _error(exc)
+
+
 blueprint.register_error_handler(ClientError, _error)
+family_errors(blueprint, _unrouted_error)  # unknown admin paths (404) and wrong methods (405) answer JSON too
