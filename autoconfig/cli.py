@@ -14,7 +14,7 @@ import ipaddress
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 import click
 
 from . import create_service
-from .address import AddressError, normalise_domain, parse_address
+from .address import Address, AddressError, normalise_domain, parse_address
 from .config import Config, ConfigError, load
 from .dns import make_resolver
 from .dns import records as dns_records_mod
 from .dns.check import check_domains
-from .errors import ClientError
+from .errors import ClientError, NotServed
 from .formats import apple, outlook, thunderbird
 from .service import Service
 from .signing import load_signer
@@ -81,11 +81,15 @@ def _load_config(ctx: Context) -> Config:
         raise click.ClickException(str(exc)) from None
 
 
-def _key(address: str) -> str:
+def _address(address: str) -> Address:
     try:
-        return parse_address(address).key
+        return parse_address(address)
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="ADDRESS") from None
+
+
+def _key(address: str) -> str:
+    return _address(address).key
 
 
 def _describe(account: Account) -> str:
@@ -194,9 +198,12 @@ def accounts_set(ctx: Context, address: str, imap: str | None, pop: str | None) 
     changes = {name: value == "on" for name, value in (("imap", imap), ("pop", pop)) if value is not None}
     if not changes:
         raise click.UsageError("give --imap on|off and/or --pop on|off")
-    key = _key(address)
+    parsed = _address(address)
     try:
-        account = ctx.service.store.update(key, changes, _actor())
+        ctx.service.check_storable(parsed)
+        account = ctx.service.store.update(parsed.key, changes, _actor())
+    except NotServed as exc:
+        raise click.ClickException(exc.message) from None
     except (ReadOnlyStore, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_describe(account))
@@ -316,8 +323,13 @@ def _numbered_rows(name: str, reader: Reader) -> Iterator[tuple[int, list[str]]]
         end = reader.line_num
 
 
-def read_switches_csv(name: str, data: Iterable[bytes]) -> Iterator[tuple[str, Switches]]:
-    """Rows of an ``address,imap,pop`` file (bytes, line by line); the first problem stops everything, named."""
+def read_switches_csv(
+    name: str, data: Iterable[bytes], check: Callable[[Address], None] | None = None
+) -> Iterator[tuple[str, Switches]]:
+    """Rows of an ``address,imap,pop`` file (bytes, line by line); the first problem stops everything, named.
+
+    ``check`` may refuse an address (``Service.check_storable``) with a ``ClientError``.
+    """
     rows = _numbered_rows(name, csv.reader(_text_lines(name, data), strict=True))
     header = next(rows, None)
     if header is None:
@@ -331,9 +343,14 @@ def read_switches_csv(name: str, data: Iterable[bytes]) -> Iterator[tuple[str, S
         if len(row) != 3:
             raise click.ClickException(f"{where}: expected 3 columns, found {len(row)}")
         try:
-            key = parse_address(row[0].strip()).key
+            address = parse_address(row[0].strip())
+            if check is not None:
+                check(address)
         except AddressError as exc:
             raise click.ClickException(f"{where}: {exc}") from None
+        except ClientError as exc:
+            raise click.ClickException(f"{where}: {exc.message}") from None
+        key = address.key
         if key in seen:
             raise click.ClickException(f"{where}: {key} already appears on line {seen[key]}")
         seen[key] = line
@@ -357,7 +374,7 @@ def accounts_import(ctx: Context, file: io.BufferedReader) -> None:
     """Set switches from a CSV file (address,imap,pop) in UTF-8: every row, or none."""
     name = Path(file.name).name
     # Validate the whole file before the transaction starts, so a bad row costs no lock time.
-    rows = list(read_switches_csv(file.name, file))
+    rows = list(read_switches_csv(file.name, file, ctx.service.check_storable))
     try:
         count = ctx.service.store.import_switches(rows, f"import:{name}")
     except StoreError as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import policy
 from .address import Address, AddressError, parse_address
 from .config import Config
-from .dns.hosted import HostedDomains, LookupFailed
+from .dns.hosted import HostedDomains, LookupFailed, Rejected
 from .errors import BadRequest, NotServed, Unavailable
 from .store import Store, StoreUnavailable
 
@@ -52,6 +52,36 @@ class Service:
         except LookupFailed as exc:
             log.warning("cannot tell whether %s is hosted: %s", domain, exc)
             raise Unavailable("cannot check this domain right now; try again shortly") from None
+
+    def check_storable(self, address: Address) -> None:
+        """Refuse to store switches for ``address`` when no client request could ever read them.
+
+        A row in a domain the service does not answer for is never read, so a
+        typo in the domain would go unnoticed.  With hosted customer domains
+        on, a domain is accepted if an MX could make it hosted (no lookup is
+        made here: the customer's MX may point at the ISP only later).
+        """
+        if self.config.serves(address.domain):
+            return
+        served = f"the served domains are {', '.join(self.config.provider.domains)}"
+        if self.hosted is None:
+            raise NotServed(
+                f"{address.domain} is not a domain this service answers for ({served}); "
+                "switches stored for it would never be read"
+            )
+        try:
+            self.hosted.check_name(address.domain)
+        except Rejected as exc:
+            raise NotServed(
+                f"{address.domain} is not a domain this service answers for ({served}), "
+                f"and it can never be a hosted customer domain: {exc}"
+            ) from None
+
+    def account_address(self, raw: str | None) -> Address:
+        """``raw`` parsed, for a change of its switches: ``check_storable`` must pass."""
+        address = self.parse(raw)
+        self.check_storable(address)
+        return address
 
     def decide(self, raw: str | None) -> Decision:
         """The policy decision for ``raw``; unknown and all-off accounts come out identical."""

@@ -154,3 +154,57 @@ def test_unknown_paths_and_methods_answer_json_too(
         assert "use DELETE, GET" in body["message"]
     else:
         assert "/admin/v1/accounts/<address>" in body["message"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_an_address_in_a_domain_not_served_is_refused_and_not_stored(client: FlaskClient, method: str) -> None:
+    response = client.open(
+        "/admin/v1/accounts/alice@example.nte", method=method, json={"imap": True, "pop": False}, headers=AUTH
+    )
+    assert response.status_code == 404
+    body = response.get_json()
+    assert body["error"] == "domain_not_served"
+    assert body["message"] == (
+        "example.nte is not a domain this service answers for (the served domains are example.net, example.org); "
+        "switches stored for it would never be read"
+    )
+    store = client.application.extensions["autoconfig"].store
+    assert list(store.accounts()) == []
+
+
+def test_reading_and_resetting_take_any_address(client: FlaskClient) -> None:
+    """So a row stored before domains were checked can still be looked at and removed."""
+    store = client.application.extensions["autoconfig"].store
+    store.update("old@example.nte", {"imap": True}, "t")
+    assert client.get("/admin/v1/accounts/old@example.nte", headers=AUTH).get_json()["imap"] is True
+    assert client.delete("/admin/v1/accounts/old@example.nte", headers=AUTH).get_json()["existed"] is True
+
+
+@pytest.mark.parametrize(
+    ("address", "status", "says"),
+    [
+        ("alice@shop.example", 200, None),  # may be hosted (its MX may point here, now or later)
+        ("alice@mail.example.net", 404, "within example.net, which is never looked up"),
+        ("alice@blocked.example", 404, "within blocked.example, which is never looked up"),
+        ("alice@printer.local", 404, "within local, which is never looked up"),
+    ],
+)
+def test_with_hosted_domains_any_domain_that_could_be_hosted_is_stored(
+    config_data: dict[str, Any],
+    write_config: Callable[[dict[str, Any]], Path],
+    address: str,
+    status: int,
+    says: str | None,
+) -> None:
+    config_data["dns"] = {"mx_hosts": ["mx1.example.net"], "deny": ["blocked.example"], "nameserver": "127.0.0.1"}
+    app = create_app(load(write_config(config_data), env={}))
+    try:
+        response = app.test_client().put(
+            f"/admin/v1/accounts/{address}", json={"imap": True, "pop": False}, headers=AUTH
+        )
+        assert response.status_code == status
+        if says is not None:
+            assert "can never be a hosted customer domain" in response.get_json()["message"]
+            assert says in response.get_json()["message"]
+    finally:
+        app.extensions["autoconfig"].store.close()

@@ -30,6 +30,22 @@ def test_set_then_show(cli: Cli) -> None:
     assert "pop:  off" in shown
 
 
+def test_set_refuses_an_address_in_a_domain_not_served(cli: Cli) -> None:
+    result = cli("accounts", "set", "alice@example.nte", "--imap", "on")
+    assert result.exit_code == 1
+    assert "example.nte is not a domain this service answers for" in result.output
+    assert cli("accounts", "list").output == ""
+
+
+def test_import_refuses_a_file_with_an_address_in_a_domain_not_served(cli: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "switches.csv"
+    source.write_text("address,imap,pop\na@example.net,on,off\nb@example.nte,on,off\n")
+    result = cli("accounts", "import", str(source))
+    assert result.exit_code == 1
+    assert f"{source}: line 3: example.nte is not a domain this service answers for" in result.output
+    assert cli("accounts", "list").output == ""
+
+
 def test_set_needs_a_switch_and_a_valid_address(cli: Cli) -> None:
     assert cli("accounts", "set", "alice@example.net").exit_code == 2
     result = cli("accounts", "set", "not-an-address", "--imap", "on")

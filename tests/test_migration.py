@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from autoconfig.cli import main
@@ -17,6 +19,13 @@ SPECIAL = [
     "o'brien@example.org",
     "zz@xn--bcher-kva.example.net",
 ]
+
+
+@pytest.fixture
+def config_data(config_data: dict[str, Any]) -> dict[str, Any]:
+    """The base config, also serving the IDN domain of SPECIAL (switches are stored only for served domains)."""
+    config_data["provider"]["domains"].append("xn--bcher-kva.example.net")
+    return config_data
 
 
 def every_kind_of_account(count: int) -> list[tuple[str, Switches]]:
