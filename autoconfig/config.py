@@ -5,10 +5,11 @@ message naming the file and the key instead of surfacing later as a wrong
 answer to a mail client.  Unknown keys are errors for the same reason: a
 misspelled option silently falling back to its default is the worst outcome.
 
-Two environment variables override the file, because deployments keep
-secrets and per-node locations out of the shared config:
-``AUTOCONFIG_DATABASE_URL`` (the store) and ``AUTOCONFIG_ADMIN_TOKEN`` (one
-more admin token).
+Three environment variables override the file, because deployments keep
+secrets and per-node locations out of the shared config (the systemd unit
+reads them from an environment file): ``AUTOCONFIG_DATABASE_URL`` (the
+store), ``AUTOCONFIG_ADMIN_TOKEN`` (one more admin token) and
+``AUTOCONFIG_DOVECOT_API_HEADER`` (``[dovecot] api_header``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ DEFAULT_PATH = Path("config/autoconfig.toml")
 ENV_CONFIG = "AUTOCONFIG_CONFIG"
 ENV_DATABASE_URL = "AUTOCONFIG_DATABASE_URL"
 ENV_ADMIN_TOKEN = "AUTOCONFIG_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
+ENV_DOVECOT_HEADER = "AUTOCONFIG_DOVECOT_API_HEADER"
 
 SOCKET_TYPES = ("SSL", "STARTTLS")
 AUTHENTICATIONS = ("password-cleartext", "password-encrypted")
@@ -548,14 +550,21 @@ def _read_server(table: _Table, protocol: str) -> Server:
     return server
 
 
+def _check_not_blank(value: str) -> str:
+    """Names clients show: an empty one is a forgotten value, not a choice."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def _read_provider(table: _Table) -> Provider:
     domains = _unique(table, "domains", _check_domain)
     if not domains:
         raise table.error(table.key("domains"), "must list at least one domain")
     provider = Provider(
         id=table.string("id", check=check_hostname),
-        display_name=table.string("display_name"),
-        short_name=table.string("short_name"),
+        display_name=table.string("display_name", check=_check_not_blank),
+        short_name=table.string("short_name", check=_check_not_blank),
         domains=domains,
     )
     table.finish()
@@ -572,8 +581,13 @@ def _read_servers(table: _Table) -> Servers:
     return Servers(imap=found["imap"], pop3=found["pop3"], smtp=found["smtp"])
 
 
+ENV_TOKEN_NAME = "env"  # noqa: S105 - the name of the AUTOCONFIG_ADMIN_TOKEN token (changes are by "api:env")
+
+
 def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]:
-    tokens = []
+    """The admin tokens.  Names and secrets must each be unique: a change is recorded as
+    ``api:<name>``, and two tokens with one name or one secret would make that ambiguous."""
+    tokens: list[AdminToken] = []
     for item in table.tables("tokens"):
         name = item.string("name")
         if not _TOKEN_NAME.match(name):
@@ -582,13 +596,26 @@ def _read_admin(table: _Table, env: Mapping[str, str]) -> tuple[AdminToken, ...]
         if len(secret) < MIN_TOKEN_LENGTH:
             raise item.error(item.key("token"), f"must be at least {MIN_TOKEN_LENGTH} characters")
         item.finish()
+        for index, other in enumerate(tokens):
+            if other.name == name:
+                raise item.error(item.key("name"), f"{name!r} is already the name of admin.tokens[{index}]")
+            if other.token == secret:
+                raise item.error(item.key("token"), f"is the same secret as admin.tokens[{index}]'s")
         tokens.append(AdminToken(name, secret))
     table.finish()
     from_env = env.get(ENV_ADMIN_TOKEN, "")
     if from_env:
         if len(from_env) < MIN_TOKEN_LENGTH:
             raise ConfigError(f"{ENV_ADMIN_TOKEN}: must be at least {MIN_TOKEN_LENGTH} characters")
-        tokens.append(AdminToken("env", from_env))
+        for index, other in enumerate(tokens):
+            if other.name == ENV_TOKEN_NAME:
+                raise table.error(
+                    f"{table.key('tokens')}[{index}].name",
+                    f"{ENV_TOKEN_NAME!r} is the name of the {ENV_ADMIN_TOKEN} token, which is set",
+                )
+            if other.token == from_env:
+                raise ConfigError(f"{ENV_ADMIN_TOKEN}: is the same secret as {table.key('tokens')}[{index}]'s")
+        tokens.append(AdminToken(ENV_TOKEN_NAME, from_env))
     return tuple(tokens)
 
 
@@ -627,22 +654,35 @@ _HTTP_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
 _RESERVED_HEADERS = frozenset({"host", "content-type", "content-length", "transfer-encoding", "connection"})
 
 
-def _read_dovecot(table: _Table) -> DovecotPolicy:
-    """``[dovecot] api_header``: the very string Dovecot has in ``auth_policy_server_api_header``."""
-    raw = table.string("api_header")
+def _read_dovecot(table: _Table, from_env: str = "") -> DovecotPolicy:
+    """``[dovecot] api_header``: the very string Dovecot has in ``auth_policy_server_api_header``.
+
+    ``from_env`` (``AUTOCONFIG_DOVECOT_API_HEADER``) replaces it, so the secret
+    can live in the service's environment file instead of the shared config.
+    """
+    raw = table.string("api_header", "" if from_env else None)
     networks = _read_webmail_networks(table)
     table.finish()
+    if from_env:
+        raw = from_env
+
+    def error(message: str) -> ConfigError:
+        return (
+            ConfigError(f"{ENV_DOVECOT_HEADER}: {message}")
+            if from_env
+            else table.error(table.key("api_header"), message)
+        )
+
     name, colon, value = raw.partition(":")
     name, value = name.strip(), value.strip()
-    key = table.key("api_header")
     if not colon or not _HTTP_TOKEN.match(name):
-        raise table.error(key, 'must look like "Header-Name: secret value" (the same line Dovecot has)')
+        raise error('must look like "Header-Name: secret value" (the same line Dovecot has)')
     if name.lower() in _RESERVED_HEADERS:
-        raise table.error(key, f"{name} is set by Dovecot's HTTP client itself; choose another header name")
+        raise error(f"{name} is set by Dovecot's HTTP client itself; choose another header name")
     if not all("\x20" <= ch <= "\x7e" for ch in value):
-        raise table.error(key, "the secret must be printable ASCII")
+        raise error("the secret must be printable ASCII")
     if len(value) < MIN_TOKEN_LENGTH:
-        raise table.error(key, f"the secret after the colon must be at least {MIN_TOKEN_LENGTH} characters")
+        raise error(f"the secret after the colon must be at least {MIN_TOKEN_LENGTH} characters")
     return DovecotPolicy(header=name, secret=value, webmail_networks=networks)
 
 
@@ -791,7 +831,11 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     admin_tokens = _read_admin(root.table("admin", required=False), env)
     limits = _read_limits(root.table("limits", required=False))
     metrics = _read_metrics(root.table("metrics", required=False))
-    dovecot = _read_dovecot(root.table("dovecot")) if root.has("dovecot") else None
+    dovecot_from_env = env.get(ENV_DOVECOT_HEADER, "")
+    if root.has("dovecot") or dovecot_from_env:
+        dovecot = _read_dovecot(root.table("dovecot", required=False), dovecot_from_env)
+    else:
+        dovecot = None
     apple = _read_apple(root.table("apple", required=False), provider, source.parent)
     dns = _read_dns(root.table("dns", required=False), public_url, provider)
     outlook = _read_outlook(root.table("outlook", required=False))

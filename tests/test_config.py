@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from autoconfig.config import ConfigError, load
+from tests.conftest import ADMIN_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
+WriteConfig = Callable[[dict[str, Any]], Path]
 
 
 def test_demo_config_loads_unchanged() -> None:
@@ -68,6 +70,9 @@ BAD_VALUES = [
     ("store.url", "redis://db/0", "store.url", "sqlite:///"),
     ("admin.tokens.0.token", "short", "admin.tokens[0].token", "at least 16"),
     ("admin.tokens.0.name", "web mail", "admin.tokens[0].name", "letters"),
+    ("provider.short_name", "", "provider.short_name", "must not be empty"),
+    ("provider.short_name", "   ", "provider.short_name", "must not be empty"),
+    ("provider.display_name", "", "provider.display_name", "must not be empty"),
 ]
 
 
@@ -129,7 +134,12 @@ def test_environment_overrides_path_store_and_token(config_path: Path, tmp_path:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("AUTOCONFIG_DATABASE_URL", "oracle://x"), ("AUTOCONFIG_ADMIN_TOKEN", "short")],
+    [
+        ("AUTOCONFIG_DATABASE_URL", "oracle://x"),
+        ("AUTOCONFIG_ADMIN_TOKEN", "short"),
+        ("AUTOCONFIG_DOVECOT_API_HEADER", "X-Key: short"),
+        ("AUTOCONFIG_DOVECOT_API_HEADER", "no colon here at all"),
+    ],
 )
 def test_bad_environment_override_names_the_variable(config_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{variable}: "):
@@ -139,3 +149,57 @@ def test_bad_environment_override_names_the_variable(config_path: Path, variable
 def test_tokens_are_not_in_the_repr(config_path: Path) -> None:
     config = load(config_path, env={})
     assert config.admin_tokens[0].token not in repr(config)
+
+
+SECOND_TOKEN = "another-admin-token-0123"
+
+
+@pytest.mark.parametrize(
+    ("second", "named", "says"),
+    [
+        ({"name": "webmail", "token": SECOND_TOKEN}, "admin.tokens[1].name", "already the name of admin.tokens[0]"),
+        ({"name": "portal", "token": ADMIN_TOKEN}, "admin.tokens[1].token", "same secret as admin.tokens[0]"),
+    ],
+    ids=["same name", "same secret"],
+)
+def test_admin_tokens_must_differ_in_name_and_secret(
+    config_data: dict[str, Any], write_config: WriteConfig, second: dict[str, str], named: str, says: str
+) -> None:
+    """A change is recorded as api:<name>: two tokens with one name or one secret make that ambiguous."""
+    config_data["admin"]["tokens"].append(second)
+    path = write_config(config_data)
+    with pytest.raises(ConfigError) as error:
+        load(path, env={})
+    assert str(error.value).startswith(f"{path}: {named}: ")
+    assert says in str(error.value)
+    assert ADMIN_TOKEN not in str(error.value)
+
+
+def test_the_environment_token_must_differ_from_the_file_tokens(
+    config_data: dict[str, Any], write_config: WriteConfig
+) -> None:
+    path = write_config(config_data)
+    with pytest.raises(ConfigError, match=r"^AUTOCONFIG_ADMIN_TOKEN: is the same secret as admin.tokens\[0\]'s$"):
+        load(path, env={"AUTOCONFIG_ADMIN_TOKEN": ADMIN_TOKEN})
+    config_data["admin"]["tokens"][0]["name"] = "env"
+    path = write_config(config_data)
+    with pytest.raises(ConfigError, match=r"admin\.tokens\[0\]\.name: 'env' is the name of the AUTOCONFIG_ADMIN_TOKEN"):
+        load(path, env={"AUTOCONFIG_ADMIN_TOKEN": SECOND_TOKEN})
+    assert [t.name for t in load(path, env={}).admin_tokens] == ["env"]  # a file token may be named env alone
+
+
+DOVECOT_LINE = "X-Autoconfig-Policy-Key: a-dovecot-secret-from-the-environment"
+
+
+def test_the_dovecot_header_can_come_from_the_environment(
+    config_data: dict[str, Any], write_config: WriteConfig
+) -> None:
+    path = write_config(config_data)
+    assert load(path, env={}).dovecot is None
+    from_env = load(path, env={"AUTOCONFIG_DOVECOT_API_HEADER": DOVECOT_LINE}).dovecot
+    assert from_env is not None
+    assert (from_env.header, from_env.secret) == ("X-Autoconfig-Policy-Key", "a-dovecot-secret-from-the-environment")
+    config_data["dovecot"] = {"api_header": "X-In-The-File: the-secret-in-the-config-file"}
+    path = write_config(config_data)
+    overridden = load(path, env={"AUTOCONFIG_DOVECOT_API_HEADER": DOVECOT_LINE}).dovecot
+    assert overridden is not None and overridden.header == "X-Autoconfig-Policy-Key"
