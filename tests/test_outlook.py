@@ -284,3 +284,35 @@ def test_unknown_outlook_option_is_refused(
     config_data["outlook"] = {"max_body": 1}
     with pytest.raises(ConfigError, match=r"outlook\.max_body: unknown option"):
         load(write_config(config_data), env={})
+
+
+SETTINGS = ["IMAP", "SMTP", "SMTP"]
+# What the README promises: text/xml or application/xml in UTF-8 is read, and a body
+# without any Content-Type is read as XML too; any other type gets Error 600.
+REQUEST_CONTENT_TYPES = [
+    ("text/xml", SETTINGS),
+    ("application/xml", SETTINGS),
+    ("text/xml; charset=utf-8", SETTINGS),
+    ("Application/XML; charset=UTF-8", SETTINGS),
+    (None, SETTINGS),
+    ("text/plain", OUTLOOK_ERROR_INVALID_REQUEST),
+    ("application/json", OUTLOOK_ERROR_INVALID_REQUEST),
+    ("application/x-www-form-urlencoded", OUTLOOK_ERROR_INVALID_REQUEST),
+    ("text/xml; charset=iso-8859-1", OUTLOOK_ERROR_INVALID_REQUEST),
+]
+
+
+@pytest.mark.parametrize(("content_type", "answer"), REQUEST_CONTENT_TYPES)
+def test_which_request_content_types_are_read(
+    client: FlaskClient, admin: Admin, content_type: str | None, answer: list[str] | str
+) -> None:
+    admin.set("alice@example.net", imap=True)
+    body = pox_request("alice@example.net")
+    environ = {} if content_type is None else {"CONTENT_TYPE": content_type}
+    response = client.post(OUTLOOK_POX_PATH, data=body, environ_overrides=environ)
+    assert response.request.headers.get("Content-Type") == content_type
+    assert response.status_code == 200
+    if isinstance(answer, list):
+        assert [p.type for p in protocols(response.data)] == answer
+    else:
+        assert error_code(response.data) == answer
