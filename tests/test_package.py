@@ -28,13 +28,11 @@ from lxml import etree
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.gunicorn import ROOT
+from tests.support.gunicorn import FACTORY, ROOT
 from tests.support.ports import PortInUse, await_start, free_port, stop_process
 
 DEMO_CONFIG = ROOT / "config" / "autoconfig.toml"
 GUNICORN_SETTINGS = ROOT / "config" / "gunicorn.conf.py"
-# What the README and the systemd unit give gunicorn: the factory, from the installed package.
-FACTORY = "autoconfig:create_app()"
 
 
 def _pins() -> dict[str, Requirement]:

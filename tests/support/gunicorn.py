@@ -17,6 +17,8 @@ from pathlib import Path
 from .ports import ManagedServer, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+# What an installed package gives gunicorn (README, config/autoconfig.service); a clone uses wsgi:app.
+FACTORY = "autoconfig:create_app()"
 
 
 class GunicornServer(ManagedServer):
