@@ -93,7 +93,7 @@ def is_query_error(exc: BaseException) -> bool:
 
 
 def _close(conn: MySQLdb.Connection) -> None:
-    conn.close()
+    conn.close()  # type: ignore[no-untyped-call]  # types-mysqlclient leaves close() untyped
 
 
 def is_lost(exc: BaseException) -> bool:
