@@ -35,9 +35,9 @@ DEMO_CONFIG = ROOT / "config" / "autoconfig.toml"
 GUNICORN_SETTINGS = ROOT / "config" / "gunicorn.conf.py"
 
 
-def _pins() -> dict[str, Requirement]:
+def _pins(name: str) -> dict[str, Requirement]:
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             requirement = Requirement(line)
@@ -45,14 +45,24 @@ def _pins() -> dict[str, Requirement]:
     return pins
 
 
-def _declared() -> dict[str, Requirement]:
+def _declared(extras: bool) -> dict[str, Requirement]:
+    """``[project] dependencies``, or every optional dependency (the source drivers' extras)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = [Requirement(text) for text in project["dependencies"]]
+    if extras:
+        texts = [text for extra in project["optional-dependencies"].values() for text in extra]
+    else:
+        texts = project["dependencies"]
+    declared = [Requirement(text) for text in texts]
     return {canonicalize_name(requirement.name): requirement for requirement in declared}
 
 
-def test_every_pinned_runtime_package_is_declared_with_a_range_that_holds_the_pin() -> None:
-    pins, declared = _pins(), _declared()
+@pytest.mark.parametrize(
+    ("pinned_in", "extras"),
+    [("requirements.txt", False), ("requirements-sources.txt", True)],
+    ids=["dependencies", "optional-dependencies"],
+)
+def test_every_pinned_runtime_package_is_declared_with_a_range_that_holds_the_pin(pinned_in: str, extras: bool) -> None:
+    pins, declared = _pins(pinned_in), _declared(extras)
     assert sorted(pins) == sorted(declared)
     for name, pin in pins.items():
         (version,) = (spec.version for spec in pin.specifier)
