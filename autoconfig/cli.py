@@ -1,4 +1,4 @@
-"""The admin command line: ``python -m autoconfig ...``.
+"""The admin command line: ``autoconfig ...`` (the package's command; also ``python -m autoconfig``).
 
 Same config, same store, same policy gate and renderers as the web app, so
 what ``render`` prints is byte for byte what a client would get.

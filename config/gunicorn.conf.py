@@ -1,4 +1,6 @@
-"""gunicorn settings for autoconfig: ``gunicorn -c config/gunicorn.conf.py wsgi:app``.
+"""gunicorn settings for autoconfig: ``gunicorn -c config/gunicorn.conf.py wsgi:app`` in a clone,
+``gunicorn -c /etc/autoconfig/gunicorn.conf.py 'autoconfig:create_app()'`` from the installed
+package (config/autoconfig.service).
 
 Environment: AUTOCONFIG_BIND (default 127.0.0.1:8080), AUTOCONFIG_WORKERS
 (default 2 per core + 1), AUTOCONFIG_WORKER_CLASS (default sync) and, for
