@@ -3,19 +3,27 @@
 package (config/autoconfig.service).
 
 Environment: AUTOCONFIG_BIND (default 127.0.0.1:8080), AUTOCONFIG_WORKERS
-(default 2 per core + 1), AUTOCONFIG_WORKER_CLASS (default sync) and, for
-gthread only, AUTOCONFIG_THREADS (default 4).
+(default 2 per core + 1), AUTOCONFIG_READ_TIMEOUT (default 5 seconds),
+AUTOCONFIG_WORKER_CLASS (default buffering) and, for gthread only,
+AUTOCONFIG_THREADS (default 4).
 
-Why sync: every request is a few hundred microseconds of CPU with no slow
-wait (the store answers in well under a millisecond), which is the case
-gunicorn's sync worker is made for.  Measured with bench/ on 2 cores at 32
-connections, sync workers answered with a p99 of about 11 ms where gthread
-workers took about 30 ms for the same app: the GIL and the thread pool's
-queue put the tail behind whichever connection a worker happened to hold.
-Sync workers need a buffering proxy in front (config/nginx/autoconfig.conf),
-so a slow client ties up nginx and not a worker.  Choose gthread when
-gunicorn faces clients directly, or when hosted-domain detection ([dns]
-mx_hosts) makes a request wait for DNS: a thread waits, the worker answers on.
+Why the buffering worker (autoconfig/worker.py): every request is a few
+hundred microseconds of CPU with no slow wait (the store answers in well
+under a millisecond), which is the case gunicorn's sync worker is made for.
+Measured with bench/ on 2 cores at 32 connections, sync workers answered
+with a p99 of about 11 ms where gthread workers took about 30 ms for the
+same app: the GIL and the thread pool's queue put the tail behind whichever
+connection a worker happened to hold.  But a sync worker waits for its
+client: a few clients that send half a request and stop held every worker
+for 30 s.  The buffering worker is the sync worker fed only complete
+requests: each worker reads arriving requests in an event loop and answers
+408 to one not complete AUTOCONFIG_READ_TIMEOUT seconds after it connected,
+so a slow client holds a buffer, never a worker.  Production still puts
+nginx in front (config/nginx/autoconfig.conf) for TLS.  ``sync`` and
+``gthread`` remain selectable; neither has a read deadline, so use them
+only behind a buffering proxy.  gthread suits hosted-domain detection
+([dns] mx_hosts), where a request may wait for DNS: a thread waits, the
+worker answers on.
 """
 
 import multiprocessing
@@ -23,10 +31,16 @@ import os
 import shutil
 import tempfile
 
+from autoconfig.worker import read_timeout
+
 bind = os.environ.get("AUTOCONFIG_BIND", "127.0.0.1:8080").split(",")
 workers = int(os.environ.get("AUTOCONFIG_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = os.environ.get("AUTOCONFIG_WORKER_CLASS", "sync")
+_WORKER_CLASSES = {"buffering": "autoconfig.worker.BufferingWorker"}
+worker_class = os.environ.get("AUTOCONFIG_WORKER_CLASS", "buffering")
+worker_class = _WORKER_CLASSES.get(worker_class, worker_class)
 threads = int(os.environ.get("AUTOCONFIG_THREADS", "4")) if worker_class == "gthread" else 1
+# A request must have arrived in full this many seconds after its connection was accepted.
+_read_timeout = read_timeout(os.environ.get("AUTOCONFIG_READ_TIMEOUT"))
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
@@ -68,6 +82,11 @@ def on_starting(server):
     for name in os.listdir(directory):
         if name.endswith(".db"):
             os.unlink(os.path.join(directory, name))
+
+
+def post_fork(server, worker):
+    """The read deadline for this worker (only the buffering worker has one)."""
+    worker.read_timeout = _read_timeout
 
 
 def child_exit(server, worker):

@@ -29,7 +29,7 @@ class GunicornServer(ManagedServer):
         config_path: Path,
         log_path: Path,
         env: dict[str, str] | None = None,
-        workers: int = 2,
+        workers: int | None = 2,
     ) -> None:
         self.config_path = config_path
         self.log_path = log_path
@@ -54,9 +54,12 @@ class GunicornServer(ManagedServer):
                 **os.environ,
                 "AUTOCONFIG_CONFIG": str(self.config_path),
                 "AUTOCONFIG_BIND": f"127.0.0.1:{self.port}",
-                "AUTOCONFIG_WORKERS": str(self.workers),
                 **self.extra_env,
             }
+            if self.workers is not None:  # None: as many as config/gunicorn.conf.py starts by default
+                env["AUTOCONFIG_WORKERS"] = str(self.workers)
+            else:
+                env.pop("AUTOCONFIG_WORKERS", None)
             log = self.log_path.open("ab")
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"],

@@ -1,0 +1,506 @@
+"""The gunicorn worker: a request is read in full before a worker spends time on it.
+
+gunicorn's sync worker takes one connection and then blocks on it until the
+request has arrived.  A client that sends its headers and a few bytes of
+body, then waits, holds that worker until the arbiter kills it (30 s), and
+``workers + 1`` such clients stop the node answering anyone, ``/healthz``
+included.  gthread only moves the same wait into a thread: one more client
+than threads does the same.
+
+``BufferingWorker`` keeps the sync worker's model (one request at a time,
+no threads, which is what gave the best tail latency in bench/) but, like
+a buffering proxy, accepts every connection into a small event loop and
+hands a request to the application only once all of it has arrived: the
+head, then the body by its Content-Length or its chunked framing.  A
+connection whose request is not complete ``read_timeout`` seconds after it
+was accepted gets ``408 Request Timeout`` and is closed, however it
+trickles.  Stalled clients cost a buffer each, never a worker.
+
+Requests that arrive in one piece (nearly all) go from ``accept`` to the
+application at once, with no more system calls than the sync worker makes.
+A request too large to buffer (a body over 16 KiB) is handed over when the
+buffer is full, and the rest is read under the same deadline
+(``SO_RCVTIMEO``), so nothing holds a worker longer than ``read_timeout``
+while it is being read.
+
+Production still puts nginx in front (config/nginx/autoconfig.conf): TLS,
+and the buffering of slow clients on the scale of a whole site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import selectors
+import socket
+import struct
+import time
+from collections import deque
+from typing import Any
+
+from gunicorn import http
+from gunicorn.workers.sync import SyncWorker
+from werkzeug.exceptions import RequestTimeout as _HTTPRequestTimeout
+
+DEFAULT_READ_TIMEOUT = 5.0
+# Most of a request held while it arrives.  A head longer than MAX_HEAD, or a
+# body longer than MAX_BODY (the largest a mail client sends: an Outlook
+# request at the default [outlook] max_body_bytes), is handed over at that
+# point and its rest read under the same deadline.  The endpoints that take
+# larger bodies (the Dovecot policy endpoint, the admin API) check their
+# caller's secret before they read one.
+MAX_HEAD = 64 * 1024
+MAX_BODY = 16 * 1024
+# After the answer, how long a connection may keep sending before it is closed
+# (RFC 9112, section 9.6: read on after a half-close so unread input cannot
+# turn the close into a reset that destroys the answer).
+LINGER = 1.0
+MAX_DRAINED = 64 * 1024
+ACCEPT_BATCH = 16
+RECV_SIZE = 65536
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TIMEOUT_BODY = b"408 Request Timeout: the request did not arrive in time\n"
+TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Connection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n"
+    b"X-Content-Type-Options: nosniff\r\n"
+    b"Referrer-Policy: no-referrer\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"\r\n" + _TIMEOUT_BODY
+)
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class RequestTimeout(_HTTPRequestTimeout):
+    """The rest of a handed-over request did not arrive before the deadline.
+
+    An HTTP exception, so the application answers 408 the way it answers
+    any other; not an ``OSError``, so no stream wrapper mistakes it for a
+    client that went away.
+    """
+
+
+def read_timeout(value: str | None) -> float:
+    """``AUTOCONFIG_READ_TIMEOUT`` as seconds; a clear error for anything else."""
+    if value is None or value == "":
+        return DEFAULT_READ_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 300:
+        raise ValueError(f"AUTOCONFIG_READ_TIMEOUT must be seconds between 0.1 and 300, not {value!r}")
+    return seconds
+
+
+class Framing:
+    """Where a request in a buffer ends, learnt from its head (RFC 9112, section 6)."""
+
+    HEAD = 0  # the head has not ended yet
+    LENGTH = 1  # the request ends ``length`` bytes after the head
+    CHUNKED = 2  # the body is chunked: read chunk by chunk
+    JUDGE = 3  # nothing to wait for: gunicorn's parser decides (and refuses what is malformed)
+
+
+def _field(lower: bytes, name: bytes) -> bytes | None:
+    """The value of header ``name`` (lower case) in the lower-cased head, or None."""
+    start = lower.find(b"\r\n" + name + b":")
+    if start < 0:
+        return None
+    start += len(name) + 3
+    return lower[start : lower.find(b"\r\n", start)].strip()
+
+
+def frame(head: bytes) -> tuple[int, int, bool]:
+    """(framing, body length, wants 100-continue) for a complete head (ending in CRLF CRLF).
+
+    Anything this cannot read with certainty is JUDGE: gunicorn's parser
+    then sees the request at once and refuses it if it is malformed.  A
+    request that frames unusually costs at most the read deadline.
+    """
+    lower = head.lower()
+    expect = lower.startswith(b"http/1.1", lower.find(b"\r\n") - 8) and _field(lower, b"expect") == b"100-continue"
+    coding = _field(lower, b"transfer-encoding")
+    length = _field(lower, b"content-length")
+    if coding is not None:
+        if length is not None or not coding.endswith(b"chunked"):
+            return Framing.JUDGE, 0, False
+        return Framing.CHUNKED, 0, expect
+    if length is None:
+        return Framing.LENGTH, 0, False
+    if not length.isdigit() or lower.count(b"\r\ncontent-length:") > 1:
+        return Framing.JUDGE, 0, False
+    return Framing.LENGTH, int(length), expect and length != b"0"
+
+
+def chunked_end(data: bytes | bytearray, pos: int) -> tuple[int | None, int]:
+    """(end of the chunked body that starts at ``pos``, or None while incomplete; where to resume).
+
+    A malformed size line ends the wait (the end is "now"): gunicorn's parser refuses it.
+    """
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            return None, pos
+        size = bytes(data[pos:line_end]).split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size):
+            return len(data), pos
+        if int(size, 16) == 0:
+            trailers_end = data.find(b"\r\n\r\n", line_end)
+            return (None, pos) if trailers_end < 0 else (trailers_end + 4, pos)
+        following = line_end + 2 + int(size, 16) + 2
+        if following > len(data):
+            return None, pos
+        pos = following
+
+
+def _bare_lf(data: bytearray, start: int) -> bool:
+    """Whether a LF at or after ``start`` lacks its CR (RFC 9112 lines end in CRLF)."""
+    at = data.find(b"\n", start)
+    while at >= 0:
+        if at == 0 or data[at - 1] != 0x0D:
+            return True
+        at = data.find(b"\n", at + 1)
+    return False
+
+
+class ReplaySocket(socket.socket):
+    """The client's socket, with the request the event loop already read in front of it.
+
+    gunicorn's parser reads from this as from the socket itself.  Anything
+    beyond the buffered part (a request too large to buffer) is read under
+    the connection's deadline.
+    """
+
+    _buffered = b""
+    _continue_sent = False
+    _deadline = 0.0
+
+    def prime(self, buffered: bytes, deadline: float, continue_sent: bool) -> ReplaySocket:
+        self._buffered, self._deadline, self._continue_sent = buffered, deadline, continue_sent
+        return self
+
+    def recv(self, size: int, flags: int = 0, /) -> bytes:
+        buffered = self._buffered
+        if buffered:
+            if len(buffered) <= size:
+                self._buffered = b""
+                return buffered
+            self._buffered = buffered[size:]
+            return buffered[:size]
+        if self.gettimeout() is not None:  # gunicorn manages this read's time itself (closing)
+            return super().recv(size, flags)
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise RequestTimeout()
+        seconds = int(remaining)
+        self.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, int((remaining - seconds) * 1e6) or 1)
+        )
+        try:
+            return super().recv(size, flags)
+        except BlockingIOError:  # the kernel's receive timeout
+            raise RequestTimeout() from None
+
+    def send(self, data: Any, flags: int = 0, /) -> int:
+        # The event loop already said "100 Continue" to get the body; gunicorn says it again
+        # when it parses the head, and a second interim answer would only confuse a client.
+        if self._continue_sent and data == CONTINUE:
+            self._continue_sent = False
+            return len(data)
+        return super().send(data, flags)
+
+
+class _Pending:
+    """A connection whose request is still arriving."""
+
+    __slots__ = ("addr", "continue_sent", "data", "deadline", "framing", "head_end", "listener", "scan", "sock", "want")
+
+    def __init__(self, sock: ReplaySocket, addr: Any, listener: Any, deadline: float) -> None:
+        self.sock, self.addr, self.listener, self.deadline = sock, addr, listener, deadline
+        self.data = bytearray()
+        self.framing = Framing.HEAD
+        self.head_end = 0
+        self.want = 0  # total bytes the request spans, once known (LENGTH)
+        self.scan = 0  # where the search for the head's end, then chunk parsing, resumes
+        self.continue_sent = False
+
+    def complete(self) -> bool | None:
+        """True once the whole request is buffered; None when it must be handed over incomplete."""
+        data = self.data
+        if self.framing == Framing.HEAD:
+            # Searched from where the last search stopped: a head trickling in byte by byte costs linear time.
+            end = data.find(b"\r\n\r\n", max(0, self.scan - 3))
+            if end < 0:
+                if len(data) > MAX_HEAD or _bare_lf(data, self.scan):
+                    return None  # too long, or bare LF: gunicorn's parser answers it
+                self.scan = len(data)
+                return False
+            self.head_end = end + 4
+            self.framing, length, expect = frame(bytes(data[: self.head_end]))
+            self.want, self.scan = self.head_end + length, self.head_end
+            if self.framing == Framing.JUDGE:
+                return True
+            if length > MAX_BODY:
+                return None  # the application refuses it, or reads it, by its declared length
+            if expect and not self._has_body():
+                self._continue()
+        if self.framing == Framing.LENGTH:
+            if len(data) >= self.want:
+                return True
+        else:
+            body_end, self.scan = chunked_end(data, self.scan)
+            if body_end is not None:
+                return True
+        return None if len(data) - self.head_end > MAX_BODY else False
+
+    def _has_body(self) -> bool:
+        return len(self.data) > self.head_end
+
+    def _continue(self) -> None:
+        try:
+            self.sock.send(CONTINUE, socket.MSG_DONTWAIT)
+            self.continue_sent = True
+        except OSError:
+            pass
+
+
+class BufferingWorker(SyncWorker):  # type: ignore[misc]
+    """gunicorn's sync worker, fed only complete requests (see the module docstring)."""
+
+    read_timeout = DEFAULT_READ_TIMEOUT  # config/gunicorn.conf.py sets it from AUTOCONFIG_READ_TIMEOUT
+
+    def run(self) -> None:
+        if self.cfg.is_ssl:  # TLS belongs to the proxy in front; the plain sync worker handles it
+            self.log.warning("BufferingWorker: TLS in gunicorn itself, falling back to the sync worker")
+            super().run()
+            return
+        self._selector = selectors.DefaultSelector()
+        self._pending: dict[int, _Pending] = {}
+        self._pending_order: deque[_Pending] = deque()
+        self._lingering: dict[int, tuple[socket.socket, float, list[int]]] = {}
+        self._linger_order: deque[tuple[int, socket.socket, float]] = deque()
+        self._accepting = False
+        self._max_pending = max(1, self.cfg.worker_connections)
+        for listener in self.sockets:
+            listener.setblocking(False)
+        self._selector.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
+        self._accept(True)
+        try:
+            self._loop()
+        finally:
+            for pending in list(self._pending.values()):
+                self._drop(pending)
+            for sock, _deadline, _drained in list(self._lingering.values()):
+                self._unlinger(sock)
+            self._selector.close()
+
+    # -- the loop ------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while self.alive or self._pending:
+            self.notify()
+            if not self.alive and self._accepting:
+                self._accept(False)  # stopping: finish what has started, take nothing new
+            for key, _events in self._selector.select(self._wait()):
+                data = key.data
+                if data == "pipe":  # a signal arrived (gunicorn's wakeup fd)
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.PIPE[0], 4096)
+                elif data == "listener":
+                    self._accept_some(key.fileobj)
+                elif isinstance(data, _Pending):
+                    self._receive(data)
+                else:
+                    self._drain(key.fileobj)
+            self._expire()
+            if not self.is_parent_alive():
+                return
+
+    def _wait(self) -> float:
+        wait = self.timeout or 0.5
+        now = time.monotonic()
+        if self._pending_order:
+            wait = min(wait, self._pending_order[0].deadline - now)
+        if self._linger_order:
+            wait = min(wait, self._linger_order[0][2] - now)
+        return max(wait, 0.0)
+
+    def _accept(self, on: bool) -> None:
+        """Listen for new connections, or stop (at the pending cap, or when stopping)."""
+        if on == self._accepting:
+            return
+        for listener in self.sockets:
+            if on:
+                self._selector.register(listener, selectors.EVENT_READ, "listener")
+            else:
+                self._selector.unregister(listener)
+        self._accepting = on
+
+    def _accept_some(self, listener: Any) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if not self.alive or len(self._pending) >= self._max_pending:
+                break
+            try:
+                fd, addr = listener._accept()
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    return
+                raise
+            sock = ReplaySocket(listener.family, listener.type, listener.proto, fileno=fd)
+            pending = _Pending(sock, addr, listener, time.monotonic() + self.read_timeout)
+            # Most requests are already here: serve them without a trip through the selector.
+            if not self._receive(pending, registered=False):
+                self._pending[sock.fileno()] = pending
+                self._pending_order.append(pending)
+                self._selector.register(sock, selectors.EVENT_READ, pending)
+        self._accept(len(self._pending) < self._max_pending)
+
+    def _receive(self, pending: _Pending, registered: bool = True) -> bool:
+        """Read what has arrived; serve the request once complete.  True when the connection is done with."""
+        sock = pending.sock
+        try:
+            chunk = socket.socket.recv(sock, RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        if not chunk:  # the client went away before its request was complete
+            self._forget(pending, registered)
+            sock.close()
+            return True
+        pending.data += chunk
+        complete = pending.complete()
+        if complete is False:
+            return False
+        self._forget(pending, registered)
+        sock.prime(bytes(pending.data), pending.deadline, pending.continue_sent)
+        self.handle(pending.listener, sock, pending.addr, complete=bool(complete))
+        return True
+
+    def _forget(self, pending: _Pending, registered: bool) -> None:
+        if registered:
+            self._selector.unregister(pending.sock)
+            del self._pending[pending.sock.fileno()]
+            if len(self._pending) < self._max_pending and self.alive:
+                self._accept(True)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        order = self._pending_order
+        while order and order[0].deadline <= now:
+            pending = order.popleft()
+            if self._pending.get(pending.sock.fileno()) is pending:
+                self._forget(pending, True)
+                self.log.info("408: no complete request from %s within %g s", _peer(pending.addr), self.read_timeout)
+                with contextlib.suppress(OSError):
+                    pending.sock.send(TIMEOUT_RESPONSE, socket.MSG_DONTWAIT)
+                self._linger(pending.sock)
+        while order and self._pending.get(order[0].sock.fileno()) is not order[0]:
+            order.popleft()  # served or gone: forget its place in line
+        lingering = self._linger_order
+        while lingering and lingering[0][2] <= now:
+            fd, sock, _deadline = lingering.popleft()
+            if self._lingering.get(fd, (None,))[0] is sock:
+                self._unlinger(sock)
+
+    def _drop(self, pending: _Pending) -> None:
+        self._forget(pending, True)
+        pending.sock.close()
+
+    # -- serving and closing -------------------------------------------------
+
+    def handle(self, listener: Any, client: Any, addr: Any, complete: bool = True) -> None:
+        """gunicorn's sync ``handle``, but closing through the event loop instead of waiting for the client."""
+        req = None
+        try:
+            parser = http.get_parser(self.cfg, client, addr)
+            req = next(parser)
+            self.handle_request(listener, req, client, addr)
+        except http.errors.NoMoreData as exc:
+            self.log.debug("Ignored premature client disconnection. %s", exc)
+        except StopIteration as exc:
+            self.log.debug("Closing connection. %s", exc)
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+        except BaseException as exc:  # as gunicorn does: the client gets an answer, the worker goes on
+            self.handle_error(req, client, addr, exc)
+        finally:
+            self._close(client, complete)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if isinstance(exc, RequestTimeout):
+            self.log.info("408: the rest of the request from %s did not arrive in time", _peer(addr))
+            with contextlib.suppress(OSError):
+                client.sendall(TIMEOUT_RESPONSE)
+            return
+        super().handle_error(req, client, addr, exc)
+
+    def _close(self, sock: socket.socket, complete: bool) -> None:
+        """Half-close; close at once when nothing more is coming, else linger without blocking."""
+        if sock.fileno() < 0:
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        if complete:
+            try:
+                if not socket.socket.recv(sock, MAX_DRAINED, socket.MSG_DONTWAIT):
+                    sock.close()
+                    return
+            except BlockingIOError:
+                sock.close()  # the whole request was read and nothing follows it: a clean close
+                return
+            except OSError:
+                sock.close()
+                return
+        self._linger(sock, shut=True)
+
+    def _linger(self, sock: socket.socket, shut: bool = False) -> None:
+        if not shut:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                sock.close()
+                return
+        deadline = time.monotonic() + LINGER
+        fd = sock.fileno()
+        self._lingering[fd] = (sock, deadline, [0])
+        self._linger_order.append((fd, sock, deadline))
+        self._selector.register(sock, selectors.EVENT_READ, None)
+
+    def _drain(self, sock: Any) -> None:
+        entry = self._lingering.get(sock.fileno())
+        if entry is None:
+            return
+        drained = entry[2]
+        try:
+            chunk = socket.socket.recv(sock, RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        drained[0] += len(chunk)
+        if not chunk or drained[0] > MAX_DRAINED:
+            self._unlinger(sock)
+
+    def _unlinger(self, sock: socket.socket) -> None:
+        self._lingering.pop(sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        sock.close()
+
+
+def _peer(addr: Any) -> str:
+    if isinstance(addr, tuple) and addr:
+        return str(addr[0])
+    return "a local client"

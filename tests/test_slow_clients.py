@@ -1,0 +1,282 @@
+"""Slow and stalling clients against the real gunicorn server, with the settings scripts/serve uses.
+
+A client that sends part of a request and waits must not hold a worker:
+``/healthz`` and every other client keep their answers, and the stalled
+client gets ``408 Request Timeout`` once the read deadline has passed,
+however it trickles.  Requests that arrive in pieces within the deadline
+are served as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import multiprocessing
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from autoconfig.worker import DEFAULT_READ_TIMEOUT, MAX_BODY, MAX_HEAD
+from tests.conftest import BASE_CONFIG
+from tests.support.gunicorn import GunicornServer
+from tests.support.ports import wait_for
+from tests.test_server import http
+
+POX_PATH = "/autodiscover/autodiscover.xml"
+POX_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?>'
+    b'<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
+    b"<Request><EMailAddress>nobody@example.net</EMailAddress>"
+    b"<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+    b"</AcceptableResponseSchema></Request></Autodiscover>"
+)
+# The answer for an address with nothing enabled: Outlook's "no configuration" error.
+POX_DECLINED = b"<ErrorCode>501</ErrorCode>"
+SLACK = 2.0  # seconds beyond the deadline a loaded 2-core machine may need to send the 408
+
+
+def pox_head(length: int | None, *extra: str) -> bytes:
+    framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
+    lines = [f"POST {POX_PATH} HTTP/1.1", "Host: autoconfig.example.net", "Content-Type: text/xml", framing, *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def connect(server: GunicornServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=30)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def timed_healthz(server: GunicornServer) -> float:
+    started = time.monotonic()
+    status, _, body = http("GET", f"{server.url}/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok", body
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def serve_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    """config/gunicorn.conf.py as scripts/serve runs it: default workers, default read deadline."""
+    workdir = tmp_path_factory.mktemp("slow")
+    data = copy.deepcopy(BASE_CONFIG)
+    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
+    data["limits"] = {"client_rate": 0}
+    config = workdir / "autoconfig.toml"
+    config.write_bytes(tomli_w.dumps(data).encode())
+    with GunicornServer(config, workdir / "gunicorn.log", workers=None) as server:
+        # Every worker the settings start has booted, so "workers + 1" counts them all.
+        expected = multiprocessing.cpu_count() * 2 + 1
+        wait_for(
+            lambda: len(server.worker_pids()) == server.log_text().count("serving example.net") == expected,
+            timeout=30,
+            what=f"{expected} workers",
+        )
+        yield server
+
+
+# What a stalling client sends before it waits, by kind.
+STALLS: dict[str, Callable[[], bytes]] = {
+    "body": lambda: pox_head(16000) + POX_BODY[:10],  # headers and a few bytes of a 16,000-byte body
+    "chunked-body": lambda: pox_head(None) + b"400\r\n" + POX_BODY[:10],
+    "headers": lambda: f"POST {POX_PATH} HTTP/1.1\r\nHost: autoconfig.example.net\r\nContent-Le".encode(),
+    "nothing": lambda: b"",
+    "expect-100": lambda: pox_head(16000, "Expect: 100-continue"),
+}
+
+
+def test_stalled_clients_hold_no_worker_and_get_408_at_the_deadline(serve_settings: GunicornServer) -> None:
+    server = serve_settings
+    workers = server.worker_pids()
+    assert len(workers) >= 2
+    # (workers + 1) stalled bodies, as the issue measured, and every other way of stalling besides.
+    kinds = ["body"] * (len(workers) + 1) + [kind for kind in STALLS if kind != "body"]
+    stalled: list[tuple[str, socket.socket, float]] = []
+    trickler_answer: list[bytes] = []
+    try:
+        for kind in kinds:
+            sock = connect(server)
+            sock.sendall(STALLS[kind]())
+            stalled.append((kind, sock, time.monotonic()))
+
+        def trickle() -> None:
+            """One byte of a valid request every 0.3 s: never idle, never complete in time."""
+            with connect(server) as sock:
+                started = time.monotonic()
+                data = pox_head(len(POX_BODY)) + POX_BODY
+                try:
+                    for byte in data:
+                        sock.sendall(bytes([byte]))
+                        time.sleep(0.3)
+                except OSError:
+                    pass  # the server answered and closed: what comes next shows it
+                trickler_answer.append(read_answer(sock))
+                trickler_answer.append(str(time.monotonic() - started).encode())
+
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        time.sleep(0.5)  # every stall is in place
+
+        assert max(timed_healthz(server) for _ in range(5)) < 1.0
+        # Real clients meanwhile get their real answers.
+        status, _, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=nobody@example.net")
+        assert status == 404 and b"enable IMAP" in body
+        with connect(server) as sock:
+            sock.sendall(pox_head(len(POX_BODY)) + POX_BODY)
+            answer = read_answer(sock)
+        assert status_of(answer) == 200 and POX_DECLINED in answer
+
+        for kind, sock, started in stalled:
+            answer = read_answer(sock)
+            waited = time.monotonic() - started
+            if kind == "expect-100":  # asked for the body, which never came
+                assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), answer
+                answer = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+            assert status_of(answer) == 408, (kind, answer)
+            assert b"Content-Type: text/plain; charset=utf-8" in answer
+            assert DEFAULT_READ_TIMEOUT - 0.5 < waited < DEFAULT_READ_TIMEOUT + SLACK, (kind, waited)
+        trickler.join(30)
+        assert status_of(trickler_answer[0]) == 408
+        assert float(trickler_answer[1]) < DEFAULT_READ_TIMEOUT + SLACK  # the deadline is for the whole request
+    finally:
+        for _kind, sock, _started in stalled:
+            sock.close()
+    assert sorted(server.worker_pids()) == sorted(workers)  # none was killed or replaced
+    log = server.log_text()
+    assert "WORKER TIMEOUT" not in log and " 500 " not in log
+    assert "408: no complete request from 127.0.0.1 within 5 s" in log
+
+
+def test_a_hundred_stalled_connections_leave_the_node_answering(serve_settings: GunicornServer) -> None:
+    stalled = []
+    try:
+        for _ in range(100):
+            sock = connect(serve_settings)
+            sock.sendall(STALLS["body"]())
+            stalled.append(sock)
+        time.sleep(0.3)
+        assert max(timed_healthz(serve_settings) for _ in range(5)) < 1.0
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def send_in_pieces(server: GunicornServer, pieces: list[bytes], pause: float) -> bytes:
+    with connect(server) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(pause)
+        return read_answer(sock)
+
+
+def test_a_request_arriving_in_pieces_within_the_deadline_is_served(serve_settings: GunicornServer) -> None:
+    request = pox_head(len(POX_BODY)) + POX_BODY
+    pieces = [request[:20], request[20:120], request[120:300], request[300:]]
+    answer = send_in_pieces(serve_settings, pieces, pause=0.2)
+    assert status_of(answer) == 200 and POX_DECLINED in answer
+
+
+def chunked(body: bytes, size: int) -> list[bytes]:
+    parts = [
+        f"{len(body[i : i + size]):x};ext=1\r\n".encode() + body[i : i + size] + b"\r\n"
+        for i in range(0, len(body), size)
+    ]
+    return [*parts, b"0\r\nX-Trailer: yes\r\n\r\n"]
+
+
+def test_a_chunked_body_arriving_in_pieces_is_served(serve_settings: GunicornServer) -> None:
+    answer = send_in_pieces(serve_settings, [pox_head(None), *chunked(POX_BODY, 100)], pause=0.1)
+    assert status_of(answer) == 200 and POX_DECLINED in answer
+
+
+def test_expect_100_continue_gets_one_interim_answer_then_the_answer(serve_settings: GunicornServer) -> None:
+    with connect(serve_settings) as sock:
+        sock.sendall(pox_head(len(POX_BODY), "Expect: 100-continue"))
+        interim = sock.recv(100)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(POX_BODY)
+        answer = read_answer(sock)
+    assert b"100 Continue" not in answer
+    assert status_of(answer) == 200 and POX_DECLINED in answer
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        # Declared too large: refused from the header, before any body is read.
+        (pox_head(2_000_000), 413),
+        # Chunked past what is buffered: refused once the cap is read, not after the deadline.
+        (pox_head(None) + b"".join(chunked(b"x" * (MAX_BODY * 4), 8192)), 413),
+        # Malformed heads are gunicorn's to refuse, at once.
+        (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),
+        (pox_head(10).replace(b"Content-Length: 10", b"Content-Length: ten"), 400),
+        (pox_head(10) + b"0123456789" + b"", 200),
+    ],
+    ids=["declared-too-large", "chunked-too-large", "bare-lf", "bad-length", "short-body"],
+)
+def test_odd_requests_are_answered_at_once(serve_settings: GunicornServer, request_bytes: bytes, status: int) -> None:
+    started = time.monotonic()
+    with connect(serve_settings) as sock:
+        with contextlib.suppress(OSError):  # refused before it was all sent; the answer says why
+            sock.sendall(request_bytes)
+        answer = read_answer(sock)
+    assert status_of(answer) == status, answer[:300]
+    assert time.monotonic() - started < DEFAULT_READ_TIMEOUT - 1
+
+
+@pytest.fixture(scope="module")
+def short_deadline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    workdir = tmp_path_factory.mktemp("short")
+    data: dict[str, Any] = copy.deepcopy(BASE_CONFIG)
+    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
+    config = workdir / "autoconfig.toml"
+    config.write_bytes(tomli_w.dumps(data).encode())
+    env = {"AUTOCONFIG_READ_TIMEOUT": "1.5"}
+    with GunicornServer(config, workdir / "gunicorn.log", env=env, workers=1) as server:
+        yield server
+
+
+def test_a_head_too_large_to_buffer_is_read_under_the_same_deadline(short_deadline: GunicornServer) -> None:
+    """Past the buffer the worker reads the rest itself, and still gives up at the deadline."""
+    fields = "".join(f"X-Padding-{n}: {'p' * 2000}\r\n" for n in range((MAX_HEAD // 2000) + 2))
+    head = f"GET /healthz HTTP/1.1\r\nHost: x\r\n{fields}".encode()  # no blank line: the head never ends
+    started = time.monotonic()
+    with connect(short_deadline) as sock:
+        sock.sendall(head)
+        answer = read_answer(sock)
+    assert status_of(answer) == 408, answer[:200]
+    assert time.monotonic() - started < 1.5 + SLACK
+    assert "the rest of the request from 127.0.0.1 did not arrive in time" in short_deadline.log_text()
+
+
+def test_the_deadline_comes_from_the_environment(short_deadline: GunicornServer) -> None:
+    with connect(short_deadline) as sock:
+        started = time.monotonic()
+        answer = read_answer(sock)
+    assert status_of(answer) == 408
+    assert 1.0 < time.monotonic() - started < 1.5 + SLACK
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "301"])
+def test_a_bad_deadline_stops_the_start_with_its_name(tmp_path: Path, config_path: Path, value: str) -> None:
+    server = GunicornServer(config_path, tmp_path / "bad.log", env={"AUTOCONFIG_READ_TIMEOUT": value})
+    with pytest.raises(RuntimeError):
+        server.start()
+    server.stop()
+    assert "AUTOCONFIG_READ_TIMEOUT must be seconds between 0.1 and 300" in server.log_text()
