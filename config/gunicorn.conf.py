@@ -75,6 +75,15 @@ if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="autoconfig-metrics-")
 
 
+# Which SQLite file this node serves, recorded by its first worker to open it, so a
+# worker started after the file was deleted or replaced refuses the new one (503)
+# like the others instead of serving it (autoconfig/store/sqlite.py).  A fresh
+# directory per master start: restarting the node adopts the file now at the path.
+_own_node_dir = "AUTOCONFIG_NODE_DIR" not in os.environ
+if _own_node_dir:
+    os.environ["AUTOCONFIG_NODE_DIR"] = tempfile.mkdtemp(prefix="autoconfig-node-")
+
+
 def on_starting(server):
     """Start from zero: files left by an earlier run would be added in."""
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -101,3 +110,5 @@ def child_exit(server, worker):
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if _own_node_dir:
+        shutil.rmtree(os.environ["AUTOCONFIG_NODE_DIR"], ignore_errors=True)

@@ -17,7 +17,17 @@ from typing import Any
 import pytest
 
 from autoconfig.forking import forget_after_fork
-from autoconfig.store import OFF, ReadOnlyStore, Store, StoreError, StoreUnavailable, Switches, open_store
+from autoconfig.store import (
+    OFF,
+    ReadOnlyStore,
+    Store,
+    StoreError,
+    StoreReplaced,
+    StoreUnavailable,
+    Switches,
+    open_store,
+)
+from autoconfig.store.sqlite import SQLiteStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -265,3 +275,41 @@ def test_a_worker_opening_the_sqlite_file_during_an_import_does_not_wait_for_it(
     assert worker.switches("alice@example.net") == Switches(imap=True)
     worker.close()
     importer.close()
+
+
+def test_a_write_to_a_replaced_sqlite_file_is_refused_and_lands_nowhere(tmp_path: Path) -> None:
+    """The path no longer leads to the open file: 503 territory, and no write is acknowledged."""
+    path = tmp_path / "accounts.sqlite3"
+    store = SQLiteStore(f"sqlite:///{path}")
+    try:
+        store.update("alice@example.net", {"imap": True}, "test")
+        path.rename(tmp_path / "moved.sqlite3")
+        with sqlite3.connect(path) as other:  # someone else's file at the path
+            other.execute("CREATE TABLE unrelated (x)")
+        other.close()
+        with pytest.raises(StoreReplaced, match="replaced under the running node"):
+            store.update("alice@example.net", {"pop": True}, "test")
+        with pytest.raises(StoreReplaced):
+            store.switches("alice@example.net")
+        with pytest.raises(StoreReplaced):
+            store.ping()
+        (tmp_path / "moved.sqlite3").replace(path)  # the original is back: service resumes
+        assert store.switches("alice@example.net") == Switches(imap=True, pop=False)
+    finally:
+        store.close()
+
+
+def test_a_sqlite_file_that_cannot_be_opened_at_start_is_opened_later(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the database directory should be")
+    url = f"sqlite:///{blocker}/accounts.sqlite3"
+    store = SQLiteStore(url)  # starts: the node must not die of it
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.switches("alice@example.net")
+        blocker.unlink()
+        assert store.switches("alice@example.net") == OFF
+        store.update("alice@example.net", {"imap": True}, "test")
+        assert store.switches("alice@example.net") == Switches(imap=True, pop=False)
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ from .base import (
     ReadOnlyStore,
     Store,
     StoreError,
+    StoreReplaced,
     StoreUnavailable,
     Switches,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "ReadOnlyStore",
     "Store",
     "StoreError",
+    "StoreReplaced",
     "StoreUnavailable",
     "Switches",
     "inspect_store",

@@ -31,6 +31,15 @@ class StoreUnavailable(StoreError):
     """The backing database cannot be reached; callers answer 503, never guess."""
 
 
+class StoreReplaced(StoreUnavailable):
+    """The database file this node opened is no longer at its path (deleted or replaced).
+
+    Answering from the file that is open would disagree with any process
+    that opens the path anew, and a write into it would be lost: 503 until
+    the file is back or the node is reloaded.
+    """
+
+
 class ReadOnlyStore(StoreError):
     """The store mirrors another system's data and takes no writes."""
 

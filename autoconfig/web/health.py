@@ -1,5 +1,9 @@
 """``/healthz`` for load balancers: 200 while the store answers, 503 when it does not.
 
+The store check is ``ok``, ``down`` (it cannot be reached or opened) or
+``replaced`` (the SQLite file this node serves was deleted or replaced
+under it; see autoconfig/store/sqlite.py).
+
 With hosted customer domains configured, a failing resolver makes the
 service "degraded", still 200: every configured domain is served as usual,
 and only unknown domains get a 503 until DNS answers again, so taking the
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ..store import StoreUnavailable
+from ..store import StoreReplaced, StoreUnavailable
 from . import service
 
 blueprint = Blueprint("health", __name__)
@@ -23,6 +27,8 @@ def healthz() -> tuple[Response, int]:
     try:
         svc.store.ping()
         checks["store"] = "ok"
+    except StoreReplaced:
+        checks["store"] = "replaced"
     except StoreUnavailable:
         checks["store"] = "down"
     if svc.hosted is not None:

@@ -21,6 +21,22 @@ ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "autoconfig:create_app()"
 
 
+def unprivileged_prefix() -> list[str]:
+    """What runs a command so that file modes apply to it.
+
+    Root ignores file modes through its capabilities (CAP_DAC_OVERRIDE and
+    friends), not through its uid.  Under root (as in CI) the server
+    therefore runs with every capability dropped (util-linux ``setpriv``),
+    which leaves it as unprivileged as any service account: a file with
+    mode 000 is closed to it.  It keeps uid 0 only because the interpreter
+    lives under /root (mode 0700) on these machines, where another account
+    could not start it.  Anyone else is unprivileged already.
+    """
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+
+
 class GunicornServer(ManagedServer):
     """``gunicorn -c config/gunicorn.conf.py wsgi:app`` on a free loopback port."""
 
@@ -30,8 +46,11 @@ class GunicornServer(ManagedServer):
         log_path: Path,
         env: dict[str, str] | None = None,
         workers: int | None = 2,
+        unprivileged: bool = False,
     ) -> None:
+        """``unprivileged``: run gunicorn so that file modes apply to it (see ``unprivileged_prefix``)."""
         self.config_path = config_path
+        self.unprivileged = unprivileged
         self.log_path = log_path
         self.extra_env = env or {}
         self.workers = workers
@@ -62,7 +81,10 @@ class GunicornServer(ManagedServer):
                 env.pop("AUTOCONFIG_WORKERS", None)
             log = self.log_path.open("ab")
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"],
+                [
+                    *(unprivileged_prefix() if self.unprivileged else []),
+                    *(sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"),
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
