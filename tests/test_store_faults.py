@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from autoconfig.store.sqlite import FILE_CHECK_INTERVAL
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.gunicorn import GunicornServer
 from tests.support.ports import wait_for
@@ -165,6 +167,7 @@ def test_a_replaced_file_is_503_everywhere_until_the_original_is_back(sqlite_nod
     original = database.with_name("original.sqlite3")
     os.rename(database, original)
     os.rename(restored, database)
+    time.sleep(2 * FILE_CHECK_INTERVAL)  # lookups check the file this often; writes and /healthz always
 
     assert_unavailable(server, "replaced")
     # The webmail turns IMAP off: refused, since neither file would keep it for every worker.
@@ -188,6 +191,7 @@ def test_a_deleted_file_is_503_and_no_worker_makes_an_empty_one(sqlite_node: tup
     kept = database.with_name("kept.sqlite3")
     os.link(database, kept)  # the operator's way back; the path itself is gone
     database.unlink()
+    time.sleep(2 * FILE_CHECK_INTERVAL)
 
     assert_unavailable(server, "replaced")
     status, _, _ = patch(server, ALICE, pop=True)
