@@ -21,10 +21,11 @@ from autoconfig import create_app, policy
 from autoconfig.address import parse_address
 from autoconfig.config import load
 from autoconfig.formats import apple
-from autoconfig.spec import APPLE_CONTENT_TYPE, APPLE_PROFILE_PATHS, CACHE_CONTROL
 from autoconfig.store import Switches
 from tests.conftest import WEBMAIL_URL, Admin
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.promises import APPLE_CONTENT_TYPE, CACHE_CONTROL
+from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
 
 PASSWORD_KEYS = {"IncomingPassword", "OutgoingPassword"}
 
@@ -158,6 +159,38 @@ def test_rendered_bytes_are_plistlibs_own(
         expected = plistlib.dumps(apple.profile(offer, config.provider, parsed, "net.example"), sort_keys=True)
         assert rendered == expected
         apple.render(offer, config.provider, parse_address("someone.else@example.org"), "net.example")
+
+
+# Identifiers devices already hold, pinned: a changed one makes every device add a second account.
+# Each UUID is uuid5(6f1c3f0e-6f4b-5b1e-9d0a-2b7c1e4a9d31, "<provider id>\n<address key>\n<purpose>"),
+# upper case, under the default prefix "net.example" (the provider id reversed).
+PINNED_IDENTIFIERS = {
+    ("alice@example.net", "imap"): [
+        "net.example.profile.5A6BA0BC-B4C7-55C9-93E0-C95AA2DAF3EC",
+        "5A6BA0BC-B4C7-55C9-93E0-C95AA2DAF3EC",
+        "net.example.mail.imap.D00CAD8D-A94F-567E-89BA-1B37699F20F7",
+        "D00CAD8D-A94F-567E-89BA-1B37699F20F7",
+    ],
+    ("alice@example.net", "pop"): [
+        "net.example.profile.5A6BA0BC-B4C7-55C9-93E0-C95AA2DAF3EC",
+        "5A6BA0BC-B4C7-55C9-93E0-C95AA2DAF3EC",
+        "net.example.mail.pop3.90077D5E-45D2-5EDA-B105-D1576955BC0C",
+        "90077D5E-45D2-5EDA-B105-D1576955BC0C",
+    ],
+    # Spelled differently, the same mailbox: the key is what is hashed.
+    ("Zoë.Müller@EXAMPLE.ORG", "imap"): [
+        "net.example.profile.AD74ADDB-DD75-5D0E-832C-E8565462CF1B",
+        "AD74ADDB-DD75-5D0E-832C-E8565462CF1B",
+        "net.example.mail.imap.77CAFC29-7B5D-5AD8-BB2E-C84512A0E41E",
+        "77CAFC29-7B5D-5AD8-BB2E-C84512A0E41E",
+    ],
+}
+
+
+@pytest.mark.parametrize(("address", "switch"), list(PINNED_IDENTIFIERS))
+def test_identifiers_and_uuids_never_change(client: FlaskClient, admin: Admin, address: str, switch: str) -> None:
+    admin.set(address, **{switch: True})
+    assert identifiers(client, address) == PINNED_IDENTIFIERS[address, switch]
 
 
 @given(st.text())

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from autoconfig.spec import APPLE_PROFILE_PATHS, CACHE_CONTROL, OUTLOOK_POX_PATH, THUNDERBIRD_PATHS
 from autoconfig.web.pages import HTML_HEADERS
+from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
+from tests.support.promises import CACHE_CONTROL, OUTLOOK_POX_PATH, THUNDERBIRD_PATHS
 
 CLIENT_PATHS = list(THUNDERBIRD_PATHS)
 

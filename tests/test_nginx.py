@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from autoconfig.spec import APPLE_CONTENT_TYPE, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.support.gunicorn import GunicornServer
 from tests.support.nginx import NginxServer
+from tests.support.promises import APPLE_CONTENT_TYPE, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.support.tls import self_signed
 from tests.test_server import set_switches
 

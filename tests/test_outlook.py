@@ -17,7 +17,10 @@ from werkzeug.test import TestResponse
 
 from autoconfig import create_app
 from autoconfig.config import ConfigError, load
-from autoconfig.spec import (
+from autoconfig.store import StoreUnavailable
+from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.outlook import Protocol, error_code, exchangelib_reader, pox_request, protocols
+from tests.support.promises import (
     AUTODISCOVER_V1,
     CACHE_CONTROL,
     MOBILESYNC_RESPONSE_NS,
@@ -29,9 +32,6 @@ from autoconfig.spec import (
     OUTLOOK_JSON_ERROR_PROTOCOL,
     OUTLOOK_POX_PATH,
 )
-from autoconfig.store import StoreUnavailable
-from tests.conftest import WEBMAIL_URL, Admin
-from tests.support.outlook import Protocol, error_code, exchangelib_reader, pox_request, protocols
 
 POX_PATHS = [
     "/autodiscover/autodiscover.xml",

@@ -13,9 +13,9 @@ import segno
 from flask.testing import FlaskClient
 from markupsafe import escape
 
-from autoconfig.spec import APPLE_PROFILE_PATHS
 from tests.conftest import WEBMAIL_URL, Admin
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
 
 SETUP = "/setup"
 HTML_PATHS = [SETUP, *APPLE_PROFILE_PATHS]

@@ -13,8 +13,8 @@ from lxml import etree
 
 from autoconfig import create_app
 from autoconfig.config import load
-from autoconfig.spec import CACHE_CONTROL, THUNDERBIRD_PATHS
 from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.promises import CACHE_CONTROL, THUNDERBIRD_PATHS
 
 REQUIRED_SERVER_CHILDREN = ["hostname", "port", "socketType", "authentication", "username"]
 SWITCH_CASES = [
