@@ -33,7 +33,7 @@ SNIPPET = ROOT / "config" / "dovecot-auth-policy.conf"
 HEADER = "X-Autoconfig-Policy-Key"
 SECRET = "e2e-dovecot-policy-secret-0123456789"
 PASSWORD = "correct horse"
-USERS = {f"{name}@example.net": PASSWORD for name in ("alice", "bob", "carol", "dave", "erin", "frank")}
+USERS = {f"{name}@example.net": PASSWORD for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")}
 AUTH_FAILED_IMAP = "[AUTHENTICATIONFAILED] Authentication failed."
 AUTH_FAILED_POP3 = "-ERR [AUTH] Authentication failed."
 
@@ -132,6 +132,18 @@ def test_enabling_pop_lets_pop3_in(service: GunicornServer, dovecot: DovecotServ
     switch(service, "carol@example.net", pop=True)
     assert pop3_login(dovecot, "carol@example.net") == "OK"
     assert imap_login(dovecot, "carol@example.net").startswith("[ALERT]")
+
+
+def test_both_switches_on_let_both_in_and_turning_one_off_shuts_only_it(
+    service: GunicornServer, dovecot: DovecotServer
+) -> None:
+    switch(service, "grace@example.net", imap=True, pop=True)
+    assert imap_login(dovecot, "grace@example.net") == "OK"
+    assert pop3_login(dovecot, "grace@example.net") == "OK"
+
+    switch(service, "grace@example.net", pop=False)
+    assert imap_login(dovecot, "grace@example.net") == "OK"
+    assert pop3_login(dovecot, "grace@example.net").startswith("-ERR [AUTH] POP is turned off")
 
 
 def test_a_wrong_password_fails_the_same_way_whatever_is_enabled(

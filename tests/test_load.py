@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from autoconfig.spec import OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.conftest import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
 from tests.support.load import Request, run_load
 from tests.support.ports import wait_for
 from tests.support.postgres import PostgresCluster
+from tests.support.promises import OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.test_server import http
 
 
@@ -89,11 +89,14 @@ def shown_protocols(request: Request, status: int, body: bytes) -> set[str] | No
     path = request[1]
     if path.startswith("/autodiscover/"):
         assert status == 200
-        types = {
-            p.findtext(f"{{{OUTLOOK_RESPONSE_NS}}}Type")
-            for p in etree.fromstring(body, XML).iter(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol")
-        }
-        return {t.lower() for t in types if t != "SMTP"} or None
+        root = etree.fromstring(body, XML)
+        types = {p.findtext(f"{{{OUTLOOK_RESPONSE_NS}}}Type") for p in root.iter(f"{{{OUTLOOK_RESPONSE_NS}}}Protocol")}
+        incoming = {t.lower() for t in types if t != "SMTP"}
+        if not incoming:
+            # "Nothing enabled" is exactly Error 501; any other error is a failure, not a decline.
+            codes = [e.text for e in root.iter() if isinstance(e.tag, str) and e.tag.endswith("}ErrorCode")]
+            assert codes == ["501"], body
+        return incoming or None
     if status == 404:
         return None
     assert status == 200, status

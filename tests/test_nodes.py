@@ -133,6 +133,46 @@ def test_concurrent_writers_through_both_nodes_end_with_each_last_acknowledged_w
             assert offered(node, address) == expected, address
 
 
+def test_concurrent_writers_on_the_same_account_lose_no_update(nodes: Nodes) -> None:
+    """Four writers flip one account at once, two per switch, each through its own node.
+
+    A PATCH changes only the switches it names, so each switch must end as
+    the last acknowledged write of one of its own writers (whichever
+    committed last), and a writer of the other switch never undoes it: a
+    read-modify-write of the whole row would.
+    """
+    address = "shared@example.net"
+    seconds = 2.0
+    last: dict[tuple[str, int], bool] = {}
+    failures: list[BaseException] = []
+    deadline = time.monotonic() + seconds
+
+    def writer(switch: str, number: int) -> None:
+        rng = random.Random(f"{switch}{number}")
+        node = (nodes.a, nodes.b)[number]
+        try:
+            while time.monotonic() < deadline:
+                value = rng.random() < 0.5
+                patch(node, address, **{switch: value})
+                last[switch, number] = value  # acknowledged: the node answered 200
+        except BaseException as exc:
+            failures.append(exc)
+
+    workers = [threading.Thread(target=writer, args=(s, n)) for s in ("imap", "pop") for n in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not failures, failures
+    assert len(last) == 4
+    imap, pop = admin_switches(nodes.a, address)
+    assert imap in {last["imap", 0], last["imap", 1]}
+    assert pop in {last["pop", 0], last["pop", 1]}
+    for node in nodes:
+        assert admin_switches(node, address) == (imap, pop)
+        assert offered(node, address) == (imap, pop)
+
+
 @pytest.fixture
 def outage_cluster(tmp_path: Path) -> Iterator[PostgresCluster]:
     """A cluster of this test's own, so stopping it disturbs no other test."""
