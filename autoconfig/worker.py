@@ -360,7 +360,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 self._pending[sock.fileno()] = pending
                 self._pending_order.append(pending)
                 self._selector.register(sock, selectors.EVENT_READ, pending)
-        self._accept(len(self._pending) < self._max_pending)
+        self._accept(self.alive and len(self._pending) < self._max_pending)
 
     def _receive(self, pending: _Pending, registered: bool = True) -> bool:
         """Read what has arrived; serve the request once complete.  True when the connection is done with."""
