@@ -40,6 +40,7 @@ POX_BODY = (
 # The answer for an address with nothing enabled: Outlook's "no configuration" error.
 POX_DECLINED = b"<ErrorCode>501</ErrorCode>"
 SLACK = 2.0  # seconds beyond the deadline a loaded 2-core machine may need to send the 408
+POLICY_SECRET = "slow-clients-policy-secret-0123456789"
 
 
 def pox_head(length: int | None, *extra: str) -> bytes:
@@ -245,6 +246,7 @@ def short_deadline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicor
     workdir = tmp_path_factory.mktemp("short")
     data: dict[str, Any] = copy.deepcopy(BASE_CONFIG)
     data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
+    data["dovecot"] = {"api_header": f"X-Policy-Key: {POLICY_SECRET}"}
     config = workdir / "autoconfig.toml"
     config.write_bytes(tomli_w.dumps(data).encode())
     env = {"AUTOCONFIG_READ_TIMEOUT": "1.5"}
@@ -263,6 +265,22 @@ def test_a_head_too_large_to_buffer_is_read_under_the_same_deadline(short_deadli
     assert status_of(answer) == 408, answer[:200]
     assert time.monotonic() - started < 1.5 + SLACK
     assert "the rest of the request from 127.0.0.1 did not arrive in time" in short_deadline.log_text()
+
+
+def test_a_large_body_the_app_reads_itself_is_still_cut_at_the_deadline(short_deadline: GunicornServer) -> None:
+    """Over 16 KiB the worker reads the body itself (an authenticated endpoint): 408 at the deadline, no 500."""
+    head = (
+        "POST /dovecot/auth-policy?command=allow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Policy-Key: {POLICY_SECRET}\r\nContent-Length: {MAX_BODY + 4000}\r\n\r\n"
+    )
+    started = time.monotonic()
+    with connect(short_deadline) as sock:
+        sock.sendall(head.encode() + b'{"login": "alice@example.net", "pad": "')
+        answer = read_answer(sock)
+    assert status_of(answer) == 408, answer[:300]
+    assert answer.endswith(b"408 Request Timeout\n")
+    assert time.monotonic() - started < 1.5 + SLACK
+    assert " 500 " not in short_deadline.log_text()
 
 
 def test_the_deadline_comes_from_the_environment(short_deadline: GunicornServer) -> None:
