@@ -275,10 +275,12 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
     """gunicorn's sync worker, fed only complete requests (see the module docstring)."""
 
     read_timeout = DEFAULT_READ_TIMEOUT  # config/gunicorn.conf.py sets it from AUTOCONFIG_READ_TIMEOUT
+    _buffering = True
 
     def run(self) -> None:
         if self.cfg.is_ssl:  # TLS belongs to the proxy in front; the plain sync worker handles it
             self.log.warning("BufferingWorker: TLS in gunicorn itself, falling back to the sync worker")
+            self._buffering = False
             super().run()
             return
         self._selector = selectors.DefaultSelector()
@@ -418,6 +420,9 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
 
     def handle(self, listener: Any, client: Any, addr: Any, complete: bool = True) -> None:
         """gunicorn's sync ``handle``, but closing through the event loop instead of waiting for the client."""
+        if not self._buffering:
+            SyncWorker.handle(self, listener, client, addr)
+            return
         req = None
         try:
             parser = http.get_parser(self.cfg, client, addr)
