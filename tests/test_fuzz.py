@@ -26,8 +26,9 @@ from lxml import etree
 
 from autoconfig import create_app
 from autoconfig.config import load
-from autoconfig.spec import AUTODISCOVER_BASE_NS, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS, THUNDERBIRD_PATHS
+from autoconfig.spec import AUTODISCOVER_BASE_NS, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.promises import THUNDERBIRD_PATHS
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

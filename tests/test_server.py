@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from autoconfig.spec import APPLE_PROFILE_PATHS, CACHE_CONTROL, THUNDERBIRD_PATHS
 from autoconfig.web.pages import HTML_HEADERS
 from tests.conftest import ADMIN_TOKEN
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.ports import wait_for
+from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
+from tests.support.promises import CACHE_CONTROL, THUNDERBIRD_PATHS
 
 
 def http(
