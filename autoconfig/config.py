@@ -21,7 +21,7 @@ import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -702,8 +702,33 @@ def _read_webmail_networks(table: _Table) -> tuple[IPv4Network | IPv6Network, ..
             raise table.error(key, f"not an IP network (like 192.0.2.10/32 or 2001:db8::/64): {value!r}") from None
         if network.prefixlen == 0:
             raise table.error(key, f"{value!r} would exempt every login from the switches; name the webmail's hosts")
+        mapped = _ipv4_mapped(network)
+        if mapped is not None and mapped.prefixlen == 0:
+            raise table.error(key, f"{value!r} would exempt every IPv4 login; name the webmail's hosts")
+        if mapped is not None:
+            raise table.error(
+                key,
+                f"{value!r} is an IPv4-mapped network, which never matches: an IPv4 peer is "
+                f"compared as IPv4; write the IPv4 network ({mapped})",
+            )
         networks.append(network)
+    for family in ("IPv4", "IPv6"):
+        # Each piece may look harmless; together they may still turn the gate off.
+        pieces = [network for network in networks if f"IPv{network.version}" == family]
+        if any(whole.prefixlen == 0 for whole in collapse_addresses(pieces)):  # type: ignore[type-var]
+            raise table.error(
+                table.key("webmail_networks"),
+                f"the networks together exempt every {family} login from the switches; name the webmail's hosts",
+            )
     return tuple(networks)
+
+
+def _ipv4_mapped(network: IPv4Network | IPv6Network) -> IPv4Network | None:
+    """The IPv4 network a ``::ffff:a.b.c.d/n`` network stands for, if it is one."""
+    if not isinstance(network, IPv6Network) or network.prefixlen < 96:
+        return None
+    address = network.network_address.ipv4_mapped
+    return None if address is None else IPv4Network((address, network.prefixlen - 96))
 
 
 _REVERSE_DNS = re.compile(r"^[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+$")

@@ -181,9 +181,29 @@ def test_without_webmail_networks_nothing_is_exempt(
         (["2001:db8::1/64"], "has host bits set"),
         (["0.0.0.0/0"], "would exempt every login"),
         (["::/0"], "would exempt every login"),
+        # Dovecot names an IPv4 peer as IPv4 and the gate compares it as IPv4, so a mapped
+        # network never matches: the webmail would be locked out without a word.
+        (["::ffff:192.0.2.10/128"], "write the IPv4 network (192.0.2.10/32)"),
+        (["::ffff:0:0/96"], "would exempt every IPv4 login"),
+        # Halves that add up to everyone turn the gate off as surely as /0 does.
+        (["0.0.0.0/1", "128.0.0.0/1"], "together exempt every IPv4 login"),
+        (["::/1", "8000::/1"], "together exempt every IPv6 login"),
+        (["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1"], "together exempt every IPv4 login"),
         ("192.0.2.10/32", "expected a list of strings"),
     ],
-    ids=["not-a-network", "host-bits-v4", "host-bits-v6", "everyone-v4", "everyone-v6", "not-a-list"],
+    ids=[
+        "not-a-network",
+        "host-bits-v4",
+        "host-bits-v6",
+        "everyone-v4",
+        "everyone-v6",
+        "v4-mapped-host",
+        "v4-mapped-everyone",
+        "everyone-v4-in-halves",
+        "everyone-v6-in-halves",
+        "everyone-v4-in-pieces",
+        "not-a-list",
+    ],
 )
 def test_bad_webmail_networks_name_file_and_key(
     config_data: dict[str, Any], write_config: Callable[..., Path], networks: Any, message: str
