@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
+import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from tests.conftest import BASE_CONFIG, Admin
 from tests.support.dovecot import DovecotServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.mail_clients import imap_login, pop3_login
+from tests.support.ports import free_port
 from tests.test_dovecot_login import PASSWORD, dovecot_settings, switch
 
 SECRET = "dovecot-policy-secret-0123456789"
@@ -231,13 +235,43 @@ def test_single_hosts_may_be_written_without_a_prefix(
 # from 127.0.0.1, a customer's mail program from 127.0.0.3.
 WEBMAIL_HOST = "127.0.0.1"
 CLIENT_HOST = "127.0.0.3"
-USERS = {f"{name}@example.net": PASSWORD for name in ("gina", "hank", "ivy")}
+LOAD_BALANCER = "127.0.0.4"
+USERS = {f"{name}@example.net": PASSWORD for name in ("gina", "hank", "ivy", "jack", "kim")}
+MASTER, MASTER_PASSWORD = "webmail-master", "the master's own password"
 
 
 @pytest.fixture(scope="module")
-def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornServer, DovecotServer]]:
+def master_passdb() -> Iterator[str]:
+    """A master-user passdb (``user*webmail-master``), in a directory Dovecot's auth process
+    may read (pytest's own temp dirs are private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="autoconfig-masters-"))
+    try:
+        directory.chmod(0o755)
+        masters = directory / "masters"
+        masters.write_text(f"{MASTER}:{{PLAIN}}{MASTER_PASSWORD}\n")
+        masters.chmod(0o644)
+        yield (
+            "auth_master_user_separator = *\n"
+            f"passdb {{\n  driver = passwd-file\n  master = yes\n  args = scheme=PLAIN {masters}\n}}\n"
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def haproxy_port() -> int:
+    """Dovecot's listener for connections from a load balancer speaking the PROXY protocol."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gated(
+    tmp_path_factory: pytest.TempPathFactory, master_passdb: str, haproxy_port: int
+) -> Iterator[tuple[GunicornServer, DovecotServer]]:
     """gunicorn with webmail_networks = the webmail's host; Dovecot with the shipped snippet,
-    trusting both hosts to forward addresses (so forging is possible, and must not help)."""
+    trusting both hosts to forward addresses (so forging is possible, and must not help),
+    a master user, and a PROXY-protocol listener for load balancers on the webmail's host
+    and on LOAD_BALANCER."""
     workdir = tmp_path_factory.mktemp("autoconfig")
     data = copy.deepcopy(BASE_CONFIG)
     data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
@@ -246,7 +280,10 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornSe
     config.write_bytes(tomli_w.dumps(data).encode())
     with GunicornServer(config, workdir / "gunicorn.log") as service:
         settings = dovecot_settings(f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
-        settings += f"login_trusted_networks = {WEBMAIL_HOST}/32 {CLIENT_HOST}/32\n"
+        settings += f"login_trusted_networks = {WEBMAIL_HOST}/32 {CLIENT_HOST}/32\n" + master_passdb
+        settings += f"haproxy_trusted_networks = {WEBMAIL_HOST}/32 {LOAD_BALANCER}/32\n"
+        listener = f"inet_listener proxied {{\n    port = {haproxy_port}\n    haproxy = yes\n  }}"
+        settings += f"service imap-login {{\n  {listener}\n}}\n"
         with DovecotServer(tmp_path_factory.mktemp("dovecot"), USERS, extra_config=settings) as dovecot:
             yield service, dovecot
 
@@ -288,3 +325,41 @@ def test_real_dovecot_a_client_follows_the_switch_both_ways(gated: tuple[Gunicor
     switch(service, "ivy@example.net", imap=False)
     assert imap_from(dovecot, CLIENT_HOST, "ivy@example.net").startswith("[ALERT] IMAP is turned off")
     assert imap_from(dovecot, WEBMAIL_HOST, "ivy@example.net") == "OK"
+
+
+def test_real_dovecot_asks_about_master_user_logins_too(gated: tuple[GunicornServer, DovecotServer]) -> None:
+    """Dovecot 2.3 sends the policy request for ``user*master`` as well, with login = the user:
+    a master user is no way around the gate, only webmail_networks is."""
+    service, dovecot = gated
+    as_master = f"jack@example.net*{MASTER}"
+    refused = imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, CLIENT_HOST)
+    assert refused.startswith("[AUTHORIZATIONFAILED] IMAP is turned off")  # Dovecot's code for master users
+    assert "reject (imap login jack@example.net, session=" in service.log_text()
+    assert imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, WEBMAIL_HOST) == "OK"
+    switch(service, "jack@example.net", imap=True)
+    assert imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, CLIENT_HOST) == "OK"
+
+
+def proxied_imap_login(port: int, balancer: str, client: str, user: str) -> str:
+    """An IMAP login through a load balancer at ``balancer`` that names ``client`` in a PROXY v1 header."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(balancer, 0)) as sock:
+        sock.sendall(f"PROXY TCP4 {client} 127.0.0.1 40000 143\r\n".encode())
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"* OK")
+        sock.sendall(f'a LOGIN "{user}" "{PASSWORD}"\r\n'.encode())
+        while not (line := stream.readline().decode()).startswith("a "):
+            pass
+        return "OK" if line.startswith("a OK") else line[2:].removeprefix("NO ").strip()
+
+
+def test_real_dovecot_behind_a_proxy_sees_the_proxy_as_the_real_peer(
+    gated: tuple[GunicornServer, DovecotServer], haproxy_port: int
+) -> None:
+    """With the PROXY protocol, %{real_rip} is the load balancer for every client behind it: a
+    load balancer must never be in webmail_networks (README, "Behind a proxy")."""
+    service, _dovecot = gated
+    refused = proxied_imap_login(haproxy_port, LOAD_BALANCER, "198.51.100.7", "kim@example.net")
+    assert refused.startswith("[ALERT] IMAP is turned off")
+    assert f"remote=198.51.100.7 real_remote={LOAD_BALANCER}" in service.log_text()
+    # A load balancer on a webmail address would let every customer behind it through.
+    assert proxied_imap_login(haproxy_port, WEBMAIL_HOST, "198.51.100.7", "kim@example.net") == "OK"
