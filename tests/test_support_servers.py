@@ -6,8 +6,10 @@ into a skip or a false failure elsewhere.
 """
 
 import imaplib
+import os
 import pathlib
 import poplib
+import shutil
 
 import psycopg
 import pytest
@@ -108,3 +110,34 @@ def test_dovecot_logs_users_in_over_imap_and_pop3(tmp_path: pathlib.Path) -> Non
         log = dovecot.log_text()
     assert "Login: user=<alice@example.net>, method=PLAIN" in log
     assert "Password mismatch" in log
+
+
+def test_roundcube_root_uses_the_repositorys_plugin_even_when_the_system_has_one(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A developer who followed the README has the plugin in /var/lib/roundcube/plugins too;
+    the harness must test the repository's copy, not fail on the name or pick the installed one."""
+    from tests.support import roundcube
+
+    system = tmp_path / "var-lib-roundcube"
+    (system / "plugins").mkdir(parents=True)
+    for name in ("program", "SQL", "index.php"):
+        (system / name).symlink_to(os.readlink(roundcube.PACKAGE_ROOT / name))
+    (system / "skins").symlink_to(roundcube.PACKAGE_ROOT / "skins")
+    (system / "public_html").mkdir()
+    shutil.copy(roundcube.PACKAGE_ROOT / "public_html" / "index.php", system / "public_html" / "index.php")
+    for path in (roundcube.PACKAGE_ROOT / "plugins").iterdir():
+        (system / "plugins" / path.name).symlink_to(path.resolve())
+    installed = system / "plugins" / roundcube.PLUGIN_NAME
+    installed.mkdir()
+    (installed / "autoconfig_mail_programs.php").write_text("<?php // an older release\n")
+    monkeypatch.setattr(roundcube, "PACKAGE_ROOT", system)
+
+    server = roundcube.RoundcubeServer(tmp_path / "work", 143, {})
+    root = server._make_root()
+    try:
+        used = root / "plugins" / roundcube.PLUGIN_NAME / "autoconfig_mail_programs.php"
+        assert used.read_text() == (roundcube.PLUGIN / "autoconfig_mail_programs.php").read_text()
+        assert (root / "plugins" / "archive").is_symlink()  # the stock plugins are still there
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

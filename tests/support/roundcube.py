@@ -137,7 +137,8 @@ class RoundcubeServer(ManagedServer):
         plugins = root / "plugins"
         plugins.mkdir()
         for path in (PACKAGE_ROOT / "plugins").iterdir():
-            (plugins / path.name).symlink_to(path.resolve())
+            if path.name != PLUGIN_NAME:  # installed system-wide by a README reader: test ours
+                (plugins / path.name).symlink_to(path.resolve())
         shutil.copytree(PLUGIN, plugins / PLUGIN_NAME)
         public = root / "public_html"
         (public / "program").mkdir(parents=True)
