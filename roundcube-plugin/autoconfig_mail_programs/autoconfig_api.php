@@ -24,6 +24,13 @@ class autoconfig_api
     /** The plugin or the service is misconfigured (token, URL): 401, 404, anything else. */
     const MISCONFIGURED = 'misconfigured';
 
+    /**
+     * The most of an answer that is read.  The switches are a few dozen bytes;
+     * a broken or hostile service could otherwise send more than PHP's memory
+     * limit, and the page would die instead of showing a message.
+     */
+    const MAX_ANSWER = 65536;
+
     private $client;
     private $base_url;
     private $token;
@@ -35,7 +42,7 @@ class autoconfig_api
      * @param string $base_url The service's base URL as the Roundcube server reaches it
      * @param string $token    An admin token of the service
      * @param string $actor    Recorded by the service as who made each change
-     * @param float  $timeout  Seconds the client waits (its timeout option)
+     * @param float  $timeout  Seconds one call may take in all (the client's timeout option)
      */
     public function __construct($client, $base_url, $token, $actor, $timeout)
     {
@@ -68,8 +75,22 @@ class autoconfig_api
         return $this->call('PUT', $address, ['imap' => (bool) $imap, 'pop' => (bool) $pop]);
     }
 
+    /**
+     * Whether php-curl is there: without it no timeout bounds a whole call.
+     */
+    public static function has_curl()
+    {
+        return function_exists('curl_exec') && function_exists('curl_multi_exec');
+    }
+
     private function call($method, $address, $body)
     {
+        if (!self::has_curl()) {
+            throw new autoconfig_api_error(self::MISCONFIGURED,
+                "$method: not called: install php-curl (apt-get install php-curl) and restart PHP-FPM; "
+                . 'without it a slow service could hold the webmail\'s PHP workers for ever');
+        }
+
         $options = [
             'headers' => [
                 'Authorization'      => 'Bearer ' . $this->token,
@@ -80,6 +101,7 @@ class autoconfig_api
             'http_errors'     => false,
             // The admin API never redirects; following one could send the token elsewhere.
             'allow_redirects' => false,
+            'sink'            => $this->bounded_sink($overrun),
         ];
         if ($body !== null) {
             $options['json'] = $body;
@@ -92,13 +114,19 @@ class autoconfig_api
             $response = $this->client->request($method, $url, $options);
         }
         catch (Exception $e) {
-            // Connection refused, DNS, TLS, or the timeout: the service is not there for us now.
+            // Connection refused, DNS, TLS, the timeout, or an answer too long or too slow.
             // A timeout may strike after the request was sent.  Guzzle's stream handler
             // (Roundcube without php-curl) reports it as "Connection refused", so the
             // time it took tells; with cURL, its error 28 does too.
             $context = method_exists($e, 'getHandlerContext') ? $e->getHandlerContext() : [];
-            $timed_out = ($context['errno'] ?? null) == 28 || microtime(true) - $started >= 0.9 * $this->timeout;
-            throw new autoconfig_api_error($timed_out ? self::TIMEOUT : self::UNAVAILABLE, "$method $url: " . $e->getMessage());
+            $timed_out = $overrun || ($context['errno'] ?? null) == 28 || microtime(true) - $started >= 0.9 * $this->timeout;
+            throw new autoconfig_api_error($timed_out ? self::TIMEOUT : self::UNAVAILABLE,
+                "$method $url: " . ($overrun ?: $e->getMessage()));
+        }
+
+        if ($overrun) {
+            // The service answered, too much or too slowly: it may have made the change.
+            throw new autoconfig_api_error(self::TIMEOUT, "$method $url: $overrun");
         }
 
         $status = $response->getStatusCode();
@@ -129,6 +157,35 @@ class autoconfig_api
         $message = is_array($error) && isset($error['message']) ? $error['message'] : substr($text, 0, 200);
 
         throw new autoconfig_api_error($kind, "$method $url: $status $message");
+    }
+
+    /**
+     * Where the answer's body goes: a buffer that takes at most MAX_ANSWER bytes and
+     * nothing after the deadline.  Refusing a write stops the transfer (curl aborts,
+     * Guzzle's stream handler stops reading), and $overrun then says why.  curl's own
+     * timeout bounds the whole call; without php-curl only this deadline bounds the
+     * body, and nothing bounds a service that trickles its headers.
+     */
+    private function bounded_sink(&$overrun)
+    {
+        $overrun  = null;
+        $buffer   = \GuzzleHttp\Psr7\Utils::streamFor(fopen('php://temp', 'r+'));
+        $deadline = microtime(true) + $this->timeout;
+
+        return \GuzzleHttp\Psr7\FnStream::decorate($buffer, [
+            'write' => function ($data) use ($buffer, $deadline, &$overrun) {
+                if ($buffer->getSize() + strlen($data) > self::MAX_ANSWER) {
+                    $overrun = 'the answer is longer than ' . self::MAX_ANSWER . ' bytes';
+                    return 0;
+                }
+                if (microtime(true) > $deadline) {
+                    $overrun = "the answer took longer than {$this->timeout} s";
+                    return 0;
+                }
+
+                return $buffer->write($data);
+            },
+        ]);
     }
 }
 

@@ -36,6 +36,10 @@ class autoconfig_mail_programs extends rcube_plugin
     const SAVE_ACTION = 'plugin.autoconfig_mail_programs-save';
     const LOG         = 'autoconfig_mail_programs';
 
+    /** Seconds the service gets by default, and at most (autoconfig_timeout). */
+    const DEFAULT_TIMEOUT = 3;
+    const MAX_TIMEOUT     = 10;
+
     /** @var rcmail */
     private $rc;
 
@@ -165,8 +169,15 @@ class autoconfig_mail_programs extends rcube_plugin
 
     private function api()
     {
-        $timeout = (float) $this->rc->config->get('autoconfig_timeout', 3);
+        $timeout = $this->timeout();
         $options = ['timeout' => $timeout, 'connect_timeout' => $timeout];
+
+        // curl's timeout bounds the whole call.  Guzzle's fallback (PHP streams, when
+        // php-curl is missing) bounds each read only, so a service sending a byte a
+        // second would hold this PHP worker for ever: autoconfig_api then refuses to call.
+        if (autoconfig_api::has_curl()) {
+            $options['handler'] = \GuzzleHttp\HandlerStack::create(new \GuzzleHttp\Handler\CurlHandler());
+        }
 
         if ($ca = $this->rc->config->get('autoconfig_api_ca_file')) {
             $options['verify'] = $ca;
@@ -182,6 +193,21 @@ class autoconfig_mail_programs extends rcube_plugin
             $actor,
             $timeout
         );
+    }
+
+    /**
+     * autoconfig_timeout, kept to what a page can wait: Guzzle reads 0 as "wait
+     * forever", and anything near nginx's 60 s would turn the plain message into
+     * a gateway error while a PHP worker stays stuck.
+     */
+    private function timeout()
+    {
+        $timeout = $this->rc->config->get('autoconfig_timeout', self::DEFAULT_TIMEOUT);
+        if (!is_numeric($timeout) || $timeout <= 0) {
+            $timeout = self::DEFAULT_TIMEOUT;
+        }
+
+        return min((float) $timeout, self::MAX_TIMEOUT);
     }
 
     /**

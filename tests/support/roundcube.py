@@ -59,15 +59,19 @@ class RoundcubeServer(ManagedServer):
     """Roundcube at ``http://127.0.0.1:<port>/``, reading mail from the IMAP server on ``imap_port``.
 
     ``options`` are written into Roundcube's config.inc.php after the
-    harness's own settings (plugin options such as ``autoconfig_api_url``).
+    harness's own settings (plugin options such as ``autoconfig_api_url``);
+    ``php_admin`` adds PHP settings to the pool (``php_admin_value[name] = value``).
     """
 
     address = "127.0.0.1"
 
-    def __init__(self, workdir: Path, imap_port: int, options: dict[str, Any]) -> None:
+    def __init__(
+        self, workdir: Path, imap_port: int, options: dict[str, Any], php_admin: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir.resolve()
         self.imap_port = imap_port
         self.options = dict(options)
+        self.php_admin = dict(php_admin or {})
         self.port = 0
         self.root: Path | None = None
         # Fixed for the server's life: a session must outlive a config rewrite.
@@ -211,6 +215,7 @@ php_admin_flag[log_errors] = on
 php_admin_flag[display_errors] = off
 php_admin_value[memory_limit] = 128M
 """
+            + "".join(f"php_admin_value[{name}] = {value}\n" for name, value in self.php_admin.items())
         )
         with (self.workdir / "php-fpm.stderr").open("ab") as stderr:
             proc = subprocess.Popen(
