@@ -15,6 +15,7 @@ plugin at (nothing real can be told to misbehave on cue).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -299,6 +300,30 @@ def test_a_broken_admin_api_costs_a_plain_message_and_shows_no_switch(
     assert "<script>alert" not in customer.content()
     assert elapsed < PATIENCE
     assert_nothing_leaked(customer, stack)
+
+
+FORGED = "[01-Jan-2030 00:00:00 +0000]: <forged> PHP Error: the admin approved this"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        (f"busy\n{FORGED}\n").encode(),
+        json.dumps({"error": "server_error", "message": f"busy\r\n{FORGED}"}).encode(),
+        json.dumps({"error": "server_error", "message": "x" * 60000}).encode(),
+    ],
+    ids=["text", "json-message", "long-message"],
+)
+def test_what_the_service_says_reaches_roundcubes_log_as_one_short_line(
+    stack: Stack, customer: Page, plugin_pointed_at: HostileAPI, body: bytes
+) -> None:
+    """A compromised service must not write lines of its own into the webmail's logs."""
+    plugin_pointed_at.behaviour = respond(500, body, "text/plain")
+    visit(customer, stack)
+    assert message(customer).startswith(NOT_READ)
+    log = stack.webmail.log_text()
+    assert not [line for line in log.splitlines() if line.startswith(FORGED[:20])]
+    assert "x" * 1000 not in log
 
 
 def test_a_redirect_never_takes_the_token_elsewhere(

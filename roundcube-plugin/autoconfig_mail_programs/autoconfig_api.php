@@ -152,9 +152,12 @@ class autoconfig_api
             $kind = self::NOT_SERVED;
         }
 
-        // The service's message names the problem; it never contains the token.
+        // The service's message names the problem; it never contains the token.  It goes
+        // to Roundcube's log as one short line: a broken or compromised service must not
+        // write lines of its own there.
         $error = json_decode($text, true);
-        $message = is_array($error) && isset($error['message']) ? $error['message'] : substr($text, 0, 200);
+        $message = is_array($error) && is_string($error['message'] ?? null) ? $error['message'] : $text;
+        $message = substr(preg_replace('/[\x00-\x1f\x7f]+/', ' ', $message), 0, 200);
 
         throw new autoconfig_api_error($kind, "$method $url: $status $message");
     }
