@@ -75,7 +75,11 @@ def decisions(app: Flask, decision: str, protocol: str = "imap") -> float:
 
 
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
-@pytest.mark.parametrize("peer", [WEBMAIL, "2001:db8:0:1::25", f"::ffff:{WEBMAIL}"], ids=["v4", "v6", "v4-mapped"])
+@pytest.mark.parametrize(
+    "peer",
+    [WEBMAIL, "2001:db8:0:1::25", f"::ffff:{WEBMAIL}", "2001:db8:0:1::25%eth0", "2001:DB8:0:1:0:0:0:25"],
+    ids=["v4", "v6", "v4-mapped", "v6-with-zone", "v6-long-form"],
+)
 def test_a_login_from_the_webmail_is_let_through_with_everything_off(
     client: FlaskClient, app: Flask, protocol: str, peer: str
 ) -> None:
@@ -143,8 +147,13 @@ def test_the_webmail_decision_is_logged_with_both_addresses(
         ({"remote": WEBMAIL}, "include real_remote=%{real_rip}"),
         ({"remote": WEBMAIL, "real_remote": 3232235530}, "real_remote must be a string"),
         ({"remote": WEBMAIL, "real_remote": "webmail.example.net"}, "must be an IP address"),
+        ({"remote": WEBMAIL, "real_remote": None}, "real_remote must be a string"),
+        ({"remote": WEBMAIL, "real_remote": [WEBMAIL]}, "real_remote must be a string"),
+        ({"remote": WEBMAIL, "real_remote": f" {WEBMAIL}"}, "must be an IP address"),
+        ({"remote": WEBMAIL, "real_remote": f"{WEBMAIL}%eth0"}, "must be an IP address"),
+        ({"remote": WEBMAIL, "real_remote": WEBMAIL + "0" * 60000}, "must be an IP address"),
     ],
-    ids=["missing", "not-a-string", "not-an-address"],
+    ids=["missing", "not-a-string", "not-an-address", "null", "list", "padded", "v4-with-zone", "huge"],
 )
 def test_without_a_usable_real_remote_the_request_is_refused_clearly(
     client: FlaskClient, app: Flask, addresses: dict[str, Any], message: str

@@ -496,3 +496,15 @@ def test_a_save_after_the_session_ended_changes_nothing(stack: Stack, own_page: 
     assert "_token=" in own_page.url
     assert message(own_page).startswith("Nothing was changed")
     assert stored(stack.service, user)["imap_changed"] is None
+
+
+def test_the_webmail_url_of_a_refusal_leads_to_the_plugin_after_signing_in(stack: Stack, own_page: Page) -> None:
+    """README and reference.toml point webmail_url at the plugin's page: Roundcube shows its
+    login first and must then open that page, not the inbox."""
+    own_page.context.clear_cookies()
+    own_page.goto(f"{stack.webmail.url}{PAGE}")
+    own_page.fill("#rcmloginuser", "tess@example.net")
+    own_page.fill("#rcmloginpwd", PASSWORD)
+    own_page.click("#rcmloginsubmit")
+    own_page.wait_for_selector("#mailprograms-form")
+    assert switches_shown(own_page) == {"imap": False, "pop": False}
