@@ -508,3 +508,25 @@ def test_the_webmail_url_of_a_refusal_leads_to_the_plugin_after_signing_in(stack
     own_page.click("#rcmloginsubmit")
     own_page.wait_for_selector("#mailprograms-form")
     assert switches_shown(own_page) == {"imap": False, "pop": False}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"autoconfig_api_token": ""},
+        {"autoconfig_api_url": ""},
+        {"autoconfig_api_url": "not a url"},
+        {"autoconfig_api_url": "file:///etc/passwd#"},
+        {"autoconfig_api_url": None, "autoconfig_api_token": None, "autoconfig_timeout": None},
+    ],
+    ids=["no-token", "no-url", "not-a-url", "file-url", "all-null"],
+)
+def test_a_misconfigured_plugin_shows_a_plain_message(stack: Stack, customer: Page, options: dict[str, Any]) -> None:
+    stack.webmail.configure(**options)
+    try:
+        status, _elapsed = visit(customer, stack)
+    finally:
+        stack.webmail.configure(**plugin_options(stack.service))
+    assert (status, message(customer)[: len(NOT_READ)]) == (200, NOT_READ)
+    assert switches_shown(customer) is None
+    assert "root:" not in customer.content()
