@@ -19,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -394,7 +395,7 @@ def open_then_break(page: Page, stack: Stack, user: str, hostile: HostileAPI, be
 @pytest.mark.parametrize(
     ("behaviour", "expected"),
     [
-        (hang_up, NOT_SAVED),
+        (hang_up, NOT_CONFIRMED),  # the request had reached the service: it may have saved it
         (flood(192 * MIB, chunked=True), NOT_CONFIRMED),
         (respond(409, b'{"error": "read_only"}'), "IMAP and POP for your mailbox are managed by your provider"),
     ],
@@ -414,6 +415,35 @@ def test_a_save_the_service_fails_shows_the_failure_and_no_switch(
     assert switches_shown(own_page) is None
     assert stored(stack.service, user)["imap_changed"] is None
     assert_nothing_leaked(own_page, stack)
+
+
+def test_a_service_that_dies_after_making_the_change_is_not_said_to_have_failed(
+    stack: Stack, own_page: Page, hostile: HostileAPI
+) -> None:
+    """The request reached the service, which stored the change and died before answering:
+    "not saved" would be a lie.  Only a connection that never opened proves nothing changed."""
+    user = "quinn@example.net"
+
+    def store_then_die(handler: BaseHTTPRequestHandler) -> None:
+        sent = hostile.requests[-1]
+        request = urllib.request.Request(
+            f"{stack.service.url}{sent['path']}",
+            data=sent["body"],
+            method=sent["method"],
+            headers={name: sent["headers"][name] for name in ("Authorization", "Content-Type", "X-Autoconfig-Actor")},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        hang_up(handler)
+
+    open_then_break(own_page, stack, user, hostile, store_then_die)
+    try:
+        own_page.click("#mailprograms-save")
+        own_page.wait_for_selector("#mailprograms-error")
+    finally:
+        stack.webmail.configure(**plugin_options(stack.service))
+    assert stored(stack.service, user)["imap"] is True
+    assert message(own_page).startswith(NOT_CONFIRMED)
+    assert switches_shown(own_page) is None
 
 
 # -- the plugin on a Roundcube without php-curl ---------------------------------------------------

@@ -15,7 +15,11 @@ class autoconfig_api
 {
     /** The service cannot be reached or is failing (5xx, 429): nothing was changed. */
     const UNAVAILABLE = 'unavailable';
-    /** No answer within the timeout: a change may or may not have been made. */
+    /**
+     * No usable answer to a request that may have reached the service (a timeout, a
+     * connection cut mid-answer, an answer too long): a change may or may not have
+     * been made.
+     */
     const TIMEOUT = 'timeout';
     /** The switches live in a read-only source (the mail database): 409. */
     const READ_ONLY = 'read_only';
@@ -30,6 +34,12 @@ class autoconfig_api
      * limit, and the page would die instead of showing a message.
      */
     const MAX_ANSWER = 65536;
+
+    /**
+     * cURL's errors that prove the request never reached the service: no name, no
+     * connection, no TLS session, no such URL.  Only these mean "nothing changed".
+     */
+    const NOTHING_SENT = [1, 3, 5, 6, 7, 35, 51, 58, 60, 77, 83, 90];
 
     private $client;
     private $base_url;
@@ -114,13 +124,20 @@ class autoconfig_api
             $response = $this->client->request($method, $url, $options);
         }
         catch (Exception $e) {
-            // Connection refused, DNS, TLS, the timeout, or an answer too long or too slow.
-            // A timeout may strike after the request was sent.  Guzzle's stream handler
-            // (Roundcube without php-curl) reports it as "Connection refused", so the
-            // time it took tells; with cURL, its error 28 does too.
+            // Connection refused, DNS, TLS, the timeout, a connection cut, or an answer too
+            // long or too slow.  Only an error from NOTHING_SENT says nothing changed: a
+            // timeout may strike after the request was sent, and a service that dies after
+            // reading it (cURL's 52 or 56) may have stored the change.  Without an error
+            // number (not cURL), the time it took tells.
             $context = method_exists($e, 'getHandlerContext') ? $e->getHandlerContext() : [];
-            $timed_out = $overrun || ($context['errno'] ?? null) == 28 || microtime(true) - $started >= 0.9 * $this->timeout;
-            throw new autoconfig_api_error($timed_out ? self::TIMEOUT : self::UNAVAILABLE,
+            $errno = $context['errno'] ?? null;
+            if ($errno === null) {
+                $unsent = microtime(true) - $started < 0.9 * $this->timeout;
+            }
+            else {
+                $unsent = in_array($errno, self::NOTHING_SENT, true);
+            }
+            throw new autoconfig_api_error(!$overrun && $unsent ? self::UNAVAILABLE : self::TIMEOUT,
                 "$method $url: " . ($overrun ?: $e->getMessage()));
         }
 
