@@ -160,9 +160,7 @@ def _recase(address: str, flips: list[bool]) -> str:
 known = st.builds(_recase, st.sampled_from(sorted(ORACLE_ACCOUNTS)), st.lists(st.booleans(), max_size=30))
 # Plainly valid addresses of our domains that nobody has.
 OURS = r"[a-z0-9]{1,20}(\.[a-z0-9_-]{1,10})?@example\.(net|org)"
-nobody = st.from_regex(OURS, fullmatch=True).filter(
-    lambda a: a.lower() not in ORACLE_ACCOUNTS
-)
+nobody = st.from_regex(OURS, fullmatch=True).filter(lambda a: a.lower() not in ORACLE_ACCOUNTS)
 junk = st.one_of(
     st.text(max_size=80),
     st.builds(lambda local, domain: f"{local}@{domain}", st.text(max_size=30), st.sampled_from(["example.net", "x"])),
