@@ -8,7 +8,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import tomli_w
@@ -24,6 +24,9 @@ from tests.support.knot import KnotServer
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 from tests.support.slapd import SlapdServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 WEBMAIL_URL = "https://webmail.example.net/settings/mail-access"
@@ -124,6 +127,15 @@ def live_server(config_path: Path, tmp_path: Path) -> Iterator[GunicornServer]:
     """The real gunicorn server on a free loopback port, on this test's config and database."""
     with GunicornServer(config_path, tmp_path / "gunicorn.log") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium for one test module (each module brings its own contexts and pages)."""
+    from tests.support.browser import chromium  # Playwright loads only for the modules that drive a browser
+
+    with chromium() as browser:
+        yield browser
 
 
 # -- DNS: one Knot server for the whole session, serving tests/dns_zones/ ------------

@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 import tomli_w
 from lxml import etree
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.dovecot import DovecotServer
@@ -48,7 +48,6 @@ from tests.support.gunicorn import GunicornServer
 from tests.support.mail_clients import deliver, imap_login, pop3_login
 from tests.support.roundcube import RoundcubeServer
 from tests.test_dovecot_login import dovecot_settings
-from tests.test_setup_browser import CHROMIUM, CHROMIUM_ARGS
 
 HEADER = "X-Autoconfig-Policy-Key"
 SECRET = "story-dovecot-policy-secret-0123456789"
@@ -107,16 +106,6 @@ def start_stack(workdir: Path) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from start_stack(tmp_path_factory.mktemp("story"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.conftest import ADMIN_TOKEN
 from tests.support.roundcube import RoundcubeServer
-from tests.test_setup_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_story import (
     DESKTOP,
     PASSWORD,
@@ -197,16 +196,6 @@ def hostile() -> Iterator[HostileAPI]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from start_stack(tmp_path_factory.mktemp("hostile"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
