@@ -17,96 +17,27 @@ InnoDB files start small so the first start takes about a second.
 from __future__ import annotations
 
 import pathlib
-import shutil
-import signal
-import subprocess
-import tempfile
 
 import MySQLdb
 
-from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, freeze, read_log, stop_process
+from tests.support.ports import DataServer, run_setup
 
 INSTALL_DB = "/usr/bin/mariadb-install-db"
 MARIADBD = "/usr/sbin/mariadbd"
-START_TIMEOUT = 30.0
-PORT_ATTEMPTS = 5
 
 
-class MariaDBServer(ManagedServer):
-    """install-db once, then start and stop ``mariadbd`` as often as a test needs.
+class MariaDBServer(DataServer):
+    """install-db once, then start and stop ``mariadbd`` as often as a test needs (see :class:`DataServer`)."""
 
-    :meth:`stop_server`/:meth:`start_server` keep the data and the port, so a
-    test can take the server away and bring it back under the same URL;
-    :meth:`pause`/:meth:`resume` freeze it (SIGSTOP/SIGCONT): connections stay
-    open and nothing answers, which is what a database too slow to answer
-    looks like from the client.  :meth:`stop` also deletes the data.
-    """
-
-    address = "127.0.0.1"
-
-    def __init__(self, workdir: pathlib.Path):
-        self.workdir = workdir.resolve()
-        self.port = 0
-        self._dir: pathlib.Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> pathlib.Path:
-        return self.workdir / "mariadb.log"
+    name = "mariadbd"
+    log_file = "mariadb.log"
+    start_timeout = 30.0
+    stop_timeout = 15.0
 
     @property
     def socket_path(self) -> pathlib.Path:
         assert self._dir is not None
         return self._dir / "sock"
-
-    def start(self) -> None:
-        if self._dir is None:
-            self._install()
-        self.start_server()
-
-    def stop(self) -> None:
-        try:
-            self.stop_server()
-        finally:
-            self.port = 0
-            directory, self._dir = self._dir, None
-            if directory is not None:
-                shutil.rmtree(directory, ignore_errors=True)
-
-    def start_server(self) -> None:
-        if self._dir is None:
-            raise RuntimeError("no data directory: call start() first")
-        if self._proc is not None:
-            raise RuntimeError("mariadbd is already running")
-        if self.port:
-            try:
-                self._spawn_and_wait()
-            except PortInUse:
-                raise RuntimeError(f"port {self.port} was taken while mariadbd was stopped") from None
-            return
-        for _ in range(PORT_ATTEMPTS):
-            self.port = free_port()
-            try:
-                self._spawn_and_wait()
-                return
-            except PortInUse:
-                continue
-        self.port = 0
-        raise RuntimeError(f"mariadbd could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
-
-    def stop_server(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.send_signal(signal.SIGCONT)  # a paused server cannot shut down
-            stop_process(proc, signal.SIGTERM, timeout=15.0)
-
-    def pause(self) -> None:
-        assert self._proc is not None
-        freeze(self._proc)
-
-    def resume(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGCONT)
 
     def root(self, database: str | None = None) -> MySQLdb.Connection:
         """A root connection over the private socket (autocommit)."""
@@ -130,75 +61,45 @@ class MariaDBServer(ManagedServer):
     def url(self, database: str, user: str, password: str) -> str:
         return f"mysql://{user}:{password}@{self.address}:{self.port}/{database}"
 
-    def log_text(self, offset: int = 0) -> str:
-        return read_log(self.log_path, offset)
-
-    def _install(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        directory = pathlib.Path(tempfile.mkdtemp(prefix="autoconfig-maria-"))
-        try:
-            result = subprocess.run(
-                [
-                    INSTALL_DB,
-                    "--no-defaults",
-                    f"--datadir={directory / 'data'}",
-                    "--user=root",
-                    "--auth-root-authentication-method=socket",
-                    "--skip-test-db",
-                    "--innodb-log-file-size=8M",
-                ],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(
-                    f"mariadb-install-db failed with status {result.returncode}:\n"
-                    + result.stdout.decode(errors="replace")
-                    + result.stderr.decode(errors="replace")
-                )
-        except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
-        self._dir = directory
+    def _make_data(self, directory: pathlib.Path) -> None:
+        run_setup(
+            [
+                INSTALL_DB,
+                "--no-defaults",
+                f"--datadir={directory / 'data'}",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+                "--innodb-log-file-size=8M",
+            ]
+        )
 
     def _spawn_and_wait(self) -> None:
         assert self._dir is not None
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [
-                    MARIADBD,
-                    "--no-defaults",
-                    f"--datadir={self._dir / 'data'}",
-                    f"--socket={self.socket_path}",
-                    f"--pid-file={self._dir / 'mariadbd.pid'}",
-                    f"--port={self.port}",
-                    f"--bind-address={self.address}",
-                    "--user=root",
-                    "--skip-log-bin",
-                    "--skip-name-resolve",
-                    "--innodb-log-file-size=8M",
-                    "--innodb-buffer-pool-size=64M",
-                    "--innodb-flush-log-at-trx-commit=0",
-                    "--innodb-doublewrite=0",
-                    "--performance-schema=0",
-                    "--character-set-server=utf8mb4",
-                    "--collation-server=utf8mb4_general_ci",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        await_start(
-            proc,
+        self._launch(
+            [
+                MARIADBD,
+                "--no-defaults",
+                f"--datadir={self._dir / 'data'}",
+                f"--socket={self.socket_path}",
+                f"--pid-file={self._dir / 'mariadbd.pid'}",
+                f"--port={self.port}",
+                f"--bind-address={self.address}",
+                "--user=root",
+                "--skip-log-bin",
+                "--skip-name-resolve",
+                "--innodb-log-file-size=8M",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-flush-log-at-trx-commit=0",
+                "--innodb-doublewrite=0",
+                "--performance-schema=0",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_general_ci",
+            ],
             self._answers,
-            START_TIMEOUT,
-            f"mariadbd on {self.address}:{self.port} to answer SELECT 1",
-            name="mariadbd",
-            log=lambda: self.log_text(log_start),
+            "answer SELECT 1",
             retry_on=(MySQLdb.OperationalError, OSError),
         )
-        self._proc = proc
 
     def _answers(self) -> bool:
         """True once root's ``SELECT 1`` works (mariadbd opens its TCP port before its socket)."""

@@ -8,13 +8,17 @@ failed start rather than trusting the number blindly.
 """
 
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+PORT_ATTEMPTS = 5  # free_port() races lost in a row before a fixture gives up
 
 
 def free_port() -> int:
@@ -105,6 +109,17 @@ def read_log(path: "pathlib.Path", offset: int = 0) -> str:
         return ""
 
 
+def run_setup(argv: list[str], **kwargs: Any) -> None:
+    """Run a one-off setup program (initdb and the like); its output is the error if it fails."""
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, **kwargs)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{pathlib.Path(argv[0]).name} failed with status {result.returncode}:\n"
+            + result.stdout.decode(errors="replace")
+            + result.stderr.decode(errors="replace")
+        )
+
+
 class PortInUse(Exception):
     """The server could not bind the port it was given; pick another and start again."""
 
@@ -160,3 +175,147 @@ class ManagedServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class PortServer(ManagedServer):
+    """A server that runs on a port the fixture picks for it (see the module docstring)."""
+
+    name = "server"  # the program, as messages name it
+    address = "127.0.0.1"
+    port = 0
+
+    def log_text(self) -> str:
+        raise NotImplementedError
+
+    def _spawn_and_wait(self) -> None:
+        """Start the program on ``self.port`` and wait until it answers; ``PortInUse`` if it could not bind."""
+        raise NotImplementedError
+
+    def _start_on_a_port(self) -> None:
+        """Start on ``self.port`` if the server already has one, else on a free port.
+
+        Keeping the port makes a restart after an outage serve the URLs handed
+        out before it; a fresh port that another process wins meanwhile is
+        retried on another, ``PORT_ATTEMPTS`` times.
+        """
+        if self.port:
+            try:
+                self._spawn_and_wait()
+            except PortInUse:
+                raise RuntimeError(f"port {self.port} was taken while {self.name} was stopped") from None
+            return
+        for _ in range(PORT_ATTEMPTS):
+            self.port = free_port()
+            try:
+                self._spawn_and_wait()
+                return
+            except PortInUse:
+                continue
+        self.port = 0
+        raise RuntimeError(f"{self.name} could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
+
+
+class DataServer(PortServer):
+    """A database-like server: its data made once, the process stopped and started as a test needs.
+
+    :meth:`stop_server`/:meth:`start_server` keep the data and the port, so a
+    test can take the server away and bring it back under the same URL;
+    :meth:`pause`/:meth:`resume` freeze it (SIGSTOP/SIGCONT): connections stay
+    open and nothing answers, which is what a server too slow to answer looks
+    like from the client.  :meth:`stop` also deletes the data.
+
+    The data lives in a ``tempfile.mkdtemp()`` directory (``_dir``), not in
+    ``workdir``: a Unix socket path must stay under 108 bytes, which pytest's
+    deep temp paths can exceed.  ``workdir`` keeps the log, so it stays
+    readable after the data is gone.
+    """
+
+    log_file = "server.log"  # in workdir
+    start_timeout = 15.0
+    stop_signal = signal.SIGTERM
+    stop_timeout = 5.0
+
+    def __init__(self, workdir: pathlib.Path) -> None:
+        self.workdir = workdir.resolve()
+        self._dir: pathlib.Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        return self.workdir / self.log_file
+
+    def log_text(self, offset: int = 0) -> str:
+        """The server log (every start appends), from byte ``offset``."""
+        return read_log(self.log_path, offset)
+
+    def start(self) -> None:
+        """Make the data (first call only) and start the server."""
+        if self._dir is None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            directory = pathlib.Path(tempfile.mkdtemp(prefix=f"autoconfig-{self.name}-"))
+            try:
+                self._make_data(directory)
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+            self._dir = directory
+        self.start_server()
+
+    def stop(self) -> None:
+        """Stop the server and delete its data."""
+        try:
+            self.stop_server()
+        finally:
+            self.port = 0
+            directory, self._dir = self._dir, None
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def start_server(self) -> None:
+        if self._dir is None:
+            raise RuntimeError("no data directory: call start() first")
+        if self._proc is not None:
+            raise RuntimeError(f"{self.name} is already running")
+        self._start_on_a_port()
+
+    def stop_server(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.send_signal(signal.SIGCONT)  # a paused server cannot shut down
+            stop_process(proc, self.stop_signal, timeout=self.stop_timeout)
+
+    def pause(self) -> None:
+        assert self._proc is not None
+        freeze(self._proc)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def _make_data(self, directory: pathlib.Path) -> None:
+        """Fill the fresh, empty ``directory`` with what the server needs to start."""
+        raise NotImplementedError
+
+    def _launch(
+        self,
+        argv: list[str],
+        ready: Callable[[], bool],
+        what: str,
+        retry_on: tuple[type[Exception], ...],
+        **popen: Any,
+    ) -> None:
+        """Run ``argv`` with its output appended to the log; return once ``ready()`` (see :func:`await_start`)."""
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **popen)
+        await_start(
+            proc,
+            ready,
+            self.start_timeout,
+            f"{self.name} on {self.address}:{self.port} to {what}",
+            name=self.name,
+            log=lambda: self.log_text(log_start),
+            retry_on=retry_on,
+            stop_signal=self.stop_signal,
+        )
+        self._proc = proc

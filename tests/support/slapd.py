@@ -16,20 +16,15 @@ RFC 5612 (32473): the names match, the definitions are this project's own.
 from __future__ import annotations
 
 import pathlib
-import shutil
-import signal
 import subprocess
-import tempfile
 
 import ldap
 import ldap.modlist
 
-from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, freeze, read_log, stop_process
+from tests.support.ports import DataServer
 
 SLAPD = "/usr/sbin/slapd"
 SCHEMA_DIR = pathlib.Path("/etc/ldap/schema")
-START_TIMEOUT = 15.0
-PORT_ATTEMPTS = 5
 SUFFIX = "dc=example,dc=net"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
 ADMIN_PASSWORD = "admin-secret"  # the test directory's root password, nothing else
@@ -49,77 +44,23 @@ objectclass ( 1.3.6.1.4.1.32473.1.2.1 NAME 'mailUser' SUP top AUXILIARY
 """
 
 
-class SlapdServer(ManagedServer):
-    """slapd with a base tree and a read-only account (``READER_DN``) for the service.
+class SlapdServer(DataServer):
+    """slapd with a base tree and a read-only account (``READER_DN``) for the service (see :class:`DataServer`)."""
 
-    :meth:`stop_server`/:meth:`start_server` keep the data and the port;
-    :meth:`pause`/:meth:`resume` freeze it (a server too slow to answer).
-    """
-
-    address = "127.0.0.1"
+    name = "slapd"
+    log_file = "slapd.log"
 
     def __init__(self, workdir: pathlib.Path, reader_password: str = "vmail-secret"):  # noqa: S107 - a test directory
-        self.workdir = workdir.resolve()
+        super().__init__(workdir)
         self.reader_password = reader_password
-        self.port = 0
-        self._dir: pathlib.Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"ldap://{self.address}:{self.port}"
 
-    @property
-    def log_path(self) -> pathlib.Path:
-        return self.workdir / "slapd.log"
-
     def start(self) -> None:
-        if self._dir is None:
-            self._configure()
-        self.start_server()
+        super().start()
         self._seed()
-
-    def stop(self) -> None:
-        try:
-            self.stop_server()
-        finally:
-            self.port = 0
-            directory, self._dir = self._dir, None
-            if directory is not None:
-                shutil.rmtree(directory, ignore_errors=True)
-
-    def start_server(self) -> None:
-        if self._proc is not None:
-            raise RuntimeError("slapd is already running")
-        if self.port:
-            try:
-                self._spawn_and_wait()
-            except PortInUse:
-                raise RuntimeError(f"port {self.port} was taken while slapd was stopped") from None
-            return
-        for _ in range(PORT_ATTEMPTS):
-            self.port = free_port()
-            try:
-                self._spawn_and_wait()
-                return
-            except PortInUse:
-                continue
-        self.port = 0
-        raise RuntimeError(f"slapd could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
-
-    def stop_server(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.send_signal(signal.SIGCONT)
-            stop_process(proc, signal.SIGTERM)
-
-    def pause(self) -> None:
-        assert self._proc is not None
-        freeze(self._proc)
-
-    def resume(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGCONT)
 
     def admin(self) -> ldap.ldapobject.LDAPObject:
         conn = ldap.initialize(self.url)
@@ -169,12 +110,7 @@ class SlapdServer(ManagedServer):
         finally:
             conn.unbind_s()
 
-    def log_text(self, offset: int = 0) -> str:
-        return read_log(self.log_path, offset)
-
-    def _configure(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        directory = pathlib.Path(tempfile.mkdtemp(prefix="autoconfig-slapd-"))
+    def _make_data(self, directory: pathlib.Path) -> None:
         (directory / "db").mkdir()
         (directory / "mailuser.schema").write_text(TEST_SCHEMA)
         includes = "\n".join(
@@ -205,28 +141,15 @@ access to attrs=userPassword by anonymous auth by * none
 access to * by dn.exact="{READER_DN}" read by * none
 """
         )
-        self._dir = directory
 
     def _spawn_and_wait(self) -> None:
         assert self._dir is not None
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [SLAPD, "-d", "0", "-f", str(self._dir / "slapd.conf"), "-h", f"ldap://{self.address}:{self.port}/"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        await_start(
-            proc,
+        self._launch(
+            [SLAPD, "-d", "0", "-f", str(self._dir / "slapd.conf"), "-h", f"ldap://{self.address}:{self.port}/"],
             self._answers,
-            START_TIMEOUT,
-            f"slapd on {self.address}:{self.port} to answer a bind",
-            name="slapd",
-            log=lambda: self.log_text(log_start),
+            "answer a bind",
             retry_on=(ldap.SERVER_DOWN, OSError),
         )
-        self._proc = proc
 
     def _answers(self) -> bool:
         self.admin().unbind_s()
