@@ -21,23 +21,22 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from tests.support.ports import ManagedServer, PortInUse, free_port, stop_process, wait_for
+from tests.support.ports import PortInUse, PortServer, stop_process, wait_for
 
 KNOTD = "/usr/sbin/knotd"
 START_TIMEOUT = 10.0
-PORT_ATTEMPTS = 5
 MAX_UNIX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
 # knotd log lines look like "2026-01-01T00:00:00+0000 error: [zone.] ..."
 _LOGGED_ERROR = re.compile(r"^\S+ (error|critical): ", re.MULTILINE)
 
 
-class KnotServer(ManagedServer):
+class KnotServer(PortServer):
     """Run ``knotd`` in the foreground as a child process for one test scope.
 
     ``zones`` maps a zone origin (``"example.net"``) to its zone file.
     """
 
-    address = "127.0.0.1"
+    name = "knotd"
 
     def __init__(self, zones: dict[str, pathlib.Path], workdir: pathlib.Path):
         if not zones:
@@ -49,7 +48,6 @@ class KnotServer(ManagedServer):
             # knotd cannot run without a control socket, and a longer path
             # only fails later with a cryptic "not enough space provided".
             raise ValueError(f"workdir path too long for knotd's control socket: {self._control_socket}")
-        self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path = self.workdir / "knotd.log"
 
@@ -62,14 +60,8 @@ class KnotServer(ManagedServer):
         if self._proc is not None:
             raise RuntimeError("knotd is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for _ in range(PORT_ATTEMPTS):
-            self.port = free_port()
-            try:
-                self._spawn_and_wait()
-                return
-            except PortInUse:
-                continue
-        raise RuntimeError(f"knotd could not bind a free port in {PORT_ATTEMPTS} attempts:\n" + self.log_text())
+        self.port = 0  # every start picks a fresh port: no test restarts knotd and expects its address back
+        self._start_on_a_port()
 
     def stop(self) -> None:
         """SIGTERM knotd and wait for it (SIGKILL if it hangs)."""
