@@ -23,16 +23,16 @@ process; each operation gives up after the store timeout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
 import ldap
 from ldap.filter import escape_filter_chars
 
-from .base import Account, ReadOnlyStore, Store, StoreError, StoreUnavailable, Switches
+from .base import StoreError, StoreUnavailable, Switches
 from .connpool import ConnectionPool, describe
 from .ldapfilter import LDAPSettings, check_filter
+from .source import ReadOnlySource, address_parameters
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,17 @@ LOST = (
 
 def expand(template: str, key: str) -> str:
     """The filter for one address, every value escaped per RFC 4515."""
-    local, _, domain = key.rpartition("@")
-    values = {"address": key, "local_part": local, "domain": domain}
-    return template % {name: escape_filter_chars(value) for name, value in values.items()}
+    return template % {name: escape_filter_chars(value) for name, value in address_parameters(key).items()}
 
 
 def _is_lost(exc: BaseException) -> bool:
     return isinstance(exc, LOST)
 
 
-class LDAPSource(Store):
+class LDAPSource(ReadOnlySource):
     kind = "ldap"
-    read_only = True
+    origin = "the directory"
+    match_words = ("entry", "entries")
     read_only_reason = (
         "the account source is the directory (store.ldap), which is read-only here; "
         "change IMAP/POP where the directory is managed (webmail or the mail admin tool)"
@@ -167,35 +166,10 @@ class LDAPSource(Store):
             entries = self._search(key)
         except ldap.LDAPError as exc:
             raise StoreUnavailable(f"directory: the search (store.ldap.filter) failed: {describe(exc)}") from exc
-        if not entries:
-            return None
-        if len(entries) > 1:
-            log.warning("ldap source: %d entries for one address; offering only what every entry enables", len(entries))
-        return Switches(
-            imap=all(self._enabled(attrs, self._imap) for _, attrs in entries),
-            pop=all(self._enabled(attrs, self._pop) for _, attrs in entries),
-        )
-
-    def _get(self, key: str) -> Account | None:
-        switches = self._switches(key)
-        return None if switches is None else Account(address=key, switches=switches)
-
-    def _refuse(self) -> ReadOnlyStore:
-        return ReadOnlyStore(self.read_only_reason)
-
-    def _update(self, key: str, changes: dict[str, bool], actor: str, at: datetime) -> Account:
-        raise self._refuse()
-
-    def _delete(self, key: str) -> bool:
-        raise self._refuse()
-
-    def _import(self, rows: Iterable[tuple[str, Switches]], actor: str, at: datetime) -> int:
-        raise self._refuse()
-
-    def _accounts(self, domain: str | None) -> Iterator[Account]:
-        raise StoreError(
-            "the ldap source answers one address at a time and cannot list or export accounts; "
-            "list them in the directory itself"
+        return self._every_match(
+            entries,
+            imap=lambda entry: self._enabled(entry[1], self._imap),
+            pop=lambda entry: self._enabled(entry[1], self._pop),
         )
 
     def _ping(self) -> None:

@@ -6,11 +6,9 @@ only when an ``ldap`` source is opened.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-PARAMETERS = ("address", "local_part", "domain")
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+from .source import PLACEHOLDER, check_parameters
 
 
 @dataclass(frozen=True)
@@ -35,18 +33,11 @@ def check_filter(template: str) -> str:
     if not (text.startswith("(") and text.endswith(")")):
         raise ValueError("must be one LDAP filter in parentheses, e.g. (&(objectClass=mailUser)(mail=%(address)s))")
     depth = 0
-    for char in _PLACEHOLDER.sub("", text):
+    for char in PLACEHOLDER.sub("", text):
         depth += {"(": 1, ")": -1}.get(char, 0)
         if depth < 0:
             break
     if depth != 0:
         raise ValueError("has unbalanced parentheses")
-    names = _PLACEHOLDER.findall(text)
-    unknown = sorted(set(names) - set(PARAMETERS))
-    if unknown:
-        raise ValueError(f"unknown parameter %({unknown[0]})s; use %(address)s, %(local_part)s or %(domain)s")
-    if not names:
-        raise ValueError("must use the parameter %(address)s (or %(local_part)s and %(domain)s)")
-    if "%" in _PLACEHOLDER.sub("", text).replace("%%", ""):
-        raise ValueError("a literal % must be written %%")
+    check_parameters(text)
     return text

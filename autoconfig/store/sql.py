@@ -23,21 +23,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from .base import Account, ReadOnlyStore, Store, StoreError, StoreUnavailable, Switches
+from .base import StoreError, StoreUnavailable, Switches
 from .pgpool import PgConnections
+from .source import ReadOnlySource, address_parameters, check_parameters
 
 log = logging.getLogger(__name__)
 
-PARAMETERS = ("address", "local_part", "domain")
 MAX_ROWS = 50
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _TRUE_TEXT = {"1", "t", "true", "y", "yes", "on"}
 _FALSE_TEXT = {"", "0", "f", "false", "n", "no", "off"}
 
@@ -49,14 +46,7 @@ def check_query(query: str) -> str:
         raise ValueError("must be one SELECT statement (it may start with WITH)")
     if ";" in text:
         raise ValueError("must be a single statement: remove the ';' inside it")
-    names = _PLACEHOLDER.findall(text)
-    unknown = sorted(set(names) - set(PARAMETERS))
-    if unknown:
-        raise ValueError(f"unknown parameter %({unknown[0]})s; use %(address)s, %(local_part)s or %(domain)s")
-    if not names:
-        raise ValueError("must use the parameter %(address)s (or %(local_part)s and %(domain)s)")
-    if "%" in _PLACEHOLDER.sub("", text).replace("%%", ""):
-        raise ValueError("a literal % must be written %% (the query is a parameterised query)")
+    check_parameters(text, percent_note=" (the query is a parameterised query)")
     return text
 
 
@@ -143,9 +133,10 @@ def dialect(url: str) -> str:
     raise StoreError("the sql source needs a postgresql:// or mysql:// URL")
 
 
-class SQLSource(Store):
+class SQLSource(ReadOnlySource):
     kind = "sql"
-    read_only = True
+    origin = "the mail database"
+    match_words = ("row", "rows")
     read_only_reason = (
         "the account source is the mail database (store.sql), which is read-only here; "
         "change IMAP/POP where that database is managed (webmail or the mail admin tool)"
@@ -174,53 +165,20 @@ class SQLSource(Store):
     def _check_shape(self) -> None:
         """Run the query once for a non-existent address: a typo fails the start, not a client."""
         try:
-            columns = self._db.width(self.query, self._params("nobody@autoconfig.invalid"))
+            columns = self._db.width(self.query, address_parameters("nobody@autoconfig.invalid"))
         except self._db.query_errors as exc:
             raise StoreError(f"store.sql.query: the mail database rejects the query: {exc}") from None
         if columns != 2:
             raise StoreError(f"store.sql.query: must return 2 columns (imap, pop); it returns {columns}")
 
-    @staticmethod
-    def _params(key: str) -> dict[str, str]:
-        local, _, domain = key.rpartition("@")
-        return {"address": key, "local_part": local, "domain": domain}
-
     def _switches(self, key: str) -> Switches | None:
         try:
-            rows = self._db.rows(self.query, self._params(key))
+            rows = self._db.rows(self.query, address_parameters(key))
         except self._db.query_errors as exc:
             # The other system's schema changed under us: no guess, a 503 and a log line naming why.
             raise StoreUnavailable(f"mail database: the configured query (store.sql.query) failed: {exc}") from exc
-        if not rows:
-            return None
-        if len(rows) > 1:
-            log.warning("sql source: %d rows for one address; offering only what every row enables", len(rows))
-        return Switches(
-            imap=all(_flag(row[0], "1 (imap)") for row in rows),
-            pop=all(_flag(row[1], "2 (pop)") for row in rows),
-        )
-
-    def _get(self, key: str) -> Account | None:
-        switches = self._switches(key)
-        # The mail database keeps no history the service can read, so no "changed" stamps.
-        return None if switches is None else Account(address=key, switches=switches)
-
-    def _refuse(self) -> ReadOnlyStore:
-        return ReadOnlyStore(self.read_only_reason)
-
-    def _update(self, key: str, changes: dict[str, bool], actor: str, at: datetime) -> Account:
-        raise self._refuse()
-
-    def _delete(self, key: str) -> bool:
-        raise self._refuse()
-
-    def _import(self, rows: Iterable[tuple[str, Switches]], actor: str, at: datetime) -> int:
-        raise self._refuse()
-
-    def _accounts(self, domain: str | None) -> Iterator[Account]:
-        raise StoreError(
-            "the sql source answers one address at a time and cannot list or export accounts; "
-            "list them in the mail database itself"
+        return self._every_match(
+            rows, imap=lambda row: _flag(row[0], "1 (imap)"), pop=lambda row: _flag(row[1], "2 (pop)")
         )
 
     def _ping(self) -> None:
