@@ -10,15 +10,14 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from flask import Flask
-from flask.testing import FlaskClient
 
-from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreError, StoreUnavailable, Switches, open_store
@@ -26,8 +25,8 @@ from autoconfig.store.ldap import expand
 from autoconfig.store.ldapfilter import LDAPSettings
 from autoconfig.store.presets import IREDMAIL_LDAP
 from tests.support.slapd import READER_DN, SUFFIX, SlapdServer
+from tests.support.sources import DOC, app_on_store, frozen, incoming, stopped, wait_until_recovered
 
-DOC = "/mail/config-v1.1.xml?emailaddress="
 PASSWORD_ENV = "AUTOCONFIG_TEST_LDAP_PASSWORD"
 _branches = itertools.count(1)
 
@@ -108,12 +107,7 @@ def ldap_store_config(url: str, base: str, **extra: Any) -> dict[str, Any]:
 
 
 def make_app(config_data: dict[str, Any], write_config: Callable[..., Path], store: dict[str, Any]) -> Iterator[Flask]:
-    config_data["store"] = store
-    app = create_app(load(write_config(config_data), env={PASSWORD_ENV: "vmail-secret"}))
-    try:
-        yield app
-    finally:
-        app.extensions["autoconfig"].store.close()
+    yield from app_on_store(config_data, write_config, store, env={PASSWORD_ENV: "vmail-secret"})
 
 
 @pytest.fixture
@@ -121,15 +115,6 @@ def ldap_app(
     slapd: SlapdServer, branch: str, config_data: dict[str, Any], write_config: Callable[..., Path]
 ) -> Iterator[Flask]:
     yield from make_app(config_data, write_config, ldap_store_config(slapd.url, branch))
-
-
-def incoming(client: FlaskClient, address: str) -> list[str] | None:
-    response = client.get(DOC + address)
-    if response.status_code == 404:
-        return None
-    assert response.status_code == 200, response.data
-    body = response.data.decode()
-    return [kind for kind in ("imap", "pop3") if f'<incomingServer type="{kind}">' in body]
 
 
 @pytest.mark.parametrize(("address", "offered"), TRUTH)
@@ -162,12 +147,8 @@ def test_an_unknown_address_is_answered_byte_for_byte_like_an_entry_with_nothing
 def test_filter_metacharacters_in_the_local_part_are_values_never_filter(
     slapd: SlapdServer, branch: str, key: str, expected: Switches
 ) -> None:
-    settings = settings_for(branch)
-    store = open_store(slapd.url, ldap=settings, timeout=1)
-    try:
+    with closing(open_store(slapd.url, ldap=settings_for(branch), timeout=1)) as store:
         assert store.switches(key) == expected
-    finally:
-        store.close()
 
 
 def settings_for(base: str, **changes: Any) -> LDAPSettings:
@@ -231,8 +212,7 @@ def test_a_hand_written_filter_with_its_own_attribute_and_values(
 
 
 def test_the_source_is_read_only(slapd: SlapdServer, branch: str) -> None:
-    store = open_store(slapd.url, ldap=settings_for(branch))
-    try:
+    with closing(open_store(slapd.url, ldap=settings_for(branch))) as store:
         for write in (
             lambda: store.update("both@example.net", {"imap": False}, "t"),
             lambda: store.reset("both@example.net"),
@@ -243,8 +223,6 @@ def test_the_source_is_read_only(slapd: SlapdServer, branch: str) -> None:
         with pytest.raises(StoreError, match="cannot list"):
             list(store.accounts())
         assert store.switches("both@example.net") == Switches(imap=True, pop=True)
-    finally:
-        store.close()
 
 
 def test_a_filter_the_directory_rejects_stops_the_start(slapd: SlapdServer, branch: str) -> None:
@@ -254,25 +232,14 @@ def test_a_filter_the_directory_rejects_stops_the_start(slapd: SlapdServer, bran
 
 def test_a_wrong_bind_password_is_a_503_not_a_guess(slapd: SlapdServer, branch: str) -> None:
     store = open_store(slapd.url, ldap=settings_for(branch, password="wrong"), timeout=1)
-    try:
-        with pytest.raises(StoreUnavailable, match="invalid credentials"):
-            store.switches("both@example.net")
-    finally:
-        store.close()
+    with closing(store), pytest.raises(StoreUnavailable, match="invalid credentials"):
+        store.switches("both@example.net")
 
 
 @pytest.fixture(scope="module")
 def outage_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdServer]:
     with SlapdServer(tmp_path_factory.mktemp("slapd-outage")) as server:
         yield server
-
-
-def wait_until_recovered(client: FlaskClient, address: str, expected: list[str], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while client.get(DOC + address).status_code == 503:
-        assert time.monotonic() < deadline, "the source did not recover"
-        time.sleep(0.05)
-    assert incoming(client, address) == expected
 
 
 def test_slapd_stopped_restarted_and_too_slow(
@@ -283,27 +250,21 @@ def test_slapd_stopped_restarted_and_too_slow(
         client = app.test_client()
         assert incoming(client, "imap@example.net") == ["imap"]
 
-        outage_slapd.stop_server()
-        try:
+        with stopped(outage_slapd):
             for _ in range(3):
                 started = time.monotonic()
                 response = client.get(DOC + "imap@example.net")
                 assert response.status_code == 503
                 assert response.headers["Retry-After"]
                 assert time.monotonic() - started < 1.5
-        finally:
-            outage_slapd.start_server()
         wait_until_recovered(client, "imap@example.net", ["imap"])
 
-        outage_slapd.pause()
-        try:
+        with frozen(outage_slapd):
             started = time.monotonic()
             response = client.get(DOC + "both@example.net")
             elapsed = time.monotonic() - started
             assert response.status_code == 503
             assert elapsed < 2.0, f"a frozen directory held the request {elapsed:.1f} s (timeout 1 s)"
-        finally:
-            outage_slapd.resume()
         wait_until_recovered(client, "both@example.net", ["imap", "pop3"])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,15 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from flask import Flask
-from flask.testing import FlaskClient
 
-from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreError, StoreUnavailable, Switches, open_store
 from autoconfig.store.presets import IREDMAIL_SQL, MAILCOW_SQL
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
+from tests.support.sources import DOC, app_on_store, frozen, incoming, stopped, wait_until_recovered
 
-DOC = "/mail/config-v1.1.xml?emailaddress="
 DOMAINS = ["example.net", "example.org", "example.com"]
 _numbers = itertools.count(1)
 
@@ -127,21 +126,7 @@ def client_for(
     config_data: dict[str, Any], write_config: Callable[..., Path], store: dict[str, Any]
 ) -> Iterator[Flask]:
     config_data["provider"]["domains"] = DOMAINS
-    config_data["store"] = store
-    app = create_app(load(write_config(config_data), env={}))
-    try:
-        yield app
-    finally:
-        app.extensions["autoconfig"].store.close()
-
-
-def incoming(client: FlaskClient, address: str) -> list[str] | None:
-    response = client.get(DOC + address)
-    if response.status_code == 404:
-        return None
-    assert response.status_code == 200, response.data
-    body = response.data.decode()
-    return [kind for kind in ("imap", "pop3") if f'<incomingServer type="{kind}">' in body]
+    yield from app_on_store(config_data, write_config, store, env={})
 
 
 @pytest.fixture(scope="module")
@@ -210,11 +195,8 @@ def test_hostile_local_parts_are_refused_before_the_database(iredmail_app: Flask
     ],
 )
 def test_the_store_treats_hostile_keys_as_plain_values(iredmail_mysql: str, key: str) -> None:
-    store = open_store(iredmail_mysql, query=IREDMAIL_SQL.query, preset="iredmail")
-    try:
+    with closing(open_store(iredmail_mysql, query=IREDMAIL_SQL.query, preset="iredmail")) as store:
         assert store.switches(key) == Switches()
-    finally:
-        store.close()
 
 
 # -- mailcow ---------------------------------------------------------------------
@@ -344,8 +326,7 @@ def test_the_source_is_read_only_even_for_a_query_that_tries_to_write(
     conn = mariadb.root(url.rsplit("/", 1)[1])
     conn.cursor().execute("CREATE TABLE t (a INT)")
     conn.close()
-    store = open_store(url, query="SELECT 1, 1 FROM t WHERE %(address)s <> ''")
-    try:
+    with closing(open_store(url, query="SELECT 1, 1 FROM t WHERE %(address)s <> ''")) as store:
         with pytest.raises(StoreError):
             store.update("alice@example.net", {"imap": True}, "t")
 
@@ -354,8 +335,6 @@ def test_the_source_is_read_only_even_for_a_query_that_tries_to_write(
 
         with pytest.raises(Exception, match="READ ONLY"):
             store._db._db.pool.run(write)  # type: ignore[attr-defined]
-    finally:
-        store.close()
 
 
 @pytest.mark.parametrize(
@@ -378,17 +357,6 @@ def outage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBS
         yield server
 
 
-def wait_until_recovered(client: FlaskClient, address: str, expected: list[str], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while True:
-        response = client.get(DOC + address)
-        if response.status_code != 503:
-            assert incoming(client, address) == expected
-            return
-        assert time.monotonic() < deadline, "the source did not recover"
-        time.sleep(0.05)
-
-
 def test_mariadb_stopped_restarted_and_too_slow(
     outage_server: MariaDBServer, config_data: dict[str, Any], write_config: Callable[..., Path]
 ) -> None:
@@ -398,8 +366,7 @@ def test_mariadb_stopped_restarted_and_too_slow(
         client = app.test_client()
         assert incoming(client, "imap@example.net") == ["imap"]
 
-        outage_server.stop_server()
-        try:
+        with stopped(outage_server):
             for _ in range(3):
                 started = time.monotonic()
                 response = client.get(DOC + "imap@example.net")
@@ -407,19 +374,14 @@ def test_mariadb_stopped_restarted_and_too_slow(
                 assert response.headers["Retry-After"]
                 assert b"imap.example.net" not in response.data
                 assert time.monotonic() - started < 1.5
-        finally:
-            outage_server.start_server()
         wait_until_recovered(client, "imap@example.net", ["imap"])  # same app: no restart
 
-        outage_server.pause()
-        try:
+        with frozen(outage_server):
             started = time.monotonic()
             response = client.get(DOC + "both@example.net")
             elapsed = time.monotonic() - started
             assert response.status_code == 503
             assert elapsed < 1 + 1.0, f"a frozen database held the request {elapsed:.1f} s (timeout 1 s)"
-        finally:
-            outage_server.resume()
         wait_until_recovered(client, "both@example.net", ["imap", "pop3"])
 
 
@@ -427,13 +389,11 @@ def test_a_source_unreachable_at_start_starts_and_answers_503() -> None:
     from tests.support.ports import free_port
 
     store = open_store(f"mysql://ro:x@127.0.0.1:{free_port()}/mail", query=IREDMAIL_SQL.query, timeout=1)
-    try:
+    with closing(store):
         with pytest.raises(StoreUnavailable):
             store.switches("alice@example.net")
         with pytest.raises(StoreUnavailable):
             store.ping()
-    finally:
-        store.close()
 
 
 # -- config and check-config ---------------------------------------------------------
@@ -514,10 +474,7 @@ def reference_example_query() -> str:
 def test_the_reference_example_query_agrees_with_the_iredmail_preset(
     iredmail_mysql: str, address: str, offered: list[str] | None
 ) -> None:
-    store = open_store(iredmail_mysql, query=reference_example_query())
-    try:
+    with closing(open_store(iredmail_mysql, query=reference_example_query())) as store:
         switches = store.switches(address.lower())
-    finally:
-        store.close()
     expected = offered or []
     assert (switches.imap, switches.pop) == ("imap" in expected, "pop3" in expected)

@@ -20,6 +20,7 @@ from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreError
 from tests.conftest import ADMIN_TOKEN
+from tests.support.sources import DOC, incoming
 
 MAILBOX = """
 CREATE TABLE mailbox (
@@ -43,7 +44,6 @@ MAILBOXES = [
 ]
 # What the README recommends for iRedMail / Postfixadmin-style tables.
 QUERY = "SELECT enableimap = 1 AND active = 1, enablepop3 = 1 AND active = 1 FROM mailbox WHERE username = %(address)s"
-DOC = "/mail/config-v1.1.xml?emailaddress="
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -77,15 +77,6 @@ def sql_app(sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]],
 @pytest.fixture
 def sql_client(sql_app: Flask) -> FlaskClient:
     return sql_app.test_client()
-
-
-def incoming(client: FlaskClient, address: str) -> list[str] | None:
-    response = client.get(DOC + address)
-    if response.status_code == 404:
-        return None
-    assert response.status_code == 200
-    body = response.data.decode()
-    return [kind for kind in ("imap", "pop3") if f'<incomingServer type="{kind}">' in body]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,73 @@
+"""What the tests of the read-only sources (sql on MariaDB or PostgreSQL, ldap on slapd) share.
+
+A source is judged by what a mail client is offered, so the helpers ask the
+app as a client would: which incoming servers the autoconfig document lists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from autoconfig import create_app
+from autoconfig.config import load
+from tests.support.ports import DataServer
+
+DOC = "/mail/config-v1.1.xml?emailaddress="
+
+
+def app_on_store(
+    config_data: dict[str, Any], write_config: Callable[..., Path], store: dict[str, Any], env: dict[str, str]
+) -> Iterator[Flask]:
+    """The app on this ``[store]`` table (a generator, for ``yield from`` in a fixture or ``for app in``)."""
+    config_data["store"] = store
+    app = create_app(load(write_config(config_data), env=env))
+    try:
+        yield app
+    finally:
+        app.extensions["autoconfig"].store.close()
+
+
+def incoming(client: FlaskClient, address: str) -> list[str] | None:
+    """The incoming servers a client is offered (``imap``, ``pop3``), or None for the 404 of nothing to offer."""
+    response = client.get(DOC + address)
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.data
+    body = response.data.decode()
+    return [kind for kind in ("imap", "pop3") if f'<incomingServer type="{kind}">' in body]
+
+
+def wait_until_recovered(client: FlaskClient, address: str, expected: list[str], limit: float = 10.0) -> None:
+    """Ask until the 503s stop (no restart, no reload); then the answer must be ``expected``."""
+    deadline = time.monotonic() + limit
+    while client.get(DOC + address).status_code == 503:
+        assert time.monotonic() < deadline, "the source did not recover"
+        time.sleep(0.05)
+    assert incoming(client, address) == expected
+
+
+@contextmanager
+def stopped(server: DataServer) -> Iterator[None]:
+    """The server gone for the block (data and port kept), started again after it."""
+    server.stop_server()
+    try:
+        yield
+    finally:
+        server.start_server()
+
+
+@contextmanager
+def frozen(server: DataServer) -> Iterator[None]:
+    """The server frozen for the block: connections stay open and nothing answers."""
+    server.pause()
+    try:
+        yield
+    finally:
+        server.resume()
