@@ -130,7 +130,8 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 loglevel none
 database mdb
-maxsize 67108864
+# The map's upper bound, not an allocation: the benchmark's 1,000,000 mailboxes need ~1.5 GB.
+maxsize 8589934592
 suffix "{SUFFIX}"
 rootdn "{ADMIN_DN}"
 rootpw {ADMIN_PASSWORD}
