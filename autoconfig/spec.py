@@ -52,7 +52,10 @@ OUTLOOK_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook
 OUTLOOK_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
 # Root element of every answer, and the namespace of error answers.
 AUTODISCOVER_BASE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
-# Exchange ActiveSync's schema: we have no ActiveSync, so it gets 601.
+# Exchange ActiveSync's autodiscover ([MS-ASCMD] 2.2.1.1): phones set up as "Exchange" send their
+# request in this namespace and ask for the mobilesync response schema.  There is no ActiveSync here,
+# so they get error 601, with Response (and the Error in it) in the mobilesync response namespace.
+MOBILESYNC_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/requestschema/2006"
 MOBILESYNC_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
 OUTLOOK_ERROR_ADDRESS_NOT_FOUND = "500"
 OUTLOOK_ERROR_NO_CONFIGURATION = "501"

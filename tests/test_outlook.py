@@ -9,20 +9,33 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from click.testing import Result
 from flask.testing import FlaskClient
+from lxml import etree
 from werkzeug.test import TestResponse
 
 from autoconfig import create_app
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable
 from tests.conftest import WEBMAIL_URL, Admin
-from tests.support.outlook import Protocol, error_code, exchangelib_reader, pox_request, protocols
+from tests.support.outlook import (
+    Protocol,
+    activesync_request,
+    error_code,
+    exchangelib_reader,
+    parse_answer,
+    pox_request,
+    protocols,
+    response_namespace,
+)
 from tests.support.promises import (
+    AUTODISCOVER_BASE_NS,
     AUTODISCOVER_V1,
     CACHE_CONTROL,
+    MOBILESYNC_REQUEST_NS,
     MOBILESYNC_RESPONSE_NS,
     OUTLOOK_CONTENT_TYPE,
     OUTLOOK_ERROR_ADDRESS_NOT_FOUND,
@@ -31,6 +44,7 @@ from tests.support.promises import (
     OUTLOOK_ERROR_SCHEMA_UNAVAILABLE,
     OUTLOOK_JSON_ERROR_PROTOCOL,
     OUTLOOK_POX_PATH,
+    OUTLOOK_RESPONSE_NS,
 )
 
 POX_PATHS = [
@@ -117,18 +131,147 @@ def test_foreign_domain_is_http_404(client: FlaskClient) -> None:
     assert b"gmail" not in response.data
 
 
-@pytest.mark.parametrize("schema", [MOBILESYNC_RESPONSE_NS, "http://example.com/other-schema", ""])
+@pytest.mark.parametrize(
+    ("schema", "response_ns"),
+    [
+        (MOBILESYNC_RESPONSE_NS, MOBILESYNC_RESPONSE_NS),  # asked for mobilesync: told in mobilesync
+        ("http://example.com/other-schema", AUTODISCOVER_BASE_NS),
+        ("", AUTODISCOVER_BASE_NS),
+    ],
+)
 @pytest.mark.parametrize("enabled", [True, False])
-def test_other_response_schemas_get_601(client: FlaskClient, admin: Admin, schema: str, enabled: bool) -> None:
+def test_other_response_schemas_get_601(
+    client: FlaskClient, admin: Admin, schema: str, response_ns: str, enabled: bool
+) -> None:
     admin.set("alice@example.net", imap=enabled)
     response = post(client, "alice@example.net", schema=schema)
     assert response.status_code == 200
     assert error_code(response.data) == OUTLOOK_ERROR_SCHEMA_UNAVAILABLE
+    assert response_namespace(response.data) == response_ns
     assert b"imap.example.net" not in response.data
+
+
+# --- ActiveSync ([MS-ASCMD]) and the Error element ---------------------------------------------------------------
+
+# Error/@Id for the test config's provider id "example.net": an unsigned integer ([MS-ASCMD] 2.2.3.63),
+# the CRC-32 of the provider id in decimal (it used to be the hex 20A69DA0, which a strict reader refuses).
+SERVER_ID = "547790240"
+SCHEMA_UNAVAILABLE_MESSAGE = (
+    "Only Outlook's response schema 2006a is served here (no Exchange ActiveSync); use IMAP or POP."
+)
+# [MS-ASCMD] 4.2.x, the Autodiscover response for error 600/601: Autodiscover in the base namespace,
+# Response and everything in it in the mobilesync response namespace, Error with Time and Id.
+ACTIVESYNC_ERROR = """<?xml version="1.0" encoding="utf-8"?>
+<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">
+  <Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006">
+    <Error Time="TIME" Id="547790240">
+      <ErrorCode>CODE</ErrorCode>
+      <Message>MESSAGE</Message>
+      <DebugData />
+    </Error>
+  </Response>
+</Autodiscover>
+"""
+# [MS-ASCMD] 2.2.3.63: time_val = hours ":" minutes ":" seconds ["." fractional_seconds]
+_TIME_VALUE = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?$")
+
+
+def canonical(body: bytes | str, time: str = "TIME") -> str:
+    """``body`` in canonical XML, indentation dropped, with ``Time`` replaced by ``time``."""
+    text = body.decode() if isinstance(body, bytes) else body
+    text = re.sub(r"<\?xml[^>]*\?>", "", text)  # C14N drops the declaration; compare the rest
+    return ElementTree.canonicalize(_TIME_ATTRIBUTE.sub(f' Time="{time}"', text), strip_text=True)
+
+
+_TIME_ATTRIBUTE = re.compile(r' Time="[^"]*"')
+
+
+def activesync_error(code: str, message: str) -> str:
+    return canonical(ACTIVESYNC_ERROR.replace("CODE", code).replace("MESSAGE", message))
+
+
+@pytest.mark.parametrize("account", ["enabled", "disabled", "unknown"])
+def test_activesync_request_gets_601_in_the_mobilesync_shape(client: FlaskClient, admin: Admin, account: str) -> None:
+    if account != "unknown":
+        admin.set("phone@example.net", imap=account == "enabled")
+    response = client.post(OUTLOOK_POX_PATH, data=activesync_request("phone@example.net"), content_type="text/xml")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == OUTLOOK_CONTENT_TYPE
+    assert response.data.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+    assert canonical(response.data) == activesync_error("601", SCHEMA_UNAVAILABLE_MESSAGE)
+
+
+@pytest.mark.parametrize("schema", [MOBILESYNC_RESPONSE_NS, OUTLOOK_RESPONSE_NS, "http://example.com/other-schema"])
+def test_the_activesync_namespace_never_gets_outlook_settings(client: FlaskClient, admin: Admin, schema: str) -> None:
+    admin.set("phone@example.net", imap=True)
+    body = client.post(OUTLOOK_POX_PATH, data=activesync_request("phone@example.net", schema), content_type="text/xml")
+    assert canonical(body.data) == activesync_error("601", SCHEMA_UNAVAILABLE_MESSAGE)
+
+
+@pytest.mark.parametrize(
+    ("inside", "message"),
+    [
+        (
+            "<EMailAddress>a@example.net</EMailAddress>",
+            "the request has no AcceptableResponseSchema element in its namespace",
+        ),
+        (
+            f"<EMailAddress>a@example.net</EMailAddress><EMailAddress>b@example.net</EMailAddress>"
+            f"<AcceptableResponseSchema>{MOBILESYNC_RESPONSE_NS}</AcceptableResponseSchema>",
+            "the request has more than one EMailAddress element",
+        ),
+    ],
+)
+def test_a_malformed_activesync_request_gets_600_in_the_mobilesync_shape(
+    client: FlaskClient, inside: str, message: str
+) -> None:
+    body = f'<Autodiscover xmlns="{MOBILESYNC_REQUEST_NS}"><Request>{inside}</Request></Autodiscover>'
+    response = client.post(OUTLOOK_POX_PATH, data=body.encode(), content_type="text/xml")
+    assert response.status_code == 200
+    assert canonical(response.data) == activesync_error("600", message)
+
+
+def test_activesync_for_a_foreign_domain_is_404_with_error_500_in_the_mobilesync_shape(client: FlaskClient) -> None:
+    response = client.post(OUTLOOK_POX_PATH, data=activesync_request("a@gmail.com"), content_type="text/xml")
+    assert response.status_code == 404
+    assert error_code(response.data) == OUTLOOK_ERROR_ADDRESS_NOT_FOUND
+    assert response_namespace(response.data) == MOBILESYNC_RESPONSE_NS
+    assert b"gmail" not in response.data
 
 
 def test_mobilesync_for_a_foreign_domain_is_still_404(client: FlaskClient) -> None:
     assert post(client, "a@gmail.com", schema=MOBILESYNC_RESPONSE_NS).status_code == 404
+
+
+def _error_attributes(body: bytes) -> dict[str, str]:
+    errors = [element for element in parse_answer(body).iter() if etree.QName(element).localname == "Error"]
+    assert len(errors) == 1
+    return dict(errors[0].attrib)
+
+
+@pytest.mark.parametrize(
+    "request_error",
+    [
+        pytest.param(lambda c: post(c, "alice@example.net"), id="501 disabled"),
+        pytest.param(lambda c: post(c, "nobody@example.net"), id="501 unknown"),
+        pytest.param(lambda c: post(c, "a@gmail.com"), id="500 foreign"),
+        pytest.param(lambda c: post(c, "alice@example.net", schema="urn:x"), id="601"),
+        pytest.param(lambda c: c.get(OUTLOOK_POX_PATH), id="600 GET"),
+        pytest.param(
+            lambda c: c.post(OUTLOOK_POX_PATH, data=activesync_request("alice@example.net"), content_type="text/xml"),
+            id="601 ActiveSync",
+        ),
+    ],
+)
+def test_error_id_is_an_unsigned_integer_naming_the_server_and_time_follows_the_abnf(
+    client: FlaskClient, admin: Admin, request_error: Callable[[FlaskClient], TestResponse]
+) -> None:
+    admin.set("alice@example.net", imap=False)
+    attributes = _error_attributes(request_error(client).data)
+    assert set(attributes) == {"Time", "Id"}
+    assert attributes["Id"] == SERVER_ID  # the same whatever the account, the error and the request
+    assert 0 <= int(attributes["Id"]) < 2**32 and attributes["Id"].isdigit()  # xs:unsignedInt
+    assert _TIME_VALUE.match(attributes["Time"])
 
 
 @pytest.mark.parametrize("path", POX_PATHS)
@@ -193,6 +336,10 @@ JSON_URLS = [
     "/Autodiscover/Autodiscover.json?Email=alice%40example.net&Protocol=autodiscoverv1&RedirectCount=1",
     "/autodiscover/autodiscover.json/v1.0/alice@example.net?Protocol=AutodiscoverV1",
     "/AutoDiscover/AutoDiscover.JSON/v1.0/Alice%40Example.net?Protocol=AutodiscoverV1",
+    # Every segment before the address in any case, like the POX path.
+    "/AutoDiscover/AutoDiscover.JSON/V1.0/alice@example.net?Protocol=AutodiscoverV1",
+    "/AUTODISCOVER/AUTODISCOVER.JSON/V1.0/Alice@EXAMPLE.NET?Protocol=AutodiscoverV1",
+    "/autodiscover/autodiscover.json/V1.0/alice%40example.net?Protocol=AutodiscoverV1",
 ]
 
 

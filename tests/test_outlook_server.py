@@ -42,6 +42,7 @@ from autoconfig.spec import (
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.outlook import (
+    activesync_request,
     chunked,
     error_code,
     exchangelib_reader,
@@ -256,6 +257,7 @@ HOSTILE = {
     "mobilesync schema": Case(
         pox_request("a@example.net", MOBILESYNC_RESPONSE_NS), 200, OUTLOOK_ERROR_SCHEMA_UNAVAILABLE
     ),
+    "ActiveSync request": Case(activesync_request(ENABLED), 200, OUTLOOK_ERROR_SCHEMA_UNAVAILABLE),
     "valid address with & (not echoed)": pox_case(
         "<EMailAddress>a&amp;b@example.net</EMailAddress>", 200, OUTLOOK_ERROR_NO_CONFIGURATION
     ),

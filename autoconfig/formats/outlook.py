@@ -1,5 +1,6 @@
 """Outlook's autodiscover "plain old XML" ([MS-OXDSCLI]): the request it
-sends and the two kinds of answer.
+sends and the two kinds of answer; and ActiveSync's autodiscover request
+([MS-ASCMD] 2.2.1.1), which only ever gets an error here.
 
 Every protocol carries ``SPA off`` (absent means on, and Outlook then tries
 NTLM), ``DomainRequired off`` and an explicit ``Encryption``: ``SSL`` for
@@ -27,6 +28,8 @@ from ..config import Server
 from ..policy import Offer
 from ..spec import (
     AUTODISCOVER_BASE_NS,
+    MOBILESYNC_REQUEST_NS,
+    MOBILESYNC_RESPONSE_NS,
     OUTLOOK_ENCRYPTION,
     OUTLOOK_PROTOCOL_TYPES,
     OUTLOOK_REQUEST_NS,
@@ -39,23 +42,63 @@ _XML_SPACE = " \t\r\n"
 
 
 class RequestError(ValueError):
-    """The body is not an Outlook autodiscover request (answered with error 600).  Safe to show."""
+    """The body is not an autodiscover request (answered with error 600).  Safe to show.
+
+    ``response_ns`` is the namespace the answer's ``Response`` goes in: the
+    mobilesync one once the root showed an ActiveSync request, so the phone
+    can read why it was refused.
+    """
+
+    def __init__(self, message: str, response_ns: str = AUTODISCOVER_BASE_NS) -> None:
+        super().__init__(message)
+        self.response_ns = response_ns
 
 
 @dataclass(frozen=True)
 class Request:
-    """What an autodiscover request asks: untrusted text, to go through ``Service.parse`` next."""
+    """What an autodiscover request asks: untrusted text, to go through ``Service.parse`` next.
+
+    ``request_ns`` is Outlook's request namespace or ActiveSync's
+    ([MS-ASCMD] 2.2.1.1); both carry the same two fields.
+    """
 
     email_address: str
     response_schema: str
+    request_ns: str = OUTLOOK_REQUEST_NS
+
+    @property
+    def wants_outlook_settings(self) -> bool:
+        """Only Outlook asking for Outlook's 2006a schema gets settings; anything else is error 601."""
+        return self.request_ns == OUTLOOK_REQUEST_NS and self.response_schema == OUTLOOK_RESPONSE_NS
+
+    @property
+    def response_ns(self) -> str:
+        """Where an error answer's ``Response`` goes: the mobilesync namespace for an ActiveSync
+        request or for anyone asking for that schema (they can read nothing else), else the base one."""
+        if self.request_ns == MOBILESYNC_REQUEST_NS or self.response_schema == MOBILESYNC_RESPONSE_NS:
+            return MOBILESYNC_RESPONSE_NS
+        return AUTODISCOVER_BASE_NS
 
 
-def _qname(local: str) -> str:
-    return f"{{{OUTLOOK_REQUEST_NS}}}{local}"
+@dataclass(frozen=True)
+class _Names:
+    """The qualified names of one request namespace."""
+
+    request_ns: str
+    response_ns: str  # of a 600 answer to a malformed request in this namespace
+    request: str
+    fields: dict[str, str]  # qualified name -> local name
 
 
-_AUTODISCOVER, _REQUEST = _qname("Autodiscover"), _qname("Request")
-_FIELDS = {_qname("EMailAddress"): "EMailAddress", _qname("AcceptableResponseSchema"): "AcceptableResponseSchema"}
+def _names(namespace: str, response_ns: str) -> _Names:
+    fields = ("EMailAddress", "AcceptableResponseSchema")
+    return _Names(namespace, response_ns, f"{{{namespace}}}Request", {f"{{{namespace}}}{f}": f for f in fields})
+
+
+_ROOTS = {
+    f"{{{OUTLOOK_REQUEST_NS}}}Autodiscover": _names(OUTLOOK_REQUEST_NS, AUTODISCOVER_BASE_NS),
+    f"{{{MOBILESYNC_REQUEST_NS}}}Autodiscover": _names(MOBILESYNC_REQUEST_NS, MOBILESYNC_RESPONSE_NS),
+}
 
 
 def read_request(body: bytes) -> Request:
@@ -64,27 +107,28 @@ def read_request(body: bytes) -> Request:
         root = xmlinput.parse(body)
     except xmlinput.XMLInputError as exc:
         raise RequestError(str(exc)) from None
-    if root.tag != _AUTODISCOVER:
-        raise RequestError("the root element must be Autodiscover in the Outlook request namespace")
+    names = _ROOTS.get(root.tag)
+    if names is None:
+        raise RequestError("the root element must be Autodiscover in the Outlook or ActiveSync request namespace")
     # Children by tag, not ``findall``: ElementPath is Python code, and cost
     # about a tenth of the request's parsing under load (bench/).
-    requests = list(root.iterchildren(_REQUEST))
+    requests = list(root.iterchildren(names.request))
     if len(requests) != 1:
-        raise RequestError("Autodiscover must contain exactly one Request element")
+        raise RequestError("Autodiscover must contain exactly one Request element", names.response_ns)
     found: dict[str, str] = {}
     for element in requests[0]:  # one pass over the children; other elements are allowed and ignored
-        local = _FIELDS.get(element.tag)
+        local = names.fields.get(element.tag)
         if local is None:
             continue
         if local in found:
-            raise RequestError(f"the request has more than one {local} element")
+            raise RequestError(f"the request has more than one {local} element", names.response_ns)
         if len(element):
-            raise RequestError(f"{local} must contain text only")
+            raise RequestError(f"{local} must contain text only", names.response_ns)
         found[local] = (element.text or "").strip(_XML_SPACE)
-    for local in _FIELDS.values():
+    for local in names.fields.values():
         if local not in found:
-            raise RequestError(f"the request has no {local} element in the Outlook request namespace")
-    return Request(email_address=found["EMailAddress"], response_schema=found["AcceptableResponseSchema"])
+            raise RequestError(f"the request has no {local} element in its namespace", names.response_ns)
+    return Request(found["EMailAddress"], found["AcceptableResponseSchema"], names.request_ns)
 
 
 def _login_name(server: Server, address: Address) -> str:
@@ -152,21 +196,40 @@ def render_settings(offer: Offer, address: Address) -> bytes:
         return _serialise(template.root)
 
 
-def render_error(code: str, message: str, provider_id: str, now: datetime) -> bytes:
-    """An error answer in the base namespace.
+_ERROR_MAKERS = {
+    namespace: ElementMaker(namespace=namespace, nsmap={None: namespace})
+    for namespace in (AUTODISCOVER_BASE_NS, MOBILESYNC_RESPONSE_NS)
+}
 
-    ``Time`` is the only part that varies between requests; ``Id`` names this
-    service (a checksum of the provider id), never the account or the request.
+
+def server_id(provider_id: str) -> str:
+    """``Error/@Id``: "an unsigned integer that uniquely identifies the server" ([MS-ASCMD] 2.2.3.63).
+
+    A CRC-32 of the provider id, in decimal: the same for every account and
+    request, so it tells nothing about either.
     """
-    b = _BASE
-    document = b.Autodiscover(
-        b.Response(
-            b.Error(
-                b.ErrorCode(code),
-                b.Message(message),
-                b.DebugData(),
+    return str(zlib.crc32(provider_id.encode()))
+
+
+def render_error(
+    code: str, message: str, provider_id: str, now: datetime, response_ns: str = AUTODISCOVER_BASE_NS
+) -> bytes:
+    """An error answer: ``Autodiscover`` in the base namespace, ``Response`` and its ``Error`` in ``response_ns``.
+
+    Outlook reads errors in the base namespace ([MS-OXDSCLI] 2.2.4.1.1.3);
+    ActiveSync reads them in the mobilesync response namespace, as the
+    example of [MS-ASCMD] 4.2.x (error 600/601) shows.  ``Time`` is the only
+    part that varies between requests.
+    """
+    e = _ERROR_MAKERS[response_ns]
+    document = _BASE.Autodiscover(
+        e.Response(
+            e.Error(
+                e.ErrorCode(code),
+                e.Message(message),
+                e.DebugData(),
                 Time=now.strftime("%H:%M:%S"),
-                Id=format(zlib.crc32(provider_id.encode()), "08X"),
+                Id=server_id(provider_id),
             )
         )
     )

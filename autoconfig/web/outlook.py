@@ -8,9 +8,10 @@ Outlook and Thunderbird send Basic credentials here.  Nothing in this module
 reads ``Authorization``, and no answer is ever 401 or carries
 ``WWW-Authenticate``.
 
-Clients vary the case of ``/autodiscover/autodiscover.xml``; the first two
-path segments under ``/autodiscover/`` are folded to lower case before
-routing (``_FoldAutodiscoverCase``), so the routes below name one spelling.
+Clients vary the case of ``/autodiscover/autodiscover.xml``; the path
+segments before the address (``/autodiscover/autodiscover.json/v1.0/``
+included) are folded to lower case before routing
+(``_FoldAutodiscoverCase``), so the routes below name one spelling.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from werkzeug.wsgi import get_content_length
 from ..errors import BadRequest, ClientError, NotServed, PayloadTooLarge, Unavailable
 from ..formats import outlook
 from ..spec import (
+    AUTODISCOVER_BASE_NS,
     AUTODISCOVER_PREFIX,
     AUTODISCOVER_V1,
     CACHE_CONTROL,
@@ -45,7 +47,6 @@ from ..spec import (
     OUTLOOK_JSON_V1_PATH,
     OUTLOOK_POX_PATH,
     OUTLOOK_REQUEST_MIMETYPES,
-    OUTLOOK_RESPONSE_NS,
 )
 from . import decide, family_headers, service, single_arg
 
@@ -65,10 +66,11 @@ class InvalidProtocol(BadRequest):
 
 
 class _FoldAutodiscoverCase:
-    """WSGI middleware: ``/AutoDiscover/AutoDiscover.XML/...`` routes as ``/autodiscover/autodiscover.xml/...``.
+    """WSGI middleware: ``/AutoDiscover/AutoDiscover.XML`` routes as ``/autodiscover/autodiscover.xml``,
+    and ``/AutoDiscover/AutoDiscover.JSON/V1.0/<address>`` as ``/autodiscover/autodiscover.json/v1.0/<address>``.
 
-    Only the prefix is folded; anything after it (the address in the JSON
-    v1.0 path) reaches the view as sent.
+    Only those segments are folded; the address in the JSON v1.0 path
+    reaches the view as sent.
     """
 
     def __init__(self, app: WSGIApplication) -> None:
@@ -80,6 +82,8 @@ class _FoldAutodiscoverCase:
         # expression (which cost about 10 µs a request under load; bench/).
         if path[:_PREFIX_LENGTH].lower() == AUTODISCOVER_PREFIX:
             end = path.find("/", _PREFIX_LENGTH)
+            if end > 0 and path[:end].lower() == OUTLOOK_JSON_PATH:
+                end = path.find("/", end + 1)  # the version segment too: /AutoDiscover.JSON/V1.0/<address>
             head = path if end < 0 else path[:end]
             if head.isascii() and not head.islower():  # ASCII only: Unicode case mapping can change lengths
                 environ["PATH_INFO"] = head.lower() + path[len(head) :]
@@ -99,8 +103,8 @@ def _pox_response(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, content_type=OUTLOOK_CONTENT_TYPE)
 
 
-def _pox_error(code: str, message: str, status: int = 200) -> Response:
-    body = outlook.render_error(code, message, service().config.provider.id, datetime.now(UTC))
+def _pox_error(code: str, message: str, status: int = 200, response_ns: str = AUTODISCOVER_BASE_NS) -> Response:
+    body = outlook.render_error(code, message, service().config.provider.id, datetime.now(UTC), response_ns)
     return _pox_response(body, status)
 
 
@@ -157,16 +161,22 @@ def pox_post() -> Response:
     svc = service()
     try:
         asked = outlook.read_request(_read_body(svc.config.outlook.max_body_bytes))
-    except outlook.RequestError as exc:
-        raise BadRequest(str(exc)) from None
-    decision = decide(asked.email_address)
-    if asked.response_schema != OUTLOOK_RESPONSE_NS:
-        # Includes the mobilesync (ActiveSync) schema: there is no ActiveSync here.
-        return _pox_error(OUTLOOK_ERROR_SCHEMA_UNAVAILABLE, "Only the Outlook response schema 2006a is available.")
+    except outlook.RequestError as exc:  # malformed: 200 with error 600, as Outlook and ActiveSync expect
+        return _pox_error(OUTLOOK_ERROR_INVALID_REQUEST, str(exc), response_ns=exc.response_ns)
+    try:
+        decision = decide(asked.email_address)
+    except ClientError as exc:  # answered in the namespace the client can read
+        return _pox_client_error(exc, asked.response_ns)
+    if not asked.wants_outlook_settings:
+        # ActiveSync (its request namespace or its schema) and any other schema: there is no provider for them.
+        return _pox_error(OUTLOOK_ERROR_SCHEMA_UNAVAILABLE, _SCHEMA_UNAVAILABLE, response_ns=asked.response_ns)
     if decision.offer.declined:
         # The same bytes (but for Error/@Time) for unknown and all-off accounts.
         return _pox_error(OUTLOOK_ERROR_NO_CONFIGURATION, svc.declined_message())
     return _pox_response(outlook.render_settings(decision.offer, decision.address))
+
+
+_SCHEMA_UNAVAILABLE = "Only Outlook's response schema 2006a is served here (no Exchange ActiveSync); use IMAP or POP."
 
 
 @_pox.get(OUTLOOK_POX_PATH)
@@ -175,15 +185,16 @@ def pox_get() -> Response:
 
 
 @_pox.errorhandler(ClientError)
-def _pox_client_error(exc: ClientError) -> Response:
+def _pox_client_error(exc: ClientError, response_ns: str = AUTODISCOVER_BASE_NS) -> Response:
     if isinstance(exc, NotServed):
-        return _pox_error(OUTLOOK_ERROR_ADDRESS_NOT_FOUND, exc.message, 404)  # let the client move on
+        return _pox_error(OUTLOOK_ERROR_ADDRESS_NOT_FOUND, exc.message, 404, response_ns)  # let the client move on
     if isinstance(exc, Unavailable):
-        response = _pox_error(OUTLOOK_ERROR_SERVER, exc.message, exc.status)
+        response = _pox_error(OUTLOOK_ERROR_SERVER, exc.message, exc.status, response_ns)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     # Malformed requests are answered 200 with error 600, as Outlook expects; size limits keep their status.
-    return _pox_error(OUTLOOK_ERROR_INVALID_REQUEST, exc.message, 200 if exc.status == 400 else exc.status)
+    status = 200 if exc.status == 400 else exc.status
+    return _pox_error(OUTLOOK_ERROR_INVALID_REQUEST, exc.message, status, response_ns)
 
 
 @_pox.errorhandler(HTTPException)

@@ -14,14 +14,28 @@ import pytest
 from lxml import etree
 from lxml.builder import ElementMaker
 
-from autoconfig.spec import AUTODISCOVER_BASE_NS, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
+from autoconfig.spec import (
+    AUTODISCOVER_BASE_NS,
+    MOBILESYNC_REQUEST_NS,
+    MOBILESYNC_RESPONSE_NS,
+    OUTLOOK_REQUEST_NS,
+    OUTLOOK_RESPONSE_NS,
+)
 
 _REQUEST = ElementMaker(namespace=OUTLOOK_REQUEST_NS, nsmap={None: OUTLOOK_REQUEST_NS})
+_ACTIVESYNC = ElementMaker(namespace=MOBILESYNC_REQUEST_NS, nsmap={None: MOBILESYNC_REQUEST_NS})
 STRICT = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 def pox_request(address: str, schema: str = OUTLOOK_RESPONSE_NS) -> bytes:
     r = _REQUEST
+    document = r.Autodiscover(r.Request(r.EMailAddress(address), r.AcceptableResponseSchema(schema)))
+    return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
+
+
+def activesync_request(address: str, schema: str = MOBILESYNC_RESPONSE_NS) -> bytes:
+    """What a phone set up as "Exchange" sends ([MS-ASCMD] 2.2.1.1, request schema in 6.3)."""
+    r = _ACTIVESYNC
     document = r.Autodiscover(r.Request(r.EMailAddress(address), r.AcceptableResponseSchema(schema)))
     return etree.tostring(document, xml_declaration=True, encoding="UTF-8")
 
@@ -56,13 +70,21 @@ def parse_answer(body: bytes) -> etree._Element:
 
 
 def error_code(body: bytes) -> str | None:
-    """ErrorCode of an error answer, None for a settings answer."""
+    """ErrorCode of an error answer (Response in the base or the mobilesync namespace), None for settings."""
     root = parse_answer(body)
-    error = root.find(f"{base('Response')}/{base('Error')}")
-    if error is None:
-        assert root.find(outlook("Response")) is not None, "neither settings nor error"
-        return None
-    return error.findtext(base("ErrorCode"))
+    for namespace in (AUTODISCOVER_BASE_NS, MOBILESYNC_RESPONSE_NS):
+        error = root.find(f"{{{namespace}}}Response/{{{namespace}}}Error")
+        if error is not None:
+            return error.findtext(f"{{{namespace}}}ErrorCode")
+    assert root.find(outlook("Response")) is not None, "neither settings nor error"
+    return None
+
+
+def response_namespace(body: bytes) -> str | None:
+    """The namespace of the answer's one ``Response`` element."""
+    responses = list(parse_answer(body))
+    assert len(responses) == 1 and etree.QName(responses[0]).localname == "Response"
+    return etree.QName(responses[0]).namespace
 
 
 def protocols(body: bytes) -> list[Protocol]:

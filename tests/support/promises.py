@@ -40,4 +40,8 @@ OUTLOOK_ERROR_ADDRESS_NOT_FOUND = "500"
 OUTLOOK_ERROR_INVALID_REQUEST = "600"
 OUTLOOK_ERROR_SCHEMA_UNAVAILABLE = "601"
 MOBILESYNC_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
+# [MS-ASCMD] 2.2.1.1: the namespace of ActiveSync's autodiscover request (phones set up as "Exchange"),
+# and the namespace of every answer's root element.
+MOBILESYNC_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/requestschema/2006"
+AUTODISCOVER_BASE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 OUTLOOK_JSON_ERROR_PROTOCOL = "InvalidProtocol"
