@@ -10,7 +10,7 @@ import logging
 
 from flask import Flask
 
-from . import metrics
+from . import logs, metrics
 from .config import MAX_BODY_LIMIT, Config, load
 from .dns import make_resolver
 from .dns.hosted import HostedDomains
@@ -19,18 +19,6 @@ from .service import Service
 from .store import open_store
 
 __all__ = ["create_app"]
-
-LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger(__name__)
-    logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logger.addHandler(handler)
-        logger.propagate = False
 
 
 def create_service(config: Config | None = None) -> Service:
@@ -66,7 +54,8 @@ def _hosted_domains(config: Config) -> HostedDomains | None:
 def create_app(config: Config | None = None) -> Flask:
     """Build the WSGI app for ``config`` (default: read from ``$AUTOCONFIG_CONFIG``)."""
     config = config or load()
-    _configure_logging(config.log_level)  # first: opening the store may migrate it, and that is logged
+    # First: opening the store may migrate it, and that is logged.
+    logs.configure(config.log_level, config.log_flush_seconds)
     svc = create_service(config)
     from . import web
 

@@ -41,6 +41,7 @@ AUTHENTICATIONS = ("password-cleartext", "password-encrypted")
 USERNAME_FORMS = ("address", "local-part")
 PROTOCOLS = ("imap", "pop3", "smtp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_FLUSH_SECONDS = 1.0
 MIN_TOKEN_LENGTH = 16
 # Flask refuses bodies above this (create_app's MAX_CONTENT_LENGTH); a larger cap could never apply.
 MAX_BODY_LIMIT = 1024 * 1024
@@ -198,6 +199,8 @@ class Config:
     store_url: str
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
+    # Lines below WARNING are written in batches this often (autoconfig/logs.py); 0: each at once.
+    log_flush_seconds: float = 1.0
     limits: Limits = Limits()
     metrics: MetricsSettings = MetricsSettings()
     dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
@@ -849,6 +852,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     public_url = service.string("public_url", check=_check_url(require_https=True))
     webmail_url = service.string("webmail_url", check=_check_url(require_https=False))
     log_level = service.string("log_level", "INFO", choices=LOG_LEVELS)
+    log_flush_seconds = service.number("log_flush_seconds", DEFAULT_LOG_FLUSH_SECONDS, low=0.0, high=60.0)
     service.finish()
     provider = _read_provider(root.table("provider"))
     servers = _read_servers(root.table("servers"))
@@ -874,6 +878,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         store_url=store.url,
         admin_tokens=admin_tokens,
         log_level=log_level,
+        log_flush_seconds=log_flush_seconds,
         limits=limits,
         metrics=metrics,
         dovecot=dovecot,

@@ -116,7 +116,7 @@ def test_nothing_enabled_means_no_login_and_the_way_forward(service: GunicornSer
     assert WEBMAIL_URL in imap and "enable IMAP" in imap
     pop3 = pop3_login(dovecot, "alice@example.net")
     assert pop3.startswith("-ERR [AUTH] POP is turned off") and WEBMAIL_URL in pop3
-    assert "auth-policy: reject (imap login alice@example.net" in service.log_text()
+    service.wait_for_log("auth-policy: reject (imap login alice@example.net")
 
 
 def test_enabling_imap_lets_imap_in_at_once_and_pop3_stays_out(service: GunicornServer, dovecot: DovecotServer) -> None:

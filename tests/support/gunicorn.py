@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -136,6 +137,19 @@ class GunicornServer(ManagedServer):
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, *texts: str, timeout: float = 10.0) -> str:
+        """The log once it holds every one of ``texts``: routine lines are written about once a
+        second ([service] log_flush_seconds), so a line may trail the answer it belongs to."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()
+            if all(text in log for text in texts):
+                return log
+            if time.monotonic() > deadline:
+                missing = [text for text in texts if text not in log]
+                raise AssertionError(f"not in the log after {timeout:g} s: {missing}\n{log[-3000:]}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self._proc is not None:
