@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from socket import AF_INET, AF_INET6, inet_pton
 
 from .policy import Offer
 
@@ -65,6 +66,48 @@ def from_webmail(peer: str, networks: Iterable[IPv4Network | IPv6Network]) -> bo
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in networks)
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+class WebmailNetworks:
+    """``from_webmail`` for one set of networks, the same answers at a fraction of the cost.
+
+    Every gated login asks it.  ``ip_address`` parses in Python, about
+    26,000 instructions per peer (callgrind); here the networks are worked
+    out once as (prefix, mask) integers and the peer is read by
+    ``socket.inet_pton`` in C.  inet_pton is as strict as ``ip_address``
+    (no leading zeros, no short forms); what it cannot read at all (an
+    IPv6 zone, or garbage) goes to ``from_webmail`` itself.
+    """
+
+    def __init__(self, networks: Iterable[IPv4Network | IPv6Network]) -> None:
+        self.networks = tuple(networks)
+        self._v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4)
+        self._v6 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 6)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def contains(self, peer: str) -> bool:
+        """``from_webmail(peer, networks)``; ``NotAnAddress`` likewise."""
+        if not peer:
+            return False
+        try:
+            packed = inet_pton(AF_INET, peer)
+            ranges = self._v4
+        except (OSError, ValueError):
+            try:
+                packed = inet_pton(AF_INET6, peer)
+            except (OSError, ValueError):
+                return from_webmail(peer, self.networks)
+            if packed[:12] == _V4_MAPPED:
+                packed, ranges = packed[12:], self._v4
+            else:
+                ranges = self._v6
+        value = int.from_bytes(packed, "big")
+        return any(value & mask == prefix for prefix, mask in ranges)
 
 
 def refusal(protocol: str, webmail_url: str) -> str:

@@ -13,8 +13,9 @@ not whichever worker happened to answer.
 Labels come from small fixed sets (format, outcome, switch): never an
 address, a domain or anything else a client chose.
 
-Request counts and latencies are tallied in memory and written to
-prometheus_client by a background thread once a second (and before this
+Request counts and latencies, and Dovecot's login decisions, are tallied
+in memory and written to prometheus_client by a background thread once a
+second (and before this
 process answers a scrape, and at exit).  Writing them on every request took
 three locked writes to the shared files, about a twentieth of a request's
 time under load (bench/coldcache.py).  So a scrape may miss up to a second
@@ -46,18 +47,23 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 FLUSH_SECONDS = 1.0
 
 
+_Latency = dict[str, tuple[list[float], list[int]]]  # family -> ([sum], count per bucket)
+
+
 class _Tally:
-    """Requests answered since the last flush: counts by (family, outcome); latency sum and buckets by family."""
+    """Counted since the last flush: requests by (family, outcome); latency sum and buckets by family;
+    Dovecot decisions by (command, protocol, decision)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, str], int] = {}
-        self.latency: dict[str, tuple[list[float], list[int]]] = {}  # family -> ([sum], count per bucket)
+        self.latency: _Latency = {}
+        self.decisions: dict[tuple[str, str, str], int] = {}
 
-    def take(self) -> tuple[dict[tuple[str, str], int], dict[str, tuple[list[float], list[int]]]]:
+    def take(self) -> tuple[dict[tuple[str, str], int], _Latency, dict[tuple[str, str, str], int]]:
         with self.lock:
-            taken = self.requests, self.latency
-            self.requests, self.latency = {}, {}
+            taken = self.requests, self.latency, self.decisions
+            self.requests, self.latency, self.decisions = {}, {}, {}
         return taken
 
 
@@ -115,11 +121,26 @@ class Metrics:
         if _FLUSHER.thread is None:
             _FLUSHER.start()
 
+    def count_decision(self, command: str, protocol: str, decision: str) -> None:
+        """One answer to Dovecot's auth-policy client (labels from bounded sets); written out by ``flush``.
+
+        Every IMAP and POP3 login waits for one, so it is tallied like the
+        request counts instead of written to the shared files each time.
+        """
+        tally = self._tally
+        key = (command, protocol, decision)
+        with tally.lock:
+            tally.decisions[key] = tally.decisions.get(key, 0) + 1
+        if _FLUSHER.thread is None:
+            _FLUSHER.start()
+
     def flush(self) -> None:
-        """Write the tallied requests to prometheus_client."""
-        requests, latency = self._tally.take()
+        """Write the tallied requests and decisions to prometheus_client."""
+        requests, latency, decisions = self._tally.take()
         for (family, outcome), count in requests.items():
             self.requests.labels(format=family, outcome=outcome).inc(count)
+        for (command, protocol, decision), count in decisions.items():
+            self.dovecot_policy_decisions.labels(command=command, protocol=protocol, decision=decision).inc(count)
         for family, (total, buckets) in latency.items():
             child = self.latency.labels(format=family)
             # prometheus_client adds observations one at a time only; its

@@ -52,10 +52,10 @@ from bench.run import (
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def environ_for(spec: dict[str, str], address: str) -> tuple[dict[str, Any], bytes]:
+def environ_for(spec: dict[str, Any], address: str) -> tuple[dict[str, Any], bytes]:
     """A request as gunicorn hands it to the app, and its body (``wsgi.input`` is made per call)."""
-    path, _, query = spec["path"].format(address=address).partition("?")
-    body = spec["body"].format(address=address).encode() if "body" in spec else b""
+    path, _, query = spec["path"].replace("{address}", address).partition("?")
+    body = spec["body"].replace("{address}", address).encode() if "body" in spec else b""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": spec["method"],
         "SCRIPT_NAME": "",
@@ -79,6 +79,8 @@ def environ_for(spec: dict[str, str], address: str) -> tuple[dict[str, Any], byt
     if body:
         environ["CONTENT_TYPE"] = spec["content_type"]
         environ["CONTENT_LENGTH"] = str(len(body))
+    for name, value in spec.get("headers", {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
     return environ, body
 
 

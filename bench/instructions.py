@@ -97,7 +97,7 @@ def profile(work: Path, args: argparse.Namespace, fmt: str) -> None:
         call(app, environ, body)
     profiler.disable()
     stats = pstats.Stats(profiler, stream=sys.stdout)
-    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats(args.sort).print_stats(args.top)
 
 
 def main() -> int:
@@ -106,6 +106,8 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=3000)
     parser.add_argument("--requests", type=int, default=200, help="requests counted per format and app")
     parser.add_argument("--cprofile", metavar="FORMAT", help="profile our app on this format instead of counting")
+    parser.add_argument("--sort", default="tottime", help="cProfile's sort key (tottime, cumulative, ...)")
+    parser.add_argument("--top", type=int, default=30, help="functions cProfile lists")
     parser.add_argument("--inner", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--format", help=argparse.SUPPRESS)
     parser.add_argument("--side", type=int, default=0, help=argparse.SUPPRESS)

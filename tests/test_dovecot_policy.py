@@ -53,7 +53,9 @@ def ask(
 
 
 def decisions(app: Flask, **labels: str) -> float:
-    value = app.extensions["autoconfig_metrics"].registry.get_sample_value(
+    registry = app.extensions["autoconfig_metrics"]
+    registry.flush()  # decisions are tallied in memory and written once a second
+    value = registry.registry.get_sample_value(
         "autoconfig_dovecot_policy_decisions_total", labels
     )
     return float(value or 0)

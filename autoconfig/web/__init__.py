@@ -17,12 +17,13 @@ from urllib.parse import unquote_to_bytes
 from flask import Blueprint, Flask, Request, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from flask.sessions import NullSession, SessionInterface
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.exceptions import NotFound as NotFoundPath
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
+from werkzeug.wsgi import get_content_length
 
-from ..errors import BadRequest, ClientError, NotServed, TooManyRequests, Unavailable, UriTooLong
+from ..errors import BadRequest, ClientError, NotServed, PayloadTooLarge, TooManyRequests, Unavailable, UriTooLong
 from ..metrics import EXTENSION as METRICS
 from ..metrics import Metrics, metrics
 from ..ratelimit import RateLimiter
@@ -133,6 +134,42 @@ def _outcome(status: int) -> str:
 
 def text_response(message: str, status: int) -> Response:
     return Response(message + "\n", status=status, content_type=TEXT_CONTENT_TYPE)
+
+
+def read_body(cap: int) -> bytes:
+    """At most ``cap`` bytes of the request body, or ``PayloadTooLarge``.
+
+    A chunked body is read no further than ``cap + 1`` bytes.  A declared
+    length is read exactly, from the server's own stream: WSGI forbids
+    reading past it and nothing here does, and werkzeug's wrapper around
+    the stream cost about 10 µs a request under load (bench/).
+    """
+    environ = request.environ
+    length = get_content_length(environ)  # None when chunked
+    if length is not None and length > cap:
+        raise _too_large(cap)
+    if length is None:
+        stream, wanted = request.stream, cap + 1
+    else:
+        stream, wanted = environ["wsgi.input"], length
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while total < wanted:
+            chunk = stream.read(wanted - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except RequestEntityTooLarge:  # werkzeug's own cap (MAX_CONTENT_LENGTH) on a chunked body
+        raise _too_large(cap) from None
+    if total > cap:
+        raise _too_large(cap)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(cap: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {cap} bytes")
 
 
 def single_arg(name: str) -> str | None:

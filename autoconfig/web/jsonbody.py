@@ -21,10 +21,12 @@ from typing import Any
 
 from flask import request
 
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ..errors import BadRequest, UnsupportedMediaType
 from ..spec import MAX_JSON_DEPTH
+from . import read_body
 
 JSON_MIMETYPE = "application/json"
+_PLAIN_CONTENT_TYPES = frozenset({JSON_MIMETYPE, f"{JSON_MIMETYPE}; charset=utf-8"})
 
 # Every byte except the four brackets, for bytes.translate(None, delete).
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -83,18 +85,7 @@ def read_object(limit: int, example: str = "") -> dict[str, Any]:
     ``limit`` (declared or not: a chunked body is read no further than
     ``limit + 1`` bytes), 400 for anything that is not one JSON object.
     """
-    if request.mimetype != JSON_MIMETYPE:
+    # What Dovecot and the webmail send is taken as it is; anything else goes through werkzeug's parsing.
+    if request.environ.get("CONTENT_TYPE") not in _PLAIN_CONTENT_TYPES and request.mimetype != JSON_MIMETYPE:
         raise UnsupportedMediaType(f"send the body as Content-Type: {JSON_MIMETYPE}")
-    if (request.content_length or 0) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    total = 0
-    while total <= limit:
-        chunk = request.stream.read(limit + 1 - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    return parse_object(b"".join(chunks), example)
+    return parse_object(read_body(limit), example)
