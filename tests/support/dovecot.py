@@ -92,6 +92,11 @@ class DovecotServer(ManagedServer):
     def log_path(self) -> pathlib.Path:
         return self.workdir / "dovecot.log"
 
+    @property
+    def pid(self) -> int | None:
+        """The master's process id while it runs (bench/ reads its process tree's CPU time)."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self) -> None:
         """Start Dovecot; return once both ports send their greeting."""
         if self._proc is not None:

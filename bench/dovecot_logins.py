@@ -1,0 +1,318 @@
+"""Logins per second through a real Dovecot 2.3, with autoconfig's login hook and without it.
+
+    python -m bench.dovecot_logins [--protocol imap|pop3] [--logins 1000] [--rounds 3] [--clients 8]
+                                   [--users 200] [--max-seconds 60] [--out bench/results/dovecot-logins.txt]
+
+Two Dovecot instances run side by side on loopback, alike in everything
+(passwd-file passdb, static userdb, maildirs, tests/support/dovecot.py)
+but one: the second carries the shipped snippet config/dovecot-auth-policy.conf
+as an admin would install it (only the URL, the secret and the nonce
+filled in), pointing at autoconfig under gunicorn with the production
+settings (config/gunicorn.conf.py, 2 sync workers) on a SQLite store.
+Every user has IMAP and POP on, so every login succeeds both ways.
+
+A round is ``--logins`` complete logins (connect, greeting, LOGIN or
+USER/PASS, LOGOUT or QUIT) by ``--clients`` concurrent connections, on
+each instance back to back, in alternating order, so a busy machine slows
+both alike; each round is bounded by ``--max-seconds``.  Printed per
+instance: logins per second (wall clock, what a user of the machine sees)
+and CPU per login from /proc: Dovecot's process tree (its login and mail
+processes are short-lived; their time is counted once their master has
+reaped them) plus, with the hook, autoconfig's.  The overhead is the median
+over rounds of each round's pair.  Target (issue 14): the hook costs at
+most 25 % of Dovecot's own login rate on this machine.
+
+The load generator is plain sockets in threads of this process, and its
+own CPU is in neither figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.run import (  # noqa: E402
+    CLK_TCK,
+    DOVECOT_CONFIG,
+    FORMATS,
+    enabled_address,
+    gunicorn,
+    make_accounts,
+    write_config,
+)
+from tests.support.dovecot import DovecotServer  # noqa: E402
+from tests.test_dovecot_login import dovecot_settings  # noqa: E402  (the shipped snippet, filled in)
+
+PASSWORD = "bench-password"
+TARGET_OVERHEAD = 0.25
+WARM_UP = 50
+METRICS = "\n[metrics]\nenabled = true\n"  # loopback only (the default allow_networks)
+_DECISIONS = re.compile(
+    r"^autoconfig_dovecot_policy_decisions_total"
+    r'\{(?=[^}]*command="allow")(?=[^}]*decision="allow")[^}]*\} ([0-9.e+]+)$',
+    re.MULTILINE,
+)
+
+
+def api_header() -> str:
+    name, value = next(iter(FORMATS["dovecot"]["headers"].items()))
+    assert f"{name}: {value}" in DOVECOT_CONFIG, "the bench config and the Dovecot header must agree"
+    return f"{name}: {value}"
+
+
+# -- one login as a mail program makes it -------------------------------------------------------------------------
+
+
+class _Lines:
+    """Lines from a socket, CRLF-terminated."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"connection closed after {self.buffer[-200:]!r}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+
+def imap_login(port: int, user: str) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        lines = _Lines(sock)
+        _expect(lines.line(), b"* OK")
+        sock.sendall(f'a LOGIN "{user}" "{PASSWORD}"\r\n'.encode())
+        _expect(_tagged(lines, b"a "), b"a OK")
+        sock.sendall(b"b LOGOUT\r\n")
+        _expect(_tagged(lines, b"b "), b"b OK")
+
+
+def pop3_login(port: int, user: str) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        lines = _Lines(sock)
+        _expect(lines.line(), b"+OK")
+        sock.sendall(f"USER {user}\r\n".encode())
+        _expect(lines.line(), b"+OK")
+        sock.sendall(f"PASS {PASSWORD}\r\n".encode())
+        _expect(lines.line(), b"+OK")
+        sock.sendall(b"QUIT\r\n")
+        _expect(lines.line(), b"+OK")
+
+
+def _tagged(lines: _Lines, tag: bytes) -> bytes:
+    while True:
+        line = lines.line()
+        if line.startswith(tag):
+            return line
+
+
+def _expect(line: bytes, prefix: bytes) -> None:
+    if not line.startswith(prefix):
+        raise RuntimeError(f"expected {prefix!r}, got {line[:200]!r}")
+
+
+LOGINS: dict[str, Callable[[int, str], None]] = {"imap": imap_login, "pop3": pop3_login}
+
+
+# -- measuring ----------------------------------------------------------------------------------------------------
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and every live descendant, with what each has reaped of its children."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0)
+        todo.extend(child for child, parent in parents.items() if parent == current)
+    return total / CLK_TCK
+
+
+@dataclass
+class Run:
+    logins: int
+    seconds: float
+    dovecot_cpu: float
+    autoconfig_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.logins / self.seconds
+
+    @property
+    def cpu_ms_per_login(self) -> float:
+        return (self.dovecot_cpu + self.autoconfig_cpu) * 1000 / self.logins
+
+
+def run_logins(
+    login: Callable[[int, str], None], port: int, users: list[str], count: int, clients: int, max_seconds: float
+) -> tuple[int, float]:
+    """``count`` logins by ``clients`` threads (stopping early after ``max_seconds``): logins done, seconds."""
+    lock = threading.Lock()
+    state = {"next": 0, "done": 0}
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + max_seconds
+
+    def client() -> None:
+        while True:
+            with lock:
+                number = state["next"]
+                if number >= count or time.monotonic() > deadline or errors:
+                    return
+                state["next"] += 1
+            try:
+                login(port, users[number % len(users)])
+            except BaseException as exc:  # reported below; the other clients stop
+                errors.append(exc)
+                return
+            with lock:
+                state["done"] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    if errors:
+        raise RuntimeError(f"a login failed: {errors[0]!r}") from errors[0]
+    return state["done"], elapsed
+
+
+def measure(dovecot: DovecotServer, autoconfig_pid: int | None, args: argparse.Namespace, users: list[str]) -> Run:
+    assert dovecot.pid is not None
+    port = dovecot.imap_port if args.protocol == "imap" else dovecot.pop3_port
+    before = tree_cpu_seconds(dovecot.pid), tree_cpu_seconds(autoconfig_pid) if autoconfig_pid else 0.0
+    done, seconds = run_logins(LOGINS[args.protocol], port, users, args.logins, args.clients, args.max_seconds)
+    after = tree_cpu_seconds(dovecot.pid), tree_cpu_seconds(autoconfig_pid) if autoconfig_pid else 0.0
+    return Run(done, seconds, after[0] - before[0], after[1] - before[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=sorted(LOGINS), default="imap")
+    parser.add_argument("--logins", type=int, default=1000, help="logins per instance and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent connections")
+    parser.add_argument("--users", type=int, default=200, help="distinct users (Dovecot limits connections per user)")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="bound on each instance's round")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dovecot-logins.txt")
+    args = parser.parse_args()
+
+    users = [enabled_address(i) for i in range(args.users)]
+    with tempfile.TemporaryDirectory(prefix="autoconfig-dovecot-bench-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        store_url = f"sqlite:///{work}/accounts.sqlite3"
+        make_accounts(store_url, args.users * 3)
+        _enable_imap_and_pop(store_url, users)
+        config = write_config(work, store_url, METRICS)
+        env = {"AUTOCONFIG_CONFIG": str(config), "AUTOCONFIG_DATABASE_URL": store_url}
+        autoconfig_pid, url = stack.enter_context(gunicorn("wsgi:app", env, work / "gunicorn.log"))
+        passwords = dict.fromkeys(users, PASSWORD)
+        plain = stack.enter_context(DovecotServer(work / "dovecot-plain", passwords))
+        snippet = dovecot_settings(f"{url}/dovecot/auth-policy", api_header(), reject_on_fail=False)  # as shipped
+        hooked = stack.enter_context(DovecotServer(work / "dovecot-hooked", passwords, extra_config=snippet))
+        instances = {"without hook": (plain, None), "with hook": (hooked, autoconfig_pid)}
+        hooked_logins = 0
+        for name, (dovecot, _) in instances.items():  # maildirs made, caches and connections warm
+            port = dovecot.imap_port if args.protocol == "imap" else dovecot.pop3_port
+            done, _ = run_logins(LOGINS[args.protocol], port, users, WARM_UP, args.clients, args.max_seconds)
+            hooked_logins += done if name == "with hook" else 0
+        runs: dict[str, list[Run]] = {name: [] for name in instances}
+        names = list(instances)
+        for round_number in range(args.rounds):
+            for name in names if round_number % 2 == 0 else names[::-1]:
+                dovecot, pid = instances[name]
+                runs[name].append(measure(dovecot, pid, args, users))
+        hooked_logins += sum(run.logins for run in runs["with hook"])
+        # The shipped snippet lets a login through when the hook fails (auth_policy_reject_on_fail = no),
+        # so the figures count only if autoconfig decided every one of them.
+        time.sleep(1.5)  # each worker writes its tally of decisions once a second
+        decided = _allowed_decisions(url)
+        lines = report(runs, args)
+        lines.append(
+            f"{'PASS' if decided == hooked_logins else 'FAIL'}  autoconfig decided {decided} of the "
+            f"{hooked_logins} logins through the hooked Dovecot (allow, from its metrics)"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 1 if "FAIL" in text else 0
+
+
+def _allowed_decisions(url: str) -> int:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return int(sum(float(value) for value in _DECISIONS.findall(text)))
+
+
+def _enable_imap_and_pop(store_url: str, users: list[str]) -> None:
+    from autoconfig.store import Switches, open_store
+
+    store = open_store(store_url)
+    store.import_switches(((user, Switches(imap=True, pop=True)) for user in users), "bench")
+    store.close()
+
+
+def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
+    lines = [
+        f"# python -m bench.dovecot_logins {' '.join(sys.argv[1:])}",
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {args.protocol}, {args.clients} connections, "
+        f"{args.logins} logins per instance and round, {args.rounds} rounds",
+        f"{'dovecot':<13} {'round':>5} {'logins':>6} {'seconds':>8} {'logins/s':>9} "
+        f"{'dovecot CPU ms/login':>20} {'autoconfig CPU ms/login':>23}",
+    ]
+    for name, measured in runs.items():
+        for number, run in enumerate(measured, 1):
+            lines.append(
+                f"{name:<13} {number:>5} {run.logins:>6} {run.seconds:>8.2f} {run.rate:>9.1f} "
+                f"{run.dovecot_cpu * 1000 / run.logins:>20.3f} {run.autoconfig_cpu * 1000 / run.logins:>23.3f}"
+            )
+    plain, hooked = runs["without hook"], runs["with hook"]
+    rate_overheads = sorted(1 - h.rate / p.rate for p, h in zip(plain, hooked, strict=True))
+    cpu_overheads = sorted(h.cpu_ms_per_login / p.cpu_ms_per_login - 1 for p, h in zip(plain, hooked, strict=True))
+    rate, cpu = statistics.median(rate_overheads), statistics.median(cpu_overheads)
+    lines += [
+        "",
+        f"info  logins/s without the hook {statistics.median(r.rate for r in plain):.1f}, "
+        f"with it {statistics.median(r.rate for r in hooked):.1f} (medians)",
+        f"info  CPU per login (Dovecot + autoconfig): {cpu:+.0%} with the hook "
+        f"(median of {args.rounds} paired rounds, range {cpu_overheads[0]:+.0%} to {cpu_overheads[-1]:+.0%})",
+        f"{'PASS' if rate <= TARGET_OVERHEAD else 'FAIL'}  the hook costs {rate:.0%} of Dovecot's own login rate "
+        f"(median of {args.rounds} paired rounds, range {rate_overheads[0]:.0%} to {rate_overheads[-1]:.0%}; "
+        f"target <= {TARGET_OVERHEAD:.0%})",
+    ]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
