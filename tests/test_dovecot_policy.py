@@ -55,9 +55,7 @@ def ask(
 def decisions(app: Flask, **labels: str) -> float:
     registry = app.extensions["autoconfig_metrics"]
     registry.flush()  # decisions are tallied in memory and written once a second
-    value = registry.registry.get_sample_value(
-        "autoconfig_dovecot_policy_decisions_total", labels
-    )
+    value = registry.registry.get_sample_value("autoconfig_dovecot_policy_decisions_total", labels)
     return float(value or 0)
 
 

@@ -345,7 +345,7 @@ def test_real_dovecot_asks_about_master_user_logins_too(gated: tuple[GunicornSer
     as_master = f"jack@example.net*{MASTER}"
     refused = imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, CLIENT_HOST)
     assert refused.startswith("[AUTHORIZATIONFAILED] IMAP is turned off")  # Dovecot's code for master users
-    assert "reject (imap login jack@example.net, session=" in service.log_text()
+    service.wait_for_log("reject (imap login jack@example.net, session=")
     assert imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, WEBMAIL_HOST) == "OK"
     switch(service, "jack@example.net", imap=True)
     assert imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, CLIENT_HOST) == "OK"
@@ -371,6 +371,6 @@ def test_real_dovecot_behind_a_proxy_sees_the_proxy_as_the_real_peer(
     service, _dovecot = gated
     refused = proxied_imap_login(haproxy_port, LOAD_BALANCER, "198.51.100.7", "kim@example.net")
     assert refused.startswith("[ALERT] IMAP is turned off")
-    assert f"remote=198.51.100.7 real_remote={LOAD_BALANCER}" in service.log_text()
+    service.wait_for_log(f"remote=198.51.100.7 real_remote={LOAD_BALANCER}")
     # A load balancer on a webmail address would let every customer behind it through.
     assert proxied_imap_login(haproxy_port, WEBMAIL_HOST, "198.51.100.7", "kim@example.net") == "OK"
