@@ -58,6 +58,11 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
+# One decoder for every body: json.loads with a hook builds a new one per call (a tenth of
+# Dovecot's JSON handling, cProfile).  A JSONDecoder keeps no state between calls.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique)
+
+
 def parse_object(raw: bytes, example: str = "") -> dict[str, Any]:
     """``raw`` as a JSON object, or ``BadRequest`` naming what is wrong with it."""
     # Fewer opening brackets than the limit cannot nest deeper: the common body skips the scan.
@@ -68,7 +73,7 @@ def parse_object(raw: bytes, example: str = "") -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BadRequest("the body is not valid JSON: it is not UTF-8") from None
     try:
-        data: Any = json.loads(text, object_pairs_hook=_unique)
+        data: Any = _DECODER.decode(text)
     except _DuplicateName:
         raise BadRequest("the body names the same field twice") from None
     except ValueError:  # JSONDecodeError, and integers too long to convert
