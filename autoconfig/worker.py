@@ -21,7 +21,9 @@ application at once, with no more system calls than the sync worker makes.
 A request too large to buffer (a body over 16 KiB) is handed over when the
 buffer is full, and the rest is read under the same deadline
 (``SO_RCVTIMEO``), so nothing holds a worker longer than ``read_timeout``
-while it is being read.
+while it is being read.  Only bodies are handed over so: the endpoints
+that take large ones check their caller's secret first.  A head over
+64 KiB, which any client could send, gets ``431`` from the loop itself.
 
 Production still puts nginx in front (config/nginx/autoconfig.conf): TLS,
 and the buffering of slow clients on the scale of a whole site.
@@ -45,12 +47,14 @@ from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout as _HTTPRequestTimeout
 
 DEFAULT_READ_TIMEOUT = 5.0
-# Most of a request held while it arrives.  A head longer than MAX_HEAD, or a
-# body longer than MAX_BODY (the largest a mail client sends: an Outlook
-# request at the default [outlook] max_body_bytes), is handed over at that
-# point and its rest read under the same deadline.  The endpoints that take
-# larger bodies (the Dovecot policy endpoint, the admin API) check their
-# caller's secret before they read one.
+# Most of a request held while it arrives.  A body longer than MAX_BODY (the
+# largest a mail client sends: an Outlook request at the default [outlook]
+# max_body_bytes) is handed over at that point and its rest read under the
+# same deadline.  The endpoints that take larger bodies (the Dovecot policy
+# endpoint, the admin API) check their caller's secret before they read one.
+# A head longer than MAX_HEAD is refused (431) without a worker: anyone can
+# send one, and handed over it would hold the worker until the deadline
+# (gunicorn's own limits, 50 fields of 8 KiB, allow far more than this).
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024
 # After the answer, how long a connection may keep sending before it is closed
@@ -74,7 +78,26 @@ TIMEOUT_RESPONSE = (
     b"\r\n" + _TIMEOUT_BODY
 )
 
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_TOO_LARGE_BODY = b"431 Request Header Fields Too Large: the request head is over 64 KiB\n"
+TOO_LARGE_RESPONSE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Connection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_TOO_LARGE_BODY)).encode() + b"\r\n"
+    b"X-Content-Type-Options: nosniff\r\n"
+    b"Referrer-Policy: no-referrer\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"\r\n" + _TOO_LARGE_BODY
+)
+
+# Any number of hex digits, as gunicorn's parser takes them (leading zeros
+# included): a size this refused but gunicorn accepted would hand over a
+# request whose body had not arrived, and hold the worker until the deadline.
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+
+
+class HeadTooLarge(Exception):
+    """The head has passed MAX_HEAD without ending: refused by the loop, never handed over."""
 
 
 class RequestTimeout(_HTTPRequestTimeout):
@@ -117,16 +140,37 @@ def _field(lower: bytes, name: bytes) -> bytes | None:
     return lower[start : lower.find(b"\r\n", start)].strip()
 
 
+def _codings(lower: bytes) -> bytes | None:
+    """Every Transfer-Encoding field of the lower-cased head as one list, or None.
+
+    gunicorn reads the codings of all the fields in order ("gzip" in one,
+    "chunked" in the next is a chunked body), so only the last coding of the
+    last field says whether the body is chunked.
+    """
+    first = _field(lower, b"transfer-encoding")
+    if first is None or lower.count(b"\r\ntransfer-encoding:") == 1:
+        return first
+    values, start = [], lower.find(b"\r\ntransfer-encoding:")
+    while start >= 0:
+        start += len(b"\r\ntransfer-encoding:")
+        values.append(lower[start : lower.find(b"\r\n", start)].strip())
+        start = lower.find(b"\r\ntransfer-encoding:", start)
+    return b", ".join(values)
+
+
 def frame(head: bytes) -> tuple[int, int, bool]:
     """(framing, body length, wants 100-continue) for a complete head (ending in CRLF CRLF).
 
     Anything this cannot read with certainty is JUDGE: gunicorn's parser
-    then sees the request at once and refuses it if it is malformed.  A
-    request that frames unusually costs at most the read deadline.
+    then sees the request at once.  JUDGE is only for requests gunicorn
+    refuses from the head alone (Content-Length with Transfer-Encoding, a
+    coding list that does not end in chunked, a length that is not a
+    number or is given twice): one it accepted would have its body read by
+    the worker, which a stalling client could hold until the deadline.
     """
     lower = head.lower()
     expect = lower.startswith(b"http/1.1", lower.find(b"\r\n") - 8) and _field(lower, b"expect") == b"100-continue"
-    coding = _field(lower, b"transfer-encoding")
+    coding = _codings(lower)
     length = _field(lower, b"content-length")
     if coding is not None:
         if length is not None or not coding.endswith(b"chunked"):
@@ -238,8 +282,10 @@ class _Pending:
             # Searched from where the last search stopped: a head trickling in byte by byte costs linear time.
             end = data.find(b"\r\n\r\n", max(0, self.scan - 3))
             if end < 0:
-                if len(data) > MAX_HEAD or _bare_lf(data, self.scan):
-                    return None  # too long, or bare LF: gunicorn's parser answers it
+                if len(data) > MAX_HEAD:
+                    raise HeadTooLarge()
+                if _bare_lf(data, self.scan):
+                    return None  # gunicorn's parser refuses it at once
                 self.scan = len(data)
                 return False
             self.head_end = end + 4
@@ -378,7 +424,15 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             sock.close()
             return True
         pending.data += chunk
-        complete = pending.complete()
+        try:
+            complete = pending.complete()
+        except HeadTooLarge:
+            self._forget(pending, registered)
+            self.log.info("431: the request head from %s is over %d bytes", _peer(pending.addr), MAX_HEAD)
+            with contextlib.suppress(OSError):
+                sock.send(TOO_LARGE_RESPONSE, socket.MSG_DONTWAIT)
+            self._linger(sock)
+            return True
         if complete is False:
             return False
         self._forget(pending, registered)
