@@ -63,6 +63,11 @@ MAX_BODY = 16 * 1024
 LINGER = 1.0
 MAX_DRAINED = 64 * 1024
 ACCEPT_BATCH = 16
+# Out of file descriptors (EMFILE: 1024 under systemd's default limit, less
+# than worker_connections pending plus those lingering): stop accepting this
+# long, and let the kernel's backlog hold new connections, instead of dying.
+ACCEPT_PAUSE = 0.1
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RECV_SIZE = 65536
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -335,6 +340,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         self._lingering: dict[int, tuple[socket.socket, float, list[int]]] = {}
         self._linger_order: deque[tuple[int, socket.socket, float]] = deque()
         self._accepting = False
+        self._accept_resume = 0.0  # while out of file descriptors: when to try accepting again
         self._max_pending = max(1, self.cfg.worker_connections)
         for listener in self.sockets:
             listener.setblocking(False)
@@ -368,6 +374,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 else:
                     self._drain(key.fileobj)
             self._expire()
+            if not self._accepting and self.alive and len(self._pending) < self._max_pending:
+                self._accept(True)  # after a pause for file descriptors
             if not self.is_parent_alive():
                 return
 
@@ -378,10 +386,14 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             wait = min(wait, self._pending_order[0].deadline - now)
         if self._linger_order:
             wait = min(wait, self._linger_order[0][2] - now)
+        if not self._accepting and self._accept_resume > now:
+            wait = min(wait, self._accept_resume - now)
         return max(wait, 0.0)
 
     def _accept(self, on: bool) -> None:
-        """Listen for new connections, or stop (at the pending cap, or when stopping)."""
+        """Listen for new connections, or stop (at the pending cap, out of file descriptors, or when stopping)."""
+        if on and time.monotonic() < self._accept_resume:
+            return
         if on == self._accepting:
             return
         for listener in self.sockets:
@@ -399,6 +411,11 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 fd, addr = listener._accept()
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    return
+                if exc.errno in _OUT_OF_FDS:
+                    self.log.warning("Not accepting for %g s: %s (%d pending)", ACCEPT_PAUSE, exc, len(self._pending))
+                    self._accept(False)
+                    self._accept_resume = time.monotonic() + ACCEPT_PAUSE
                     return
                 raise
             sock = ReplaySocket(listener.family, listener.type, listener.proto, fileno=fd)

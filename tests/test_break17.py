@@ -11,7 +11,9 @@ its answer from the loop, not hold a worker to the deadline.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -105,3 +107,31 @@ def test_the_same_framings_complete_are_served_at_once(server: GunicornServer, f
     assert status_of(answer) == 200, answer[:300]
     assert b"<ErrorCode>501</ErrorCode>" in answer  # the answer for an address with nothing enabled
     assert time.monotonic() - started < 1.0
+
+
+def test_running_out_of_file_descriptors_pauses_accepting_and_kills_no_worker(server: GunicornServer) -> None:
+    """Under systemd's default limit (1024) more stalled connections than descriptors made accept() fail
+    with EMFILE, and the worker died with every connection it held: now it stops accepting for a moment."""
+    workers = sorted(server.worker_pids())
+    before = {pid: resource.prlimit(pid, resource.RLIMIT_NOFILE) for pid in workers}
+    stalled: list[socket.socket] = []
+    try:
+        for pid in workers:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, before[pid][1]))
+        for _ in range(90):  # more than both workers have descriptors for
+            sock = connect(server)
+            sock.sendall(POX + b"Content-Length: 400\r\n\r\n<?xml")
+            stalled.append(sock)
+        for sock in stalled:
+            answer = read_answer(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]  # not cut off by a dying worker
+        assert timed_healthz(server) < 1.0
+    finally:
+        for sock in stalled:
+            sock.close()
+        for pid, limit in before.items():
+            with contextlib.suppress(ProcessLookupError):
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
+    assert sorted(server.worker_pids()) == workers
+    assert "Exception in worker process" not in server.log_text()
+    server.wait_for_log("Not accepting for 0.1 s: [Errno 24] Too many open files")
