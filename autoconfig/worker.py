@@ -71,28 +71,25 @@ _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RECV_SIZE = 65536
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_TIMEOUT_BODY = b"408 Request Timeout: the request did not arrive in time\n"
-TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"Connection: close\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n"
-    b"X-Content-Type-Options: nosniff\r\n"
-    b"Referrer-Policy: no-referrer\r\n"
-    b"Cache-Control: no-store\r\n"
-    b"\r\n" + _TIMEOUT_BODY
-)
 
-_TOO_LARGE_BODY = b"431 Request Header Fields Too Large: the request head is over 64 KiB\n"
-TOO_LARGE_RESPONSE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"Connection: close\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: " + str(len(_TOO_LARGE_BODY)).encode() + b"\r\n"
-    b"X-Content-Type-Options: nosniff\r\n"
-    b"Referrer-Policy: no-referrer\r\n"
-    b"Cache-Control: no-store\r\n"
-    b"\r\n" + _TOO_LARGE_BODY
+
+def _plain_answer(status: bytes, body: bytes) -> bytes:
+    """A whole plain-text answer the worker sends itself, with the headers every answer of ours carries."""
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"Connection: close\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"X-Content-Type-Options: nosniff\r\n"
+        b"Referrer-Policy: no-referrer\r\n"
+        b"Cache-Control: no-store\r\n"
+        b"\r\n" + body
+    )
+
+
+TIMEOUT_RESPONSE = _plain_answer(b"408 Request Timeout", b"408 Request Timeout: the request did not arrive in time\n")
+TOO_LARGE_RESPONSE = _plain_answer(
+    b"431 Request Header Fields Too Large", b"431 Request Header Fields Too Large: the request head is over 64 KiB\n"
 )
 
 # Any number of hex digits, as gunicorn's parser takes them (leading zeros
