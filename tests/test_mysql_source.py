@@ -8,6 +8,7 @@ login to it through (autoconfig/store/presets.py names the files)."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -209,6 +210,8 @@ MAILCOW_TABLES = [
         local_part VARCHAR(255) NOT NULL,
         domain VARCHAR(255) NOT NULL,
         attributes JSON,
+        kind VARCHAR(100) NOT NULL DEFAULT '',
+        authsource ENUM('mailcow', 'keycloak', 'generic-oidc', 'ldap') DEFAULT 'mailcow',
         active TINYINT(1) NOT NULL DEFAULT 1)""",
     """CREATE TABLE app_passwd (
         id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -222,22 +225,44 @@ MAILCOW_TABLES = [
         smtp_access TINYINT(1) NOT NULL DEFAULT 1)""",
 ]
 MAILCOW_DOMAINS = [("example.net", 1), ("example.org", 0)]
-# local part, domain, mailbox active, attributes JSON, app passwords [(active, imap_access, pop3_access)]
-MAILCOW_MAILBOXES: list[tuple[str, str, int, str, list[tuple[int, int, int]]]] = [
-    ("defaults", "example.net", 1, "{}", []),
-    ("both", "example.net", 1, '{"imap_access": "1", "pop3_access": "1"}', []),
-    ("imap", "example.net", 1, '{"imap_access": "1", "pop3_access": "0"}', []),
-    ("pop", "example.net", 1, '{"imap_access": "0", "pop3_access": "1"}', []),
-    ("neither", "example.net", 1, '{"imap_access": "0", "pop3_access": "0"}', []),
-    ("inactive", "example.net", 0, "{}", []),
-    ("nologin", "example.net", 2, "{}", []),
-    ("pwupdate", "example.net", 1, '{"force_pw_update": "1"}', []),
-    ("pwupdateapp", "example.net", 1, '{"force_pw_update": "1"}', [(1, 0, 1)]),
-    ("apponly", "example.net", 1, '{"imap_access": "0", "pop3_access": "0"}', [(1, 1, 0)]),
-    ("appoff", "example.net", 1, '{"imap_access": "0", "pop3_access": "0"}', [(0, 1, 1)]),
-    ("appinactivebox", "example.net", 0, "{}", [(1, 1, 1)]),
-    ("indisabled", "example.org", 1, "{}", [(1, 1, 1)]),
-    ("o'brien", "example.net", 1, '{"pop3_access": "0"}', []),
+BOTH_OFF = {"imap_access": "0", "pop3_access": "0"}
+# local part, domain, the mailbox columns that differ from mailcow's defaults (active 1,
+# kind '', authsource 'mailcow', attributes {}), then app passwords [(active, imap_access, pop3_access)]
+MAILCOW_MAILBOXES: list[tuple[str, str, dict[str, Any], list[tuple[int, int, int]]]] = [
+    # The mailbox password: attributes.P_access missing or "1" lets P through, anything else not.
+    ("defaults", "example.net", {}, []),
+    ("both", "example.net", {"attributes": {"imap_access": "1", "pop3_access": "1"}}, []),
+    ("imap", "example.net", {"attributes": {"imap_access": "1", "pop3_access": "0"}}, []),
+    ("pop", "example.net", {"attributes": {"imap_access": "0", "pop3_access": "1"}}, []),
+    ("neither", "example.net", {"attributes": BOTH_OFF}, []),
+    ("imapunset", "example.net", {"attributes": {"pop3_access": "0"}}, []),
+    ("popunset", "example.net", {"attributes": {"imap_access": "0"}}, []),
+    ("imapblank", "example.net", {"attributes": {"imap_access": ""}}, []),
+    ("noattributes", "example.net", {"attributes": None}, []),
+    # A forced password change holds back the web UI only, no longer IMAP/POP3.
+    ("pwupdate", "example.net", {"attributes": {"force_pw_update": "1"}}, []),
+    # The mailbox and its domain must be active; 2 is "disallow login".
+    ("inactive", "example.net", {"active": 0}, []),
+    ("nologin", "example.net", {"active": 2}, []),
+    ("indisabled", "example.org", {}, [(1, 1, 1)]),
+    # Resources never log in.
+    ("room", "example.net", {"kind": "location"}, []),
+    ("beamer", "example.net", {"kind": "thing"}, []),
+    ("team", "example.net", {"kind": "group"}, [(1, 1, 1)]),
+    # The mailbox password needs authsource mailcow, keycloak or ldap.
+    ("keycloak", "example.net", {"authsource": "keycloak"}, []),
+    ("ldap", "example.net", {"authsource": "ldap"}, []),
+    ("oidc", "example.net", {"authsource": "generic-oidc"}, []),
+    ("nosource", "example.net", {"authsource": None}, []),
+    # App passwords: their own P_access, not the mailbox's attributes or authsource.
+    ("apponly", "example.net", {"attributes": BOTH_OFF}, [(1, 1, 0)]),
+    ("appoff", "example.net", {"attributes": BOTH_OFF}, [(0, 1, 1)]),
+    ("apptwo", "example.net", {"attributes": BOTH_OFF}, [(1, 1, 0), (1, 0, 1)]),
+    ("appnarrower", "example.net", {}, [(1, 0, 0)]),
+    ("appoidc", "example.net", {"attributes": BOTH_OFF, "authsource": "generic-oidc"}, [(1, 0, 1)]),
+    ("appinactivebox", "example.net", {"active": 0}, [(1, 1, 1)]),
+    ("appnologin", "example.net", {"active": 2}, [(1, 1, 1)]),
+    ("o'brien", "example.net", {"attributes": {"pop3_access": "0"}}, []),
 ]
 MAILCOW_TRUTH = [
     ("defaults@example.net", ["imap", "pop3"]),
@@ -245,14 +270,28 @@ MAILCOW_TRUTH = [
     ("imap@example.net", ["imap"]),
     ("pop@example.net", ["pop3"]),
     ("neither@example.net", None),
+    ("imapunset@example.net", ["imap"]),
+    ("popunset@example.net", ["pop3"]),
+    ("imapblank@example.net", ["pop3"]),
+    ("noattributes@example.net", ["imap", "pop3"]),
+    ("pwupdate@example.net", ["imap", "pop3"]),
     ("inactive@example.net", None),
     ("nologin@example.net", None),
-    ("pwupdate@example.net", None),
-    ("pwupdateapp@example.net", ["pop3"]),
+    ("indisabled@example.org", None),
+    ("room@example.net", None),
+    ("beamer@example.net", None),
+    ("team@example.net", None),
+    ("keycloak@example.net", ["imap", "pop3"]),
+    ("ldap@example.net", ["imap", "pop3"]),
+    ("oidc@example.net", None),
+    ("nosource@example.net", None),
     ("apponly@example.net", ["imap"]),
     ("appoff@example.net", None),
+    ("apptwo@example.net", ["imap", "pop3"]),
+    ("appnarrower@example.net", ["imap", "pop3"]),
+    ("appoidc@example.net", ["pop3"]),
     ("appinactivebox@example.net", None),
-    ("indisabled@example.org", None),
+    ("appnologin@example.net", None),
     ("o'brien@example.net", ["imap"]),
     ("nobody@example.net", None),
 ]
@@ -261,12 +300,13 @@ MAILCOW_TRUTH = [
 def mailcow_rows() -> Iterator[tuple[str, list[Any]]]:
     for domain, active in MAILCOW_DOMAINS:
         yield "INSERT INTO domain (domain, active) VALUES (%s, %s)", [domain, active]
-    for local, domain, active, attributes, apps in MAILCOW_MAILBOXES:
+    for local, domain, columns, apps in MAILCOW_MAILBOXES:
         username = f"{local}@{domain}"
-        yield (
-            "INSERT INTO mailbox (username, local_part, domain, attributes, active) VALUES (%s, %s, %s, %s, %s)",
-            [username, local, domain, attributes, active],
-        )
+        row = {"username": username, "local_part": local, "domain": domain, "attributes": {}, **columns}
+        if row["attributes"] is not None:
+            row["attributes"] = json.dumps(row["attributes"])
+        placeholders = ", ".join(["%s"] * len(row))
+        yield f"INSERT INTO mailbox ({', '.join(row)}) VALUES ({placeholders})", list(row.values())  # noqa: S608 - our names
         for app_active, imap, pop in apps:
             yield (
                 "INSERT INTO app_passwd (mailbox, domain, active, imap_access, pop3_access)"

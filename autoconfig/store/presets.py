@@ -66,25 +66,36 @@ IREDMAIL_SQL = SQLPreset(
     mirrors="iRedMail Dovecot passdb/userdb SQL (dovecot-sql.conf, dovecot-2.4-*.conf): enable<proto>tls on TLS",
 )
 
-# mailcow (MariaDB).  Mirrors the SQL of the passdb that mailcow's Dovecot runs, the
-# passwd-verify.lua that mailcow/mailcow-dockerized data/Dockerfiles/dovecot/docker-entrypoint.sh
-# writes in the releases whose Lua passdb queries MariaDB itself (2022-2023; the code index
-# shows that text without its commit id).  A login to protocol P goes through when either
-#   - the mailbox password: mailbox.active = '1', its domain active, no forced password
-#     update (attributes.force_pw_update != '1', missing = 0) and attributes.P_access = '1'
-#     (missing = 1), or
-#   - an app password: app_passwd.active = '1' with app_passwd.P_access = '1', for an
-#     active mailbox in an active domain.
-# Later revisions (docker-entrypoint.sh at 00e3339c0e23a9343a18c67aec79391307c8167d, then
-# data/conf/dovecot/auth/mailcowauth.php) move this check into PHP behind an HTTP call; the
-# columns are the same.  mailcow does not look at TLS here: its Dovecot requires TLS for
-# every password login from outside.
+# mailcow (MariaDB).  Mirrors what mailcow-dockerized checks for a Dovecot password login
+# since PR #6716 ("Prevent user login if protocol access has been disabled", merged
+# 2025-09-09, fixing issue #6610).  Dovecot's Lua passdb, data/conf/dovecot/auth/passwd-verify.lua
+# at 354e1d108a2cf888e304fe334c9d2bc009f5bdac, posts the login and its service (imap, pop3)
+# to mailcowauth.php, which tries apppass_login and then user_login in
+# data/web/inc/functions.auth.inc.php (as changed by PR #6716).  A login to protocol P
+# goes through when the mailbox row is not a resource (kind NOT REGEXP
+# 'location|thing|group'; that filter is in the WHERE, so a resource has no row) and either
+#   - the mailbox password: mailbox.active = '1' (2, "disallow login", is refused), its
+#     domain active, attributes.P_access missing or '1' (present and anything else is
+#     refused), and mailbox.authsource 'mailcow', 'keycloak' or 'ldap' (any other value,
+#     NULL included, never logs in).  keycloak and ldap mailboxes also depend on the
+#     identity-provider settings and the directory, which are not in these tables; they
+#     are treated like 'mailcow' here.  Or
+#   - an app password: some app_passwd row for the mailbox with active = '1' and
+#     P_access = '1', the mailbox active and its domain active.  mailcow does not read the
+#     mailbox's own attributes.P_access or its authsource for an app password.
+# Older mailcow differs.  The 2022-2023 passwd-verify.lua queried MariaDB itself and also
+# refused mailbox-password logins with attributes.force_pw_update = '1'; today
+# force_pw_update only holds back the web UI session, and IMAP/POP3 logins go through.
+# From 2024 until PR #6716, user_login ignored attributes.P_access for the mailbox password
+# (issue #6610); this preset follows the fixed behaviour.  mailcow does not look at TLS
+# here: its Dovecot sets disable_plaintext_auth = yes, so every password login from
+# outside (not 127.0.0.1 or SOGo) needs TLS anyway.
 _MAILCOW_PROTOCOL = (
     "(mailbox.active = '1' AND domain.active = '1' AND ("
-    "(IFNULL(JSON_UNQUOTE(JSON_VALUE(mailbox.attributes, '$.force_pw_update')), 0) != '1'"
-    " AND IFNULL(JSON_UNQUOTE(JSON_VALUE(mailbox.attributes, '$.{p}_access')), 1) = '1')"
+    "(mailbox.authsource IN ('mailcow', 'keycloak', 'ldap')"
+    " AND IFNULL(JSON_UNQUOTE(JSON_VALUE(mailbox.attributes, '$.{p}_access')), '1') = '1')"
     " OR EXISTS (SELECT 1 FROM app_passwd WHERE app_passwd.mailbox = mailbox.username"
-    " AND app_passwd.domain = domain.domain AND app_passwd.active = '1' AND app_passwd.{p}_access = '1')))"
+    " AND app_passwd.active = '1' AND app_passwd.{p}_access = '1')))"
 )
 MAILCOW_SQL = SQLPreset(
     name="mailcow",
@@ -96,8 +107,12 @@ MAILCOW_SQL = SQLPreset(
         + _MAILCOW_PROTOCOL.format(p="pop3")
         + " FROM mailbox JOIN domain ON domain.domain = mailbox.domain"
         " WHERE mailbox.username = %(address)s AND mailbox.domain = %(domain)s"
+        " AND mailbox.kind NOT REGEXP 'location|thing|group'"
     ),
-    mirrors="mailcow Dovecot passdb (passwd-verify.lua): active mailbox and domain, P_access, app passwords",
+    mirrors=(
+        "mailcow passwd-verify.lua -> mailcowauth.php user_login/apppass_login (PR #6716, 2025-09):"
+        " no resources, active mailbox and domain, authsource, P_access, app passwords"
+    ),
 )
 
 # iRedMail, OpenLDAP.  Mirrors iredmail/iRedMail samples/dovecot/dovecot-ldap.conf at
