@@ -107,3 +107,35 @@ def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluste
         store.ping()
     finally:
         store.close()
+
+
+def test_a_server_that_stops_answering_costs_the_timeout_not_the_worker(
+    own_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """A frozen server accepts the query and never answers: each lookup gives up after
+    ``[store] timeout``, and the store answers again once the server does."""
+    dsn = own_cluster.create_database("frozen")
+    store = open_store(dsn, timeout=1)
+    try:
+        store.update("alice@example.net", {"imap": True}, "t")
+        assert store.switches("alice@example.net") == Switches(imap=True)
+        own_cluster.pause()
+        try:
+            # The first waits on its connection; the next on the pool, which cannot reconnect either.
+            for says in ("no answer within 1 s", "PostgreSQL"):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match=says):
+                    store.switches("alice@example.net")
+                assert time.monotonic() - started < 1 + 0.5
+        finally:
+            own_cluster.resume()
+        deadline = time.monotonic() + FAIL_FAST
+        while True:
+            try:
+                assert store.switches("alice@example.net") == Switches(imap=True)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not recover"
+                time.sleep(0.05)
+    finally:
+        store.close()

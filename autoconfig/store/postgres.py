@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches, now
+from .pglookup import PreparedLookup
 from .pgpool import PgConnections
 from .rekey import DESCRIPTION, Merge, Row, plan, report
 
@@ -222,6 +223,12 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 2.0) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout)
+        self._lookup = PreparedLookup(
+            "autoconfig_switches",
+            "SELECT imap, pop FROM accounts WHERE address = $1",
+            timeout=timeout,
+            what="PostgreSQL",
+        )
         self._migrated = False
         try:
             self._migrate()
@@ -248,9 +255,12 @@ class PostgresStore(Store):
         return self._db.run(work, retry=retry)
 
     def _switches(self, key: str) -> Switches | None:
+        params = [key.encode()]
+
         def work(conn: Conn) -> Switches | None:
-            row = conn.execute("SELECT imap, pop FROM accounts WHERE address = %s", (key,)).fetchone()
-            return None if row is None else Switches(imap=bool(row[0]), pop=bool(row[1]))
+            # The hot path: libpq's own calls on a prepared statement (pglookup.py says why).
+            rows = self._lookup.rows(conn, params, 1)
+            return None if not rows else Switches(imap=rows[0][0] == b"t", pop=rows[0][1] == b"t")
 
         result: Switches | None = self._run(work)
         return result

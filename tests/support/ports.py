@@ -7,6 +7,7 @@ between our close() and the server's bind()), so callers retry on a
 failed start rather than trusting the number blindly.
 """
 
+import os
 import pathlib
 import shutil
 import signal
@@ -97,6 +98,44 @@ def freeze(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> None:
         return True
 
     wait_for(stopped, timeout, f"process {proc.pid} to stop (SIGSTOP)")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (every thread's), from /proc."""
+    found: list[int] = []
+    for children in pathlib.Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.extend(int(child) for child in children.read_text().split())
+        except (OSError, ValueError):
+            continue  # a thread that has just exited
+    return found
+
+
+def freeze_tree(proc: "subprocess.Popen[bytes]", timeout: float = 5.0) -> list[int]:
+    """SIGSTOP ``proc`` and its children (a PostgreSQL postmaster and its backends); the pids stopped.
+
+    A server that forks a process per client keeps answering its clients
+    while only its parent is stopped; freezing the whole tree is what a
+    hung host looks like to them.
+    """
+    freeze(proc, timeout)
+    frozen = [proc.pid]
+    for pid in child_pids(proc.pid):
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            continue
+        frozen.append(pid)
+    return frozen
+
+
+def thaw(pids: list[int]) -> None:
+    """SIGCONT every pid ``freeze_tree`` stopped, children first."""
+    for pid in reversed(pids):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            continue
 
 
 def read_log(path: "pathlib.Path", offset: int = 0) -> str:

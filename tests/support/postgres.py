@@ -26,7 +26,7 @@ import urllib.parse
 import psycopg
 from psycopg import sql
 
-from tests.support.ports import DataServer, run_setup
+from tests.support.ports import DataServer, freeze_tree, run_setup, thaw
 
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
@@ -50,6 +50,16 @@ class PostgresCluster(DataServer):
         # None means "as ourselves". Dropping root also drops its groups.
         self._run_as = SUPERUSER if os.geteuid() == 0 else None
         self._extra_groups: list[str] | None = None if self._run_as is None else []
+        self._frozen: list[int] = []
+
+    def pause(self) -> None:
+        """Freeze the postmaster and every backend: to its clients, a server that stopped answering."""
+        assert self._proc is not None
+        self._frozen = freeze_tree(self._proc)
+
+    def resume(self) -> None:
+        thaw(self._frozen)
+        self._frozen = []
 
     def dsn(self, name: str) -> str:
         """libpq URI for database ``name`` as the passwordless superuser."""
