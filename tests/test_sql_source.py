@@ -5,6 +5,7 @@ table shaped like iRedMail's, smallint flags included)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreError
+from autoconfig.store.sql import numbered
 from tests.conftest import ADMIN_TOKEN
+from tests.support.postgres import PostgresCluster
 from tests.support.sources import DOC, incoming
 
 MAILBOX = """
@@ -231,3 +234,90 @@ def test_the_sql_source_needs_a_postgresql_url(
     path = write_config(sql_config)
     with pytest.raises(ConfigError, match=r"store\.url: the sql source \(\[store\.sql\]\) needs a postgresql://"):
         load(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("query", "numbered_query", "names"),
+    [
+        ("SELECT a, b FROM t WHERE u = %(address)s", "SELECT a, b FROM t WHERE u = $1", ("address",)),
+        (
+            "SELECT a, b FROM t WHERE l = %(local_part)s AND d = %(domain)s OR u = %(local_part)s || '@' || %(domain)s",
+            "SELECT a, b FROM t WHERE l = $1 AND d = $2 OR u = $1 || '@' || $2",
+            ("local_part", "domain"),
+        ),
+        (
+            "SELECT a, b FROM t WHERE u LIKE '%%@' || %(domain)s",
+            "SELECT a, b FROM t WHERE u LIKE '%@' || $1",
+            ("domain",),
+        ),
+    ],
+)
+def test_the_query_is_prepared_with_numbered_parameters(
+    query: str, numbered_query: str, names: tuple[str, ...]
+) -> None:
+    assert numbered(query) == (numbered_query, names)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # A parameter used twice, and a literal % (doubled in the config), as PostgreSQL sees them.
+        "SELECT enableimap = 1, enablepop3 = 1 FROM mailbox"
+        " WHERE local_part = %(local_part)s AND domain = %(domain)s AND username = %(local_part)s || '@' || %(domain)s"
+        " AND username LIKE '%%@%%'",
+        # numeric and text columns: every value arrives as text and reads the same.
+        "SELECT enableimap::numeric(3, 1), CASE WHEN enablepop3 = 1 THEN 'yes' ELSE 'no' END FROM mailbox"
+        " WHERE username = %(address)s",
+    ],
+)
+def test_parameters_used_twice_literal_percent_and_column_types(
+    sql_config: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], query: str
+) -> None:
+    sql_config["store"]["sql"]["query"] = query
+    app = create_app(load(write_config(sql_config), env={}))
+    try:
+        assert incoming(app.test_client(), "alice@example.net") == ["imap"]
+        assert incoming(app.test_client(), "bob@example.net") == ["pop3"]
+    finally:
+        app.extensions["autoconfig"].store.close()
+
+
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """A cluster this module may freeze without disturbing other tests."""
+    with PostgresCluster(tmp_path_factory.mktemp("pg-frozen-source")) as cluster:
+        yield cluster
+
+
+def test_a_mail_database_that_stops_answering_costs_a_503_within_the_timeout(
+    own_cluster: PostgresCluster, config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    dsn = own_cluster.create_database("mail")
+    with psycopg.connect(dsn) as conn:
+        conn.execute(MAILBOX)
+        conn.execute(
+            "INSERT INTO mailbox (username, local_part, domain, enableimap, enablepop3)"
+            " VALUES ('alice@example.net', 'alice', 'example.net', 1, 0)"
+        )
+    config_data["store"] = {"url": dsn, "timeout": 1, "sql": {"query": QUERY}}
+    app = create_app(load(write_config(config_data), env={}))
+    try:
+        client = app.test_client()
+        assert incoming(client, "alice@example.net") == ["imap"]
+        own_cluster.pause()
+        try:
+            started = time.monotonic()
+            response = client.get(DOC + "alice@example.net")
+            assert response.status_code == 503
+            assert response.headers["Retry-After"]
+            assert b"imap.example.net" not in response.data
+            assert time.monotonic() - started < 1 + 0.5
+        finally:
+            own_cluster.resume()
+        deadline = time.monotonic() + 10
+        while (response := client.get(DOC + "alice@example.net")).status_code == 503:
+            assert time.monotonic() < deadline, "the source did not recover"
+            time.sleep(0.05)
+        assert incoming(client, "alice@example.net") == ["imap"]
+    finally:
+        app.extensions["autoconfig"].store.close()

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import logging
 import re
-from decimal import Decimal
+from contextlib import suppress
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import psycopg
 
 from .base import StoreError, StoreUnavailable, Switches
+from .pglookup import PreparedLookup
 from .pgpool import PgConnections
 from .source import ReadOnlySource, address_parameters, check_parameters
 
@@ -57,22 +59,53 @@ def _flag(value: object, column: str) -> bool:
         return value
     if isinstance(value, int | Decimal):
         return value != 0
-    if isinstance(value, str) and value.strip().lower() in _TRUE_TEXT | _FALSE_TEXT:
-        return value.strip().lower() in _TRUE_TEXT
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE_TEXT | _FALSE_TEXT:
+            return text in _TRUE_TEXT
+        # PostgreSQL sends every value as text here: a numeric column arrives as "1.0".
+        with suppress(InvalidOperation):
+            number = Decimal(text)
+            if number.is_finite():
+                return number != 0
     raise StoreUnavailable(f"sql source: column {column} returned {type(value).__name__}; return a boolean or 0/1")
 
 
+def numbered(query: str) -> tuple[str, tuple[str, ...]]:
+    """``query`` with libpq's ``$1``-style parameters, and which parameter each number stands for.
+
+    The same rewriting psycopg applies to ``%(name)s`` (no SQL parsing: a
+    placeholder inside a string literal is a parameter there too).
+    """
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        name = match.group(1)
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    return re.sub(r"%%|%\((\w+)\)s", number, query), tuple(order)
+
+
 class _Postgres:
-    """The mail database on PostgreSQL: psycopg through the shared pool code."""
+    """The mail database on PostgreSQL: the prepared lookup (pglookup.py) on the shared pool code."""
 
     query_errors: tuple[type[BaseException], ...] = (psycopg.Error,)
 
-    def __init__(self, url: str, *, pool_size: int, timeout: float) -> None:
+    def __init__(self, url: str, query: str, *, pool_size: int, timeout: float) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
+        text, self._names = numbered(query)
+        self._lookup = PreparedLookup("autoconfig_source", text, timeout=timeout, what="mail database")
 
-    def rows(self, query: str, params: dict[str, str]) -> list[tuple[Any, ...]]:
+    def rows(self, params: dict[str, str]) -> list[tuple[Any, ...]]:
+        values = [params[name].encode() for name in self._names]
+
         def work(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-            return conn.execute(query, params).fetchmany(MAX_ROWS)
+            rows = self._lookup.rows(conn, values, MAX_ROWS)
+            return [tuple(None if value is None else value.decode() for value in row) for row in rows]
 
         return self._db.run(work)
 
@@ -92,13 +125,14 @@ class _Postgres:
 class _MySQL:
     """The mail database on MySQL or MariaDB: mysqlclient through ``connpool``."""
 
-    def __init__(self, url: str, *, pool_size: int, timeout: float) -> None:
+    def __init__(self, url: str, query: str, *, pool_size: int, timeout: float) -> None:
         import MySQLdb
 
         from . import mysql
 
         self.query_errors: tuple[type[BaseException], ...] = (MySQLdb.MySQLError,)
         self._db = mysql.MySQLConnections(url, pool_size=pool_size, timeout=timeout)
+        self._query = query
 
     def _execute(self, query: str, params: dict[str, str], fetch: bool) -> Any:
         def work(conn: Any) -> Any:
@@ -111,8 +145,8 @@ class _MySQL:
 
         return self._db.pool.run(work)
 
-    def rows(self, query: str, params: dict[str, str]) -> list[tuple[Any, ...]]:
-        return list(self._execute(query, params, fetch=True))
+    def rows(self, params: dict[str, str]) -> list[tuple[Any, ...]]:
+        return list(self._execute(self._query, params, fetch=True))
 
     def width(self, query: str, params: dict[str, str]) -> int:
         return int(self._execute(query, params, fetch=False))
@@ -149,9 +183,9 @@ class SQLSource(ReadOnlySource):
         self.preset = preset
         self.dialect = dialect(url)
         self._db: _Postgres | _MySQL = (
-            _Postgres(url, pool_size=pool_size, timeout=timeout)
+            _Postgres(url, self.query, pool_size=pool_size, timeout=timeout)
             if self.dialect == "postgresql"
-            else _MySQL(url, pool_size=pool_size, timeout=timeout)
+            else _MySQL(url, self.query, pool_size=pool_size, timeout=timeout)
         )
         try:
             self._check_shape()
@@ -173,7 +207,7 @@ class SQLSource(ReadOnlySource):
 
     def _switches(self, key: str) -> Switches | None:
         try:
-            rows = self._db.rows(self.query, address_parameters(key))
+            rows = self._db.rows(address_parameters(key))
         except self._db.query_errors as exc:
             # The other system's schema changed under us: no guess, a 503 and a log line naming why.
             raise StoreUnavailable(f"mail database: the configured query (store.sql.query) failed: {exc}") from exc
