@@ -34,6 +34,12 @@ class MariaDBServer(DataServer):
     start_timeout = 30.0
     stop_timeout = 15.0
 
+    def __init__(self, workdir: pathlib.Path, *, buffer_pool: str = "64M") -> None:
+        """``buffer_pool``: InnoDB's page cache.  Small for tests; a benchmark over a million
+        mailboxes sizes it to hold them, as a production server would."""
+        super().__init__(workdir)
+        self.buffer_pool = buffer_pool
+
     @property
     def socket_path(self) -> pathlib.Path:
         assert self._dir is not None
@@ -89,7 +95,7 @@ class MariaDBServer(DataServer):
                 "--skip-log-bin",
                 "--skip-name-resolve",
                 "--innodb-log-file-size=8M",
-                "--innodb-buffer-pool-size=64M",
+                f"--innodb-buffer-pool-size={self.buffer_pool}",
                 "--innodb-flush-log-at-trx-commit=0",
                 "--innodb-doublewrite=0",
                 "--performance-schema=0",
