@@ -64,7 +64,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # shares them.  Pinning the server to one core steadied CPU per request a
 # little but halved its throughput, which put p99 at the mercy of one core.
 # The machine's noise is handled by pairing instead (see ``compare``).
-WORKERS = 2
+WORKERS = 2  # --workers: the measuring setup; production's default is 2 per core + 1
 DOMAIN = "example.net"
 
 # Request shapes per client format; {address} is replaced per request (by wrk's Lua, and str.replace here).
@@ -766,6 +766,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="paired rounds per measurement; medians are kept")
     parser.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32, 128])
     parser.add_argument("--formats", default=DEFAULT_FORMATS, help=f"any of {', '.join(TARGETS)}")
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help="gunicorn workers for every server (production: 2 per core + 1)"
+    )
     parser.add_argument("--store", choices=["sqlite", "postgresql", "mysql", "ldap"], default="sqlite")
     parser.add_argument("--scale", action="store_true", help="compare 1,000 and 1,000,000 accounts")
     parser.add_argument(
@@ -778,6 +781,8 @@ def main() -> int:
     parser.add_argument("--peer", choices=["automx2"], help="also measure this peer under the same settings")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.txt")
     args = parser.parse_args()
+    global WORKERS  # read by gunicorn() for every server this run starts
+    WORKERS = args.workers
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian package wrk)")
 
