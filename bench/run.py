@@ -760,6 +760,7 @@ def per_format_table(results: list[Result], repeat: int) -> list[str]:
 
 
 def main() -> int:
+    global WORKERS  # --workers: read by gunicorn() for every server this run starts
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run (bounded)")
@@ -781,7 +782,6 @@ def main() -> int:
     parser.add_argument("--peer", choices=["automx2"], help="also measure this peer under the same settings")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.txt")
     args = parser.parse_args()
-    global WORKERS  # read by gunicorn() for every server this run starts
     WORKERS = args.workers
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian package wrk)")
