@@ -139,3 +139,17 @@ def test_a_server_that_stops_answering_costs_the_timeout_not_the_worker(
                 time.sleep(0.05)
     finally:
         store.close()
+
+
+def test_a_nul_byte_never_reaches_libpq_where_it_would_cut_the_key_short(pg_dsn: str) -> None:
+    """libpq ends a text parameter at its first NUL, so ``alice@example.net\\0x`` would read
+    alice's row.  Addresses with control characters are refused long before (400); the
+    lookup refuses one anyway rather than answer for another key."""
+    store = open_store(pg_dsn)
+    try:
+        store.update("alice@example.net", {"imap": True}, "t")
+        with pytest.raises(ValueError, match="NUL"):
+            store.switches("alice@example.net\0x")
+        assert store.switches("alice@example.net") == Switches(imap=True)
+    finally:
+        store.close()

@@ -49,6 +49,10 @@ class PreparedLookup:
 
     def rows(self, conn: psycopg.Connection[Any], params: list[bytes], limit: int) -> list[Row]:
         """At most ``limit`` rows of text values (``None`` for NULL)."""
+        if any(b"\0" in value for value in params):
+            # libpq reads a text parameter up to its first NUL: "a@b\0c" would be looked up as "a@b".
+            # Addresses are validated long before this; a NUL here is a bug, never a lookup.
+            raise ValueError(f"{self.what}: a NUL byte in a lookup parameter")
         pgconn = conn.pgconn
         if conn not in self._prepared:
             pgconn.send_prepare(self.name, self.sql)
