@@ -66,6 +66,13 @@ class PostgresCluster(DataServer):
         database = urllib.parse.quote(name, safe="")
         return f"postgresql://{SUPERUSER}@{self.address}:{self.port}/{database}"
 
+    def socket_dsn(self, name: str) -> str:
+        """libpq URI for database ``name`` over the cluster's Unix socket instead of TCP."""
+        assert self._dir is not None
+        database = urllib.parse.quote(name, safe="")
+        socket_dir = urllib.parse.quote(str(self._dir / "socket"), safe="")
+        return f"postgresql://{SUPERUSER}@/{database}?host={socket_dir}&port={self.port}"
+
     def create_database(self, name: str) -> str:
         """``CREATE DATABASE name`` and return its DSN."""
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
