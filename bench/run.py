@@ -802,7 +802,7 @@ def main() -> int:
         # PostgreSQL runs as a private cluster on loopback, like the tests' (tests/support/postgres.py).
         args.postgres = stack.enter_context(PostgresCluster(work / "pg")) if args.store == "postgresql" else None
         # MySQL and LDAP are the read-only sources (iRedMail-shaped, the iredmail preset), for --scale.
-        # Its buffer pool holds the million mailboxes (the run prints their size), as a production server's would:
+        # Its buffer pool holds the million mailboxes (114 MiB; the run prints it), as a production server's would:
         # with the tests' 64 MiB, lookups at 1,000,000 read pages from the OS and load the shared CPUs.
         args.mariadb = (
             stack.enter_context(MariaDBServer(work / "maria", buffer_pool="1G")) if args.store == "mysql" else None
