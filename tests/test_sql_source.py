@@ -252,7 +252,7 @@ def test_the_sql_source_needs_a_postgresql_url(
         ),
     ],
 )
-def test_the_query_is_prepared_with_numbered_parameters(
+def test_the_query_is_sent_with_numbered_parameters(
     query: str, numbered_query: str, names: tuple[str, ...]
 ) -> None:
     assert numbered(query) == (numbered_query, names)

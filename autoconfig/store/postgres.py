@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches, now
-from .pglookup import PreparedLookup
+from .pglookup import RowLookup
 from .pgpool import PgConnections
 from .rekey import DESCRIPTION, Merge, Row, plan, report
 
@@ -223,11 +223,8 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 2.0) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout)
-        self._lookup = PreparedLookup(
-            "autoconfig_switches",
-            "SELECT imap, pop FROM accounts WHERE address = $1",
-            timeout=timeout,
-            what="PostgreSQL",
+        self._lookup = RowLookup(
+            "SELECT imap, pop FROM accounts WHERE address = $1", timeout=timeout, what="PostgreSQL"
         )
         self._migrated = False
         try:
@@ -258,7 +255,7 @@ class PostgresStore(Store):
         params = [key.encode()]
 
         def work(conn: Conn) -> Switches | None:
-            # The hot path: libpq's own calls on a prepared statement (pglookup.py says why).
+            # The hot path: libpq's own calls with a deadline (pglookup.py says why).
             rows = self._lookup.rows(conn, params, 1)
             return None if not rows else Switches(imap=rows[0][0] == b"t", pop=rows[0][1] == b"t")
 

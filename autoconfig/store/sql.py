@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from .base import StoreError, StoreUnavailable, Switches
-from .pglookup import PreparedLookup
+from .pglookup import RowLookup
 from .pgpool import PgConnections
 from .source import ReadOnlySource, address_parameters, check_parameters
 
@@ -91,14 +91,14 @@ def numbered(query: str) -> tuple[str, tuple[str, ...]]:
 
 
 class _Postgres:
-    """The mail database on PostgreSQL: the prepared lookup (pglookup.py) on the shared pool code."""
+    """The mail database on PostgreSQL: the libpq lookup with a deadline (pglookup.py) on the shared pool code."""
 
     query_errors: tuple[type[BaseException], ...] = (psycopg.Error,)
 
     def __init__(self, url: str, query: str, *, pool_size: int, timeout: float) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
         text, self._names = numbered(query)
-        self._lookup = PreparedLookup("autoconfig_source", text, timeout=timeout, what="mail database")
+        self._lookup = RowLookup(text, timeout=timeout, what="mail database")
 
     def rows(self, params: dict[str, str]) -> list[tuple[Any, ...]]:
         values = [params[name].encode() for name in self._names]
