@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from autoconfig.store import StoreError, StoreUnavailable, Switches, open_store
+from autoconfig.store import Store, StoreError, StoreUnavailable, Switches, open_store
 from autoconfig.store.postgres import SCHEMA_VERSION, PostgresStore
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster
@@ -85,6 +85,18 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCl
         yield cluster
 
 
+def wait_until_alice_reads(store: Store, expected: Switches) -> None:
+    """Back by itself: no restart, no reopening the store."""
+    deadline = time.monotonic() + FAIL_FAST
+    while True:
+        try:
+            assert store.switches("alice@example.net") == expected
+            return
+        except StoreUnavailable:
+            assert time.monotonic() < deadline, "the store did not recover"
+            time.sleep(0.05)
+
+
 def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluster, tmp_path: Path) -> None:
     dsn = own_cluster.create_database("outage")
     store = open_store(dsn, timeout=1)
@@ -95,15 +107,7 @@ def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluste
             assert_each_unavailable_quickly(lambda: store.switches("alice@example.net"), store.ping, store.ping)
         finally:
             own_cluster.start_server()
-        # Back by itself: no restart, no reopening the store.
-        deadline = time.monotonic() + FAIL_FAST
-        while True:
-            try:
-                assert store.switches("alice@example.net") == Switches(imap=True)
-                break
-            except StoreUnavailable:
-                assert time.monotonic() < deadline, "the store did not recover"
-                time.sleep(0.05)
+        wait_until_alice_reads(store, Switches(imap=True))
         store.ping()
     finally:
         store.close()
@@ -129,14 +133,7 @@ def test_a_server_that_stops_answering_costs_the_timeout_not_the_worker(
                 assert time.monotonic() - started < 1 + 0.5
         finally:
             own_cluster.resume()
-        deadline = time.monotonic() + FAIL_FAST
-        while True:
-            try:
-                assert store.switches("alice@example.net") == Switches(imap=True)
-                break
-            except StoreUnavailable:
-                assert time.monotonic() < deadline, "the store did not recover"
-                time.sleep(0.05)
+        wait_until_alice_reads(store, Switches(imap=True))
     finally:
         store.close()
 
