@@ -85,12 +85,12 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCl
         yield cluster
 
 
-def wait_until_alice_reads(store: Store, expected: Switches) -> None:
+def wait_until_reads(store: Store, expected: Switches, address: str = "alice@example.net") -> None:
     """Back by itself: no restart, no reopening the store."""
     deadline = time.monotonic() + FAIL_FAST
     while True:
         try:
-            assert store.switches("alice@example.net") == expected
+            assert store.switches(address) == expected
             return
         except StoreUnavailable:
             assert time.monotonic() < deadline, "the store did not recover"
@@ -107,7 +107,7 @@ def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluste
             assert_each_unavailable_quickly(lambda: store.switches("alice@example.net"), store.ping, store.ping)
         finally:
             own_cluster.start_server()
-        wait_until_alice_reads(store, Switches(imap=True))
+        wait_until_reads(store, Switches(imap=True))
         store.ping()
     finally:
         store.close()
@@ -133,7 +133,7 @@ def test_a_server_that_stops_answering_costs_the_timeout_not_the_worker(
                 assert time.monotonic() - started < 1 + 0.5
         finally:
             own_cluster.resume()
-        wait_until_alice_reads(store, Switches(imap=True))
+        wait_until_reads(store, Switches(imap=True))
     finally:
         store.close()
 
@@ -147,6 +147,96 @@ def test_a_nul_byte_never_reaches_libpq_where_it_would_cut_the_key_short(pg_dsn:
         store.update("alice@example.net", {"imap": True}, "t")
         with pytest.raises(ValueError, match="NUL"):
             store.switches("alice@example.net\0x")
+        assert store.switches("alice@example.net") == Switches(imap=True)
+    finally:
+        store.close()
+
+
+def test_a_rollback_after_psycopg_prepared_its_own_statements_leaves_lookups_working(pg_dsn: str) -> None:
+    """psycopg prepares a query it has run five times on a connection, and after any
+    ROLLBACK on that connection sends DEALLOCATE ALL: a lookup prepared by name would be
+    gone (found by the break pass); the unnamed statement is untouched."""
+    store = open_store(pg_dsn, pool_size=1)
+    try:
+        store.update("alice@example.net", {"imap": True}, "t")
+        assert store.switches("alice@example.net") == Switches(imap=True)
+        for _ in range(6):
+            store.get("alice@example.net")  # prepared by psycopg from the fifth run on
+
+        def rows() -> Iterator[tuple[str, Switches]]:
+            yield ("bob@example.net", Switches(imap=True))
+            raise RuntimeError("a bad row: the import rolls back")
+
+        with pytest.raises(RuntimeError):
+            store.import_switches(rows(), "t")
+        assert store.switches("alice@example.net") == Switches(imap=True)
+    finally:
+        store.close()
+
+
+STORE_OPERATIONS = {
+    "ping (/healthz)": lambda store: store.ping(),
+    "get (admin API GET)": lambda store: store.get("alice@example.net"),
+    "update (admin API PATCH)": lambda store: store.update("alice@example.net", {"pop": True}, "t"),
+    "reset (admin API DELETE)": lambda store: store.reset("bob@example.net"),
+}
+
+
+@pytest.mark.parametrize("operation", STORE_OPERATIONS.values(), ids=STORE_OPERATIONS.keys())
+def test_every_request_on_a_server_that_stops_answering_costs_the_timeout(
+    own_cluster: PostgresCluster, operation: Callable[[Store], object]
+) -> None:
+    """Not only the lookup: /healthz and the admin API ask the store too.  Without the
+    deadline a frozen server held the worker until gunicorn killed it (buffering) or a
+    thread for the whole freeze (gthread): found by the break pass for the ping."""
+    store = open_store(own_cluster.create_database("frozen_ops"), timeout=1)
+    try:
+        for address in ("alice@example.net", "bob@example.net", "carol@example.net"):
+            store.update(address, {"imap": True}, "t")
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                operation(store)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        own_cluster.pause()
+        try:
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            worker.join(1 + 0.5)
+            assert not worker.is_alive(), "the request waited on the frozen server past [store] timeout"
+        finally:
+            own_cluster.resume()
+        assert isinstance(outcome[0], StoreUnavailable)
+        # A write the frozen server had already received is applied when it wakes: the 503
+        # told the caller to try again, and a repeated PATCH or DELETE changes nothing more.
+        wait_until_reads(store, Switches(imap=True), "carol@example.net")
+    finally:
+        store.close()
+        with psycopg.connect(own_cluster.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("DROP DATABASE frozen_ops WITH (FORCE)")
+
+
+def test_a_table_gone_under_a_running_store_is_503_not_a_crash(pg_dsn: str) -> None:
+    """Someone renames or drops the accounts table: every request that needs it gets
+    StoreUnavailable (503 with Retry-After), never a 500 and never a guess; back when it is."""
+    store = open_store(pg_dsn)
+    try:
+        store.update("alice@example.net", {"imap": True}, "t")
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE accounts RENAME TO accounts_away")
+        try:
+            for operation in (*STORE_OPERATIONS.values(), lambda store: store.switches("alice@example.net")):
+                if operation is STORE_OPERATIONS["ping (/healthz)"]:
+                    continue  # SELECT 1 needs no table
+                with pytest.raises(StoreUnavailable, match="accounts"):
+                    operation(store)
+        finally:
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute("ALTER TABLE accounts_away RENAME TO accounts")
         assert store.switches("alice@example.net") == Switches(imap=True)
     finally:
         store.close()

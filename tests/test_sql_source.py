@@ -252,9 +252,7 @@ def test_the_sql_source_needs_a_postgresql_url(
         ),
     ],
 )
-def test_the_query_is_sent_with_numbered_parameters(
-    query: str, numbered_query: str, names: tuple[str, ...]
-) -> None:
+def test_the_query_is_sent_with_numbered_parameters(query: str, numbered_query: str, names: tuple[str, ...]) -> None:
     assert numbered(query) == (numbered_query, names)
 
 
@@ -321,3 +319,24 @@ def test_a_mail_database_that_stops_answering_costs_a_503_within_the_timeout(
         assert incoming(client, "alice@example.net") == ["imap"]
     finally:
         app.extensions["autoconfig"].store.close()
+
+
+def test_a_column_type_changed_in_the_mail_database_is_followed_at_once(pg_dsn: str) -> None:
+    """PostgreSQL refuses to run a prepared statement whose result type changed ("cached
+    plan must not change result type"): one prepared by name would be a 503 on every
+    connection until the pool replaced it (an hour; found by the break pass).  The
+    unnamed statement is planned at each call."""
+    from autoconfig.store import Switches
+    from autoconfig.store.sql import SQLSource
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE mailbox (username text PRIMARY KEY, imap int2, pop int2)")
+        conn.execute("INSERT INTO mailbox VALUES ('alice@example.net', 1, 0)")
+    source = SQLSource(pg_dsn, "SELECT imap, pop FROM mailbox WHERE username = %(address)s", pool_size=1)
+    try:
+        assert source.switches("alice@example.net") == Switches(imap=True)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE mailbox ALTER imap TYPE int4, ALTER pop TYPE int4")
+        assert source.switches("alice@example.net") == Switches(imap=True)
+    finally:
+        source.close()

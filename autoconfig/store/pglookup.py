@@ -25,8 +25,10 @@ classes, so the pool's handling of lost connections applies unchanged.
 
 from __future__ import annotations
 
+import re
 import select
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -48,9 +50,9 @@ class RowLookup:
         self.timeout = timeout
         self.what = what
 
-    def rows(self, conn: psycopg.Connection[Any], params: list[bytes], limit: int) -> list[Row]:
-        """At most ``limit`` rows of text values (``None`` for NULL)."""
-        if any(b"\0" in value for value in params):
+    def rows(self, conn: psycopg.Connection[Any], params: Sequence[bytes | None], limit: int) -> list[Row]:
+        """At most ``limit`` rows of text values (``None`` for NULL); a ``None`` parameter is NULL."""
+        if any(value is not None and b"\0" in value for value in params):
             # libpq reads a text parameter up to its first NUL: "a@b\0c" would be looked up as "a@b".
             # Addresses are validated long before this; a NUL here is a bug, never a lookup.
             raise ValueError(f"{self.what}: a NUL byte in a lookup parameter")
@@ -82,3 +84,22 @@ class RowLookup:
         if result is None:  # pragma: no cover - libpq returns a result for every query it sent
             raise psycopg.OperationalError(f"{self.what}: the server sent no result")
         return result
+
+
+def numbered(query: str) -> tuple[str, tuple[str, ...]]:
+    """``query`` with libpq's ``$1``-style parameters, and which parameter each number stands for.
+
+    The same rewriting psycopg applies to ``%(name)s`` (no SQL parsing: a
+    placeholder inside a string literal is a parameter there too).
+    """
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        name = match.group(1)
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    return re.sub(r"%%|%\((\w+)\)s", number, query), tuple(order)

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 
 from .base import Account, Change, Store, StoreError, StoreUnavailable, Switches, now
-from .pglookup import RowLookup
+from .pglookup import Row as TextRow
+from .pglookup import RowLookup, numbered
 from .pgpool import PgConnections
 from .rekey import DESCRIPTION, Merge, Row, plan, report
 
@@ -57,6 +59,9 @@ MIGRATIONS: tuple[tuple[int, str, str | Callable[[Conn], tuple[Merge, ...]]], ..
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 COLUMNS = "address, imap, imap_at, imap_by, pop, pop_at, pop_by"
+# The same, for rows read as text through libpq (pglookup.py): a stamp as seconds since the
+# epoch (exact to the microsecond), which reads the same whatever the session's DateStyle.
+TEXT_COLUMNS = "address, imap, extract(epoch FROM imap_at), imap_by, pop, extract(epoch FROM pop_at), pop_by"
 
 # One statement, so it is atomic per row.  A NULL parameter means "not in this change".
 UPDATE = f"""
@@ -77,7 +82,7 @@ ON CONFLICT (address) DO UPDATE SET
     pop_at = CASE WHEN %(pop)s::boolean <> a.pop THEN %(at)s::timestamptz ELSE a.pop_at END,
     pop_by = CASE WHEN %(pop)s::boolean <> a.pop THEN %(by)s::text ELSE a.pop_by END,
     pop = coalesce(%(pop)s::boolean, a.pop)
-RETURNING {COLUMNS}
+RETURNING {TEXT_COLUMNS}
 """
 
 # Rows arrive by COPY into a temporary table; the last row of an address wins, as in SQLite.
@@ -107,6 +112,7 @@ WHERE (a.imap, a.pop) IS DISTINCT FROM (excluded.imap, excluded.pop)
 """
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _domain(key: str) -> str:
@@ -115,6 +121,25 @@ def _domain(key: str) -> str:
 
 def _change(at: datetime | None, by: str | None) -> Change | None:
     return None if at is None else Change(at.astimezone(UTC), by or "")
+
+
+def _text_change(epoch: bytes | None, by: bytes | None) -> Change | None:
+    if epoch is None:
+        return None
+    at = EPOCH + timedelta(microseconds=int(Decimal(epoch.decode()) * 1_000_000))
+    return Change(at, "" if by is None else by.decode())
+
+
+def _text_account(row: TextRow) -> Account:
+    """An account from a row of ``TEXT_COLUMNS`` as libpq sends it."""
+    address, imap, imap_at, imap_by, pop, pop_at, pop_by = row
+    assert address is not None  # the primary key
+    return Account(
+        address=address.decode(),
+        switches=Switches(imap=imap == b"t", pop=pop == b"t"),
+        imap_changed=_text_change(imap_at, imap_by),
+        pop_changed=_text_change(pop_at, pop_by),
+    )
 
 
 def _account(row: tuple[Any, ...]) -> Account:
@@ -223,9 +248,18 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 2.0) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout)
-        self._lookup = RowLookup(
-            "SELECT imap, pop FROM accounts WHERE address = $1", timeout=timeout, what="PostgreSQL"
-        )
+
+        # Everything a request does goes through libpq with the [store] timeout deadline
+        # (pglookup.py); only the bulk work of the CLI (import, export) runs through psycopg.
+        def lookup(sql: str) -> RowLookup:
+            return RowLookup(sql, timeout=timeout, what="PostgreSQL")
+
+        self._lookup = lookup("SELECT imap, pop FROM accounts WHERE address = $1")
+        self._get_row = lookup(f"SELECT {TEXT_COLUMNS} FROM accounts WHERE address = $1")
+        update, self._update_names = numbered(UPDATE)
+        self._update_row = lookup(update)
+        self._delete_row = lookup("DELETE FROM accounts WHERE address = $1 RETURNING address")
+        self._select_1 = lookup("SELECT 1")
         self._migrated = False
         try:
             self._migrate()
@@ -249,7 +283,14 @@ class PostgresStore(Store):
     def _run(self, work: Any, *, retry: bool = True) -> Any:
         if not self._migrated:
             self._migrate()
-        return self._db.run(work, retry=retry)
+        try:
+            return self._db.run(work, retry=retry)
+        except psycopg.Error as exc:
+            # Not a lost connection (those are StoreUnavailable already) but the database
+            # refusing our own statements: the table dropped or altered under us.  No guess:
+            # a 503 for the requests it touches, and the reason in the log.
+            log.error("PostgreSQL store: the database refused a statement: %s", exc)
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
 
     def _switches(self, key: str) -> Switches | None:
         params = [key.encode()]
@@ -264,26 +305,31 @@ class PostgresStore(Store):
 
     def _get(self, key: str) -> Account | None:
         def work(conn: Conn) -> Account | None:
-            row = conn.execute(f"SELECT {COLUMNS} FROM accounts WHERE address = %s", (key,)).fetchone()
-            return None if row is None else _account(row)
+            rows = self._get_row.rows(conn, [key.encode()], 1)
+            return _text_account(rows[0]) if rows else None
 
         result: Account | None = self._run(work)
         return result
 
     def _update(self, key: str, changes: dict[str, bool], actor: str, at: datetime) -> Account:
-        params = {
-            "address": key,
-            "domain": _domain(key),
-            "imap": changes.get("imap"),
-            "pop": changes.get("pop"),
-            "at": at,
-            "by": actor,
+        def flag(name: str) -> bytes | None:
+            value = changes.get(name)
+            return None if value is None else (b"true" if value else b"false")
+
+        given = {
+            "address": key.encode(),
+            "domain": _domain(key).encode(),
+            "imap": flag("imap"),
+            "pop": flag("pop"),
+            "at": at.isoformat().encode(),
+            "by": actor.encode(),
         }
+        params = [given[name] for name in self._update_names]
 
         def work(conn: Conn) -> Account:
-            row = conn.execute(UPDATE, params).fetchone()
-            assert row is not None  # RETURNING of an upsert always yields the row
-            return _account(row)
+            rows = self._update_row.rows(conn, params, 1)
+            assert rows  # RETURNING of an upsert always yields the row
+            return _text_account(rows[0])
 
         # Retrying is safe: setting a switch to the value it already has changes nothing.
         result: Account = self._run(work)
@@ -291,7 +337,7 @@ class PostgresStore(Store):
 
     def _delete(self, key: str) -> bool:
         def work(conn: Conn) -> bool:
-            return conn.execute("DELETE FROM accounts WHERE address = %s", (key,)).rowcount > 0
+            return bool(self._delete_row.rows(conn, [key.encode()], 1))
 
         result: bool = self._run(work, retry=False)
         return result
@@ -325,7 +371,7 @@ class PostgresStore(Store):
         return result
 
     def _ping(self) -> None:
-        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        self._run(lambda conn: self._select_1.rows(conn, [], 1))
 
     def close(self) -> None:
         self._db.close()

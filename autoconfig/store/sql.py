@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from .base import StoreError, StoreUnavailable, Switches
-from .pglookup import RowLookup
+from .pglookup import RowLookup, numbered
 from .pgpool import PgConnections
 from .source import ReadOnlySource, address_parameters, check_parameters
 
@@ -71,25 +71,6 @@ def _flag(value: object, column: str) -> bool:
     raise StoreUnavailable(f"sql source: column {column} returned {type(value).__name__}; return a boolean or 0/1")
 
 
-def numbered(query: str) -> tuple[str, tuple[str, ...]]:
-    """``query`` with libpq's ``$1``-style parameters, and which parameter each number stands for.
-
-    The same rewriting psycopg applies to ``%(name)s`` (no SQL parsing: a
-    placeholder inside a string literal is a parameter there too).
-    """
-    order: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(0) == "%%":
-            return "%"
-        name = match.group(1)
-        if name not in order:
-            order.append(name)
-        return f"${order.index(name) + 1}"
-
-    return re.sub(r"%%|%\((\w+)\)s", number, query), tuple(order)
-
-
 class _Postgres:
     """The mail database on PostgreSQL: the libpq lookup with a deadline (pglookup.py) on the shared pool code."""
 
@@ -99,6 +80,7 @@ class _Postgres:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
         text, self._names = numbered(query)
         self._lookup = RowLookup(text, timeout=timeout, what="mail database")
+        self._ping = RowLookup("SELECT 1", timeout=timeout, what="mail database")
 
     def rows(self, params: dict[str, str]) -> list[tuple[Any, ...]]:
         values = [params[name].encode() for name in self._names]
@@ -116,7 +98,7 @@ class _Postgres:
         return self._db.run(work)
 
     def ping(self) -> None:
-        self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        self._db.run(lambda conn: self._ping.rows(conn, [], 1))
 
     def close(self) -> None:
         self._db.close()
