@@ -154,8 +154,8 @@ def test_a_nul_byte_never_reaches_libpq_where_it_would_cut_the_key_short(pg_dsn:
 
 def test_a_rollback_after_psycopg_prepared_its_own_statements_leaves_lookups_working(pg_dsn: str) -> None:
     """psycopg prepares a query it has run five times on a connection, and after any
-    ROLLBACK on that connection sends DEALLOCATE ALL: a lookup prepared by name would be
-    gone (found by the break pass); the unnamed statement is untouched."""
+    ROLLBACK on that connection sends DEALLOCATE ALL, which also drops the lookup's
+    statement (found by the break pass): the lookup prepares it again instead of failing."""
     store = open_store(pg_dsn, pool_size=1)
     try:
         store.update("alice@example.net", {"imap": True}, "t")

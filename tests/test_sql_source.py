@@ -323,9 +323,8 @@ def test_a_mail_database_that_stops_answering_costs_a_503_within_the_timeout(
 
 def test_a_column_type_changed_in_the_mail_database_is_followed_at_once(pg_dsn: str) -> None:
     """PostgreSQL refuses to run a prepared statement whose result type changed ("cached
-    plan must not change result type"): one prepared by name would be a 503 on every
-    connection until the pool replaced it (an hour; found by the break pass).  The
-    unnamed statement is planned at each call."""
+    plan must not change result type"), which was a 503 on every connection until the
+    pool replaced it (an hour; found by the break pass): it is prepared afresh."""
     from autoconfig.store import Switches
     from autoconfig.store.sql import SQLSource
 
