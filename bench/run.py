@@ -526,7 +526,9 @@ def peer(args: argparse.Namespace, work: Path, log: Path) -> list[Result]:
         ],
     }
     results = []
-    env = {"AUTOMX2_CONF": str(conf)}
+    # gunicorn's sync worker: the buffering worker is this package's, not installed beside automx2.
+    # It is the sync worker fed only complete requests, which wrk's requests always are.
+    env = {"AUTOMX2_CONF": str(conf), "AUTOCONFIG_WORKER_CLASS": "sync"}
     with gunicorn("automx2.server:app", env, log, python=python) as (pid, url):
         request = urllib.request.Request(
             url + "/initdb/",

@@ -31,8 +31,6 @@ import os
 import shutil
 import tempfile
 
-from autoconfig.worker import read_timeout
-
 bind = os.environ.get("AUTOCONFIG_BIND", "127.0.0.1:8080").split(",")
 workers = int(os.environ.get("AUTOCONFIG_WORKERS", multiprocessing.cpu_count() * 2 + 1))
 _WORKER_CLASSES = {"buffering": "autoconfig.worker.BufferingWorker"}
@@ -40,7 +38,13 @@ worker_class = os.environ.get("AUTOCONFIG_WORKER_CLASS", "buffering")
 worker_class = _WORKER_CLASSES.get(worker_class, worker_class)
 threads = int(os.environ.get("AUTOCONFIG_THREADS", "4")) if worker_class == "gthread" else 1
 # A request must have arrived in full this many seconds after its connection was accepted.
-_read_timeout = read_timeout(os.environ.get("AUTOCONFIG_READ_TIMEOUT"))
+# Only the buffering worker reads it; imported only then, so another app (the benchmark's
+# peer, in a virtualenv without this package's dependencies) can run under these settings.
+_read_timeout = None
+if worker_class == _WORKER_CLASSES["buffering"]:
+    from autoconfig.worker import read_timeout
+
+    _read_timeout = read_timeout(os.environ.get("AUTOCONFIG_READ_TIMEOUT"))
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
@@ -95,7 +99,8 @@ def on_starting(server):
 
 def post_fork(server, worker):
     """The read deadline for this worker (only the buffering worker has one)."""
-    worker.read_timeout = _read_timeout
+    if _read_timeout is not None:
+        worker.read_timeout = _read_timeout
 
 
 def child_exit(server, worker):
