@@ -339,3 +339,22 @@ def test_a_column_type_changed_in_the_mail_database_is_followed_at_once(pg_dsn: 
         assert source.switches("alice@example.net") == Switches(imap=True)
     finally:
         source.close()
+
+
+def test_a_latin1_mail_database_is_read_and_asked_in_its_own_encoding(postgres: PostgresCluster) -> None:
+    """The lookup sends UTF-8 bytes: the session asks the server to convert, so a mail
+    database kept in LATIN1 matches a non-ASCII local part as its own tools would."""
+    from autoconfig.store import Switches
+    from autoconfig.store.sql import SQLSource
+
+    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE mail_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    dsn = postgres.dsn("mail_latin1")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE mailbox (username text PRIMARY KEY, imap int2, pop int2)")
+        conn.execute("INSERT INTO mailbox VALUES ('jürgen@example.net', 1, 0)")
+    source = SQLSource(dsn, "SELECT imap, pop FROM mailbox WHERE username = %(address)s", pool_size=1)
+    try:
+        assert source.switches("jürgen@example.net") == Switches(imap=True)
+    finally:
+        source.close()
