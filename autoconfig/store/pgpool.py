@@ -38,6 +38,10 @@ STATEMENT_TIMEOUT_MS = 5000
 # While the database is known to be down, how long a request waits for a pooled connection.
 DOWN_WAIT = 0.05
 RECONNECT_TIMEOUT = 0.5
+# The libpq lookups (pglookup.py) send and read UTF-8 bytes; libpq's own default is the
+# database's encoding (LATIN1 in some older mail databases), where those bytes would be
+# compared as other text and psycopg's path (import, export) would read them differently.
+CLIENT_ENCODING = "UTF8"
 
 
 class PgConnections:
@@ -92,7 +96,11 @@ class PgConnections:
                         # a fresh attempt at once, instead of the pool sleeping through an
                         # exponential backoff while the database is already back.
                         reconnect_timeout=RECONNECT_TIMEOUT,
-                        kwargs={"autocommit": True, "connect_timeout": max(2, int(self.timeout))},
+                        kwargs={
+                            "autocommit": True,
+                            "connect_timeout": max(2, int(self.timeout)),
+                            "client_encoding": CLIENT_ENCODING,
+                        },
                         configure=self._configure,
                         name="autoconfig",
                         open=False,
@@ -104,7 +112,9 @@ class PgConnections:
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """A connection outside the pool, for one-off work at start (schema migration)."""
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(2, int(self.timeout)))
+            return psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(2, int(self.timeout)), client_encoding=CLIENT_ENCODING
+            )
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"{self.what}: {exc}") from exc
 

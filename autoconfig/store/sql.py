@@ -16,7 +16,8 @@ case), ``%(local_part)s`` and ``%(domain)s`` and returns one row of two
 columns, IMAP then POP.  No row means both off, like an unknown address.
 Several rows mean the query is too loose; a protocol is then offered only
 if every row enables it, since showing a disabled protocol is the one
-mistake this service must not make.
+mistake this service must not make.  More than ``MAX_ROWS`` rows is a 503
+(the rows past it are unread), as past the ldap source's sizelimit.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class _Postgres:
         values = [params[name].encode() for name in self._names]
 
         def work(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-            rows = self._lookup.rows(conn, values, MAX_ROWS)
+            rows = self._lookup.rows(conn, values, MAX_ROWS + 1)
             return [tuple(None if value is None else value.decode() for value in row) for row in rows]
 
         return self._db.run(work)
@@ -121,7 +122,7 @@ class _MySQL:
             cur = conn.cursor()
             try:
                 cur.execute(query, params)
-                return cur.fetchmany(MAX_ROWS) if fetch else len(cur.description or ())
+                return cur.fetchmany(MAX_ROWS + 1) if fetch else len(cur.description or ())
             finally:
                 cur.close()
 
@@ -193,6 +194,10 @@ class SQLSource(ReadOnlySource):
         except self._db.query_errors as exc:
             # The other system's schema changed under us: no guess, a 503 and a log line naming why.
             raise StoreUnavailable(f"mail database: the configured query (store.sql.query) failed: {exc}") from exc
+        if len(rows) > MAX_ROWS:
+            # Rows past the limit are unread, and any of them may turn a protocol off: no guess,
+            # as the ldap source does past its sizelimit.
+            raise StoreUnavailable(f"mail database: more than {MAX_ROWS} rows match one address; check store.sql.query")
         return self._every_match(
             rows, imap=lambda row: _flag(row[0], "1 (imap)"), pop=lambda row: _flag(row[1], "2 (pop)")
         )
