@@ -3,6 +3,9 @@ sql source's row limit got wrong, each against a real PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,6 +18,7 @@ from autoconfig.store.sql import MAX_ROWS, SQLSource
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 from tests.test_mysql_source import mysql_database, pg_database
+from tests.test_postgres_store import FAIL_FAST, wait_until_reads
 
 QUERY = "SELECT imap, pop FROM mailbox WHERE username = %(address)s"
 JOERG = "jörg@example.net"
@@ -80,3 +84,62 @@ def test_more_rows_than_the_sql_source_reads_is_no_partial_answer(
             source.switches(JOERG)
     finally:
         source.close()
+
+
+@pytest.fixture(scope="module")
+def frozen_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """A cluster this module may freeze without disturbing other tests."""
+    with PostgresCluster(tmp_path_factory.mktemp("pg-break19")) as cluster:
+        yield cluster
+
+
+def test_a_lost_connection_while_the_server_is_frozen_costs_a_503_not_a_hung_request(
+    frozen_cluster: PostgresCluster,
+) -> None:
+    # One pooled connection lost (its backend terminated: a restart, idle_session_timeout, a
+    # failover) and the server then not answering: the lost connection made the request run
+    # the pool's check() of every idle connection, a query with no deadline, on the request's
+    # own thread, which waited for as long as the server stayed frozen.
+    dsn = frozen_cluster.create_database("lost_then_frozen")
+    store = PostgresStore(dsn, timeout=1, pool_size=4)
+    try:
+        everyone = threading.Barrier(4)
+
+        def hold(conn: Any) -> None:
+            everyone.wait()  # four at once: the pool opens all four connections
+            time.sleep(0.2)
+
+        threads = [threading.Thread(target=store._db.run, args=(hold,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid() LIMIT 1"
+            )
+        time.sleep(0.2)
+        frozen_cluster.pause()
+        try:
+            for _ in range(4):  # each pooled connection in turn, the lost one among them
+                outcome: list[BaseException] = []
+
+                def lookup(outcome: list[BaseException] = outcome) -> None:
+                    try:
+                        store.switches("alice@example.net")
+                    except BaseException as exc:  # handed to the test thread
+                        outcome.append(exc)
+
+                started = time.monotonic()
+                request = threading.Thread(target=lookup, daemon=True)
+                request.start()
+                request.join(FAIL_FAST)
+                assert not request.is_alive(), "the request hung on the frozen server"
+                assert time.monotonic() - started < FAIL_FAST
+                assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable), outcome
+        finally:
+            frozen_cluster.resume()
+        wait_until_reads(store, Switches())
+    finally:
+        store.close()

@@ -64,11 +64,15 @@ class PgConnections:
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self.down = False  # set by a failure to reach the server, cleared by the next success
+        self._checking = threading.Lock()
+        self._check_done: threading.Event | None = None  # set when the last check of the idle connections ended
         forget_after_fork(self)
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's pool without touching its sockets."""
         self._lock = threading.Lock()
+        self._checking = threading.Lock()
+        self._check_done = None
         self._pool = None
         self.down = False
 
@@ -146,12 +150,37 @@ class PgConnections:
             except psycopg.OperationalError as exc:
                 if broken and attempt < attempts:
                     log.warning("%s: connection lost (%s); checking the pool and retrying once", self.what, exc)
-                    self.pool().check()
+                    self._check_idle(pool)
                     continue
                 if broken or isinstance(exc, PoolTimeout):
                     self.down = True
                 raise StoreUnavailable(f"{self.what}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_idle(self, pool: ConnectionPool) -> None:
+        """Discard every idle connection as dead as the one just lost, waiting at most ``timeout``.
+
+        The pool's ``check()`` sends each idle connection an empty query with no deadline: on a
+        server that lost one connection and does not answer on the others (frozen, a network
+        path dropping packets) it would hold the request for as long as that lasts.  It runs in
+        its own thread (one at a time); the request waits for it as long as a query may take,
+        which after a plain restart is milliseconds.
+        """
+        with self._checking:
+            done = self._check_done
+            if done is None or done.is_set():
+                done = self._check_done = threading.Event()
+
+                def check() -> None:
+                    try:
+                        pool.check()
+                    except Exception as exc:  # a closed pool: nothing left to check
+                        log.debug("%s: checking the idle connections failed: %s", self.what, exc)
+                    finally:
+                        done.set()
+
+                threading.Thread(target=check, name=f"{self.what} pool check", daemon=True).start()
+        done.wait(self.timeout)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
