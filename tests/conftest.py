@@ -158,6 +158,14 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresClust
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """A cluster of this test module's own, which its tests may stop, start or freeze
+    (``pause``) without disturbing any other module's."""
+    with PostgresCluster(tmp_path_factory.mktemp("own-postgres")) as cluster:
+        yield cluster
+
+
 _database_numbers = itertools.count(1)
 
 

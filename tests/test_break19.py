@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -86,21 +85,14 @@ def test_more_rows_than_the_sql_source_reads_is_no_partial_answer(
         source.close()
 
 
-@pytest.fixture(scope="module")
-def frozen_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
-    """A cluster this module may freeze without disturbing other tests."""
-    with PostgresCluster(tmp_path_factory.mktemp("pg-break19")) as cluster:
-        yield cluster
-
-
 def test_a_lost_connection_while_the_server_is_frozen_costs_a_503_not_a_hung_request(
-    frozen_cluster: PostgresCluster,
+    own_postgres: PostgresCluster,
 ) -> None:
     # One pooled connection lost (its backend terminated: a restart, idle_session_timeout, a
     # failover) and the server then not answering: the lost connection made the request run
     # the pool's check() of every idle connection, a query with no deadline, on the request's
     # own thread, which waited for as long as the server stayed frozen.
-    dsn = frozen_cluster.create_database("lost_then_frozen")
+    dsn = own_postgres.create_database("lost_then_frozen")
     store = PostgresStore(dsn, timeout=1, pool_size=4)
     try:
         everyone = threading.Barrier(4)
@@ -120,7 +112,7 @@ def test_a_lost_connection_while_the_server_is_frozen_costs_a_503_not_a_hung_req
                 " WHERE datname = current_database() AND pid <> pg_backend_pid() LIMIT 1"
             )
         time.sleep(0.2)
-        frozen_cluster.pause()
+        own_postgres.pause()
         try:
             for _ in range(4):  # each pooled connection in turn, the lost one among them
                 outcome: list[BaseException] = []
@@ -139,7 +131,7 @@ def test_a_lost_connection_while_the_server_is_frozen_costs_a_503_not_a_hung_req
                 assert time.monotonic() - started < FAIL_FAST
                 assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable), outcome
         finally:
-            frozen_cluster.resume()
+            own_postgres.resume()
         wait_until_reads(store, Switches())
     finally:
         store.close()

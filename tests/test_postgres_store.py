@@ -78,13 +78,6 @@ def test_an_unreachable_server_is_unavailable_within_seconds() -> None:
         store.close()
 
 
-@pytest.fixture(scope="module")
-def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
-    """A cluster this module may stop and start without disturbing other tests."""
-    with PostgresCluster(tmp_path_factory.mktemp("pg-outage")) as cluster:
-        yield cluster
-
-
 def wait_until_reads(store: Store, expected: Switches, address: str = "alice@example.net") -> None:
     """Back by itself: no restart, no reopening the store."""
     deadline = time.monotonic() + FAIL_FAST
@@ -97,16 +90,16 @@ def wait_until_reads(store: Store, expected: Switches, address: str = "alice@exa
             time.sleep(0.05)
 
 
-def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluster, tmp_path: Path) -> None:
-    dsn = own_cluster.create_database("outage")
+def test_the_store_resumes_by_itself_after_an_outage(own_postgres: PostgresCluster, tmp_path: Path) -> None:
+    dsn = own_postgres.create_database("outage")
     store = open_store(dsn, timeout=1)
     try:
         store.update("alice@example.net", {"imap": True}, "t")
-        own_cluster.stop_server()
+        own_postgres.stop_server()
         try:
             assert_each_unavailable_quickly(lambda: store.switches("alice@example.net"), store.ping, store.ping)
         finally:
-            own_cluster.start_server()
+            own_postgres.start_server()
         wait_until_reads(store, Switches(imap=True))
         store.ping()
     finally:
@@ -114,16 +107,16 @@ def test_the_store_resumes_by_itself_after_an_outage(own_cluster: PostgresCluste
 
 
 def test_a_server_that_stops_answering_costs_the_timeout_not_the_worker(
-    own_cluster: PostgresCluster, tmp_path: Path
+    own_postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     """A frozen server accepts the query and never answers: each lookup gives up after
     ``[store] timeout``, and the store answers again once the server does."""
-    dsn = own_cluster.create_database("frozen")
+    dsn = own_postgres.create_database("frozen")
     store = open_store(dsn, timeout=1)
     try:
         store.update("alice@example.net", {"imap": True}, "t")
         assert store.switches("alice@example.net") == Switches(imap=True)
-        own_cluster.pause()
+        own_postgres.pause()
         try:
             # The first waits on its connection; the next on the pool, which cannot reconnect either.
             for says in ("no answer within 1 s", "PostgreSQL"):
@@ -132,7 +125,7 @@ def test_a_server_that_stops_answering_costs_the_timeout_not_the_worker(
                     store.switches("alice@example.net")
                 assert time.monotonic() - started < 1 + 0.5
         finally:
-            own_cluster.resume()
+            own_postgres.resume()
         wait_until_reads(store, Switches(imap=True))
     finally:
         store.close()
@@ -184,12 +177,12 @@ STORE_OPERATIONS = {
 
 @pytest.mark.parametrize("operation", STORE_OPERATIONS.values(), ids=STORE_OPERATIONS.keys())
 def test_every_request_on_a_server_that_stops_answering_costs_the_timeout(
-    own_cluster: PostgresCluster, operation: Callable[[Store], object]
+    own_postgres: PostgresCluster, operation: Callable[[Store], object]
 ) -> None:
     """Not only the lookup: /healthz and the admin API ask the store too.  Without the
     deadline a frozen server held the worker until gunicorn killed it (buffering) or a
     thread for the whole freeze (gthread): found by the break pass for the ping."""
-    store = open_store(own_cluster.create_database("frozen_ops"), timeout=1)
+    store = open_store(own_postgres.create_database("frozen_ops"), timeout=1)
     try:
         for address in ("alice@example.net", "bob@example.net", "carol@example.net"):
             store.update(address, {"imap": True}, "t")
@@ -202,21 +195,21 @@ def test_every_request_on_a_server_that_stops_answering_costs_the_timeout(
             except BaseException as exc:
                 outcome.append(exc)
 
-        own_cluster.pause()
+        own_postgres.pause()
         try:
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             worker.join(1 + 0.5)
             assert not worker.is_alive(), "the request waited on the frozen server past [store] timeout"
         finally:
-            own_cluster.resume()
+            own_postgres.resume()
         assert isinstance(outcome[0], StoreUnavailable)
         # A write the frozen server had already received is applied when it wakes: the 503
         # told the caller to try again, and a repeated PATCH or DELETE changes nothing more.
         wait_until_reads(store, Switches(imap=True), "carol@example.net")
     finally:
         store.close()
-        with psycopg.connect(own_cluster.dsn("postgres"), autocommit=True) as conn:
+        with psycopg.connect(own_postgres.dsn("postgres"), autocommit=True) as conn:
             conn.execute("DROP DATABASE frozen_ops WITH (FORCE)")
 
 

@@ -280,17 +280,10 @@ def test_parameters_used_twice_literal_percent_and_column_types(
         app.extensions["autoconfig"].store.close()
 
 
-@pytest.fixture(scope="module")
-def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
-    """A cluster this module may freeze without disturbing other tests."""
-    with PostgresCluster(tmp_path_factory.mktemp("pg-frozen-source")) as cluster:
-        yield cluster
-
-
 def test_a_mail_database_that_stops_answering_costs_a_503_within_the_timeout(
-    own_cluster: PostgresCluster, config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+    own_postgres: PostgresCluster, config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
 ) -> None:
-    dsn = own_cluster.create_database("mail")
+    dsn = own_postgres.create_database("mail")
     with psycopg.connect(dsn) as conn:
         conn.execute(MAILBOX)
         conn.execute(
@@ -302,7 +295,7 @@ def test_a_mail_database_that_stops_answering_costs_a_503_within_the_timeout(
     try:
         client = app.test_client()
         assert incoming(client, "alice@example.net") == ["imap"]
-        own_cluster.pause()
+        own_postgres.pause()
         try:
             started = time.monotonic()
             response = client.get(DOC + "alice@example.net")
@@ -311,7 +304,7 @@ def test_a_mail_database_that_stops_answering_costs_a_503_within_the_timeout(
             assert b"imap.example.net" not in response.data
             assert time.monotonic() - started < 1 + 0.5
         finally:
-            own_cluster.resume()
+            own_postgres.resume()
         deadline = time.monotonic() + 10
         while (response := client.get(DOC + "alice@example.net")).status_code == 503:
             assert time.monotonic() < deadline, "the source did not recover"
@@ -337,24 +330,5 @@ def test_a_column_type_changed_in_the_mail_database_is_followed_at_once(pg_dsn: 
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute("ALTER TABLE mailbox ALTER imap TYPE int4, ALTER pop TYPE int4")
         assert source.switches("alice@example.net") == Switches(imap=True)
-    finally:
-        source.close()
-
-
-def test_a_latin1_mail_database_is_read_and_asked_in_its_own_encoding(postgres: PostgresCluster) -> None:
-    """The lookup sends UTF-8 bytes: the session asks the server to convert, so a mail
-    database kept in LATIN1 matches a non-ASCII local part as its own tools would."""
-    from autoconfig.store import Switches
-    from autoconfig.store.sql import SQLSource
-
-    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE mail_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-    dsn = postgres.dsn("mail_latin1")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE mailbox (username text PRIMARY KEY, imap int2, pop int2)")
-        conn.execute("INSERT INTO mailbox VALUES ('jürgen@example.net', 1, 0)")
-    source = SQLSource(dsn, "SELECT imap, pop FROM mailbox WHERE username = %(address)s", pool_size=1)
-    try:
-        assert source.switches("jürgen@example.net") == Switches(imap=True)
     finally:
         source.close()

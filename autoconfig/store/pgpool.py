@@ -78,9 +78,6 @@ class PgConnections:
 
     def _configure(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-        # The lookups (pglookup.py) send and read text as UTF-8 bytes themselves: whatever the
-        # database's own encoding (a mail database may be LATIN1), the server converts.
-        conn.execute("SET client_encoding = 'UTF8'")
         if self.read_only:
             # The mail database is another system's: even a mistaken query cannot write to it.
             conn.execute("SET default_transaction_read_only = on")
