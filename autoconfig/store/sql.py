@@ -38,6 +38,7 @@ from .source import ReadOnlySource, address_parameters, check_parameters
 log = logging.getLogger(__name__)
 
 MAX_ROWS = 50
+READ_ROWS = MAX_ROWS + 1  # what the drivers read: one more tells "too many" from "exactly the limit"
 _TRUE_TEXT = {"1", "t", "true", "y", "yes", "on"}
 _FALSE_TEXT = {"", "0", "f", "false", "n", "no", "off"}
 
@@ -79,6 +80,7 @@ class _Postgres:
 
     def __init__(self, url: str, query: str, *, pool_size: int, timeout: float) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
+        self._query = query
         text, self._names = numbered(query)
         self._lookup = RowLookup(text, timeout=timeout, what="mail database")
         self._ping = RowLookup("SELECT 1", timeout=timeout, what="mail database")
@@ -87,14 +89,14 @@ class _Postgres:
         values = [params[name].encode() for name in self._names]
 
         def work(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-            rows = self._lookup.rows(conn, values, MAX_ROWS + 1)
+            rows = self._lookup.rows(conn, values, READ_ROWS)
             return [tuple(None if value is None else value.decode() for value in row) for row in rows]
 
         return self._db.run(work)
 
-    def width(self, query: str, params: dict[str, str]) -> int:
+    def width(self, params: dict[str, str]) -> int:
         def work(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
-            return len(conn.execute(query, params).description or ())
+            return len(conn.execute(self._query, params).description or ())
 
         return self._db.run(work)
 
@@ -122,7 +124,7 @@ class _MySQL:
             cur = conn.cursor()
             try:
                 cur.execute(query, params)
-                return cur.fetchmany(MAX_ROWS + 1) if fetch else len(cur.description or ())
+                return cur.fetchmany(READ_ROWS) if fetch else len(cur.description or ())
             finally:
                 cur.close()
 
@@ -131,8 +133,8 @@ class _MySQL:
     def rows(self, params: dict[str, str]) -> list[tuple[Any, ...]]:
         return list(self._execute(self._query, params, fetch=True))
 
-    def width(self, query: str, params: dict[str, str]) -> int:
-        return int(self._execute(query, params, fetch=False))
+    def width(self, params: dict[str, str]) -> int:
+        return int(self._execute(self._query, params, fetch=False))
 
     def ping(self) -> None:
         self._execute("SELECT 1", {}, fetch=True)
@@ -182,7 +184,7 @@ class SQLSource(ReadOnlySource):
     def _check_shape(self) -> None:
         """Run the query once for a non-existent address: a typo fails the start, not a client."""
         try:
-            columns = self._db.width(self.query, address_parameters("nobody@autoconfig.invalid"))
+            columns = self._db.width(address_parameters("nobody@autoconfig.invalid"))
         except self._db.query_errors as exc:
             raise StoreError(f"store.sql.query: the mail database rejects the query: {exc}") from None
         if columns != 2:
