@@ -1,4 +1,4 @@
-"""A throw-away MariaDB 10.11 server on a loopback port.
+"""A throw-away MariaDB server (Debian 12: 10.11, Debian 13: 11.8) on a loopback port.
 
 ``mariadb-install-db`` makes a data directory in a fresh ``tempfile.mkdtemp()``
 directory under ``/tmp`` (a Unix socket path must stay under 108 bytes, which

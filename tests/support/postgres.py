@@ -1,4 +1,4 @@
-"""A throw-away PostgreSQL 15 cluster on a loopback port.
+"""A throw-away PostgreSQL cluster on a loopback port: the installed major version (Debian 12: 15, Debian 13: 17).
 
 ``initdb`` and ``postgres`` refuse to run as root. Under root (as in CI)
 both run as the ``postgres`` system user that the Debian package creates,
@@ -17,6 +17,7 @@ Durability is switched off (``fsync``, ``synchronous_commit``,
 ``full_page_writes``): a crash loses a test database, which costs nothing.
 """
 
+import functools
 import os
 import pathlib
 import shutil
@@ -28,7 +29,20 @@ from psycopg import sql
 
 from tests.support.ports import DataServer, freeze_tree, run_setup, thaw
 
-PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
+
+@functools.cache
+def pg_bin() -> pathlib.Path:
+    """The server binaries of the newest PostgreSQL the Debian package installed, as
+    ``pg_ctlcluster`` would pick; ``/usr/lib/postgresql/<major>/bin`` holds each."""
+    found = sorted(
+        (path for path in pathlib.Path("/usr/lib/postgresql").glob("*/bin") if path.parent.name.isdigit()),
+        key=lambda path: int(path.parent.name),
+    )
+    if not found:
+        raise RuntimeError("no PostgreSQL server in /usr/lib/postgresql/*/bin (Debian package postgresql)")
+    return found[-1]
+
+
 SUPERUSER = "postgres"
 
 
@@ -86,7 +100,7 @@ class PostgresCluster(DataServer):
                 shutil.chown(path, self._run_as, self._run_as)
         run_setup(
             [
-                str(PG_BIN / "initdb"),
+                str(pg_bin() / "initdb"),
                 f"--pgdata={directory / 'data'}",
                 f"--username={SUPERUSER}",
                 "--auth=trust",
@@ -112,7 +126,7 @@ class PostgresCluster(DataServer):
         }
         self._launch(
             [
-                str(PG_BIN / "postgres"),
+                str(pg_bin() / "postgres"),
                 f"-D{self._dir / 'data'}",
                 *(f"--{name}={value}" for name, value in settings.items()),
             ],

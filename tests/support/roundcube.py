@@ -1,4 +1,4 @@
-"""Debian's Roundcube 1.6 on PHP-FPM behind nginx, with the repository's plugin.
+"""Debian's Roundcube 1.6 on PHP-FPM (Debian 12: PHP 8.2, Debian 13: 8.4) behind nginx, with the repository's plugin.
 
 The Debian package installs Roundcube under ``/var/lib/roundcube`` (symlinks
 into ``/usr/share/roundcube``) with its config in ``/etc/roundcube``.  This
@@ -17,6 +17,7 @@ options (:meth:`RoundcubeServer.configure`) between two requests.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import secrets
@@ -34,10 +35,22 @@ PLUGIN = ROOT / "roundcube-plugin" / "autoconfig_mail_programs"
 PLUGIN_NAME = PLUGIN.name
 PACKAGE_ROOT = Path("/var/lib/roundcube")
 PACKAGE_CONFIG = Path("/etc/roundcube")
-PHP_FPM = "/usr/sbin/php-fpm8.2"
 NGINX = "/usr/sbin/nginx"
 POOL_USER = "www-data"
 START_TIMEOUT = 15.0
+
+
+@functools.cache
+def php_fpm() -> str:
+    """The FPM binary of the PHP the ``php-fpm`` package pulled in (``php-fpm8.2``, ``php-fpm8.4``):
+    Debian names it by version, and only one PHP is installed at a time here."""
+    found = sorted(
+        Path("/usr/sbin").glob("php-fpm[0-9]*.[0-9]*"),
+        key=lambda path: tuple(int(part) for part in path.name.removeprefix("php-fpm").split(".") if part.isdigit()),
+    )
+    if not found:
+        raise RuntimeError("no PHP-FPM in /usr/sbin (Debian package php-fpm)")
+    return str(found[-1])
 
 
 def php_value(value: Any) -> str:
@@ -219,7 +232,7 @@ php_admin_value[memory_limit] = 128M
         )
         with (self.workdir / "php-fpm.stderr").open("ab") as stderr:
             proc = subprocess.Popen(
-                [PHP_FPM, "--nodaemonize", "--fpm-config", str(conf)],
+                [php_fpm(), "--nodaemonize", "--fpm-config", str(conf)],
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=subprocess.STDOUT,

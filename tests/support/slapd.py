@@ -1,4 +1,4 @@
-"""A throw-away OpenLDAP 2.5 ``slapd`` on a loopback port, with an iRedMail-shaped schema.
+"""A throw-away OpenLDAP ``slapd`` (Debian 12: 2.5, Debian 13: 2.6) on a loopback port, with an iRedMail-shaped schema.
 
 The server reads a generated ``slapd.conf`` (core, cosine, inetorgperson and
 the small test schema below) with one MDB database under ``dc=example,dc=net``,
