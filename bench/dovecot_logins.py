@@ -5,7 +5,7 @@
 
 Two Dovecot instances run side by side on loopback, alike in everything
 (passwd-file passdb, static userdb, maildirs, tests/support/dovecot.py)
-but one: the second carries the shipped snippet config/dovecot-auth-policy.conf
+but one: the second carries the shipped snippet config/dovecot-2.3-auth-policy.conf
 as an admin would install it (only the URL, the secret and the nonce
 filled in), pointing at autoconfig under gunicorn with the production
 settings (config/gunicorn.conf.py, 2 sync workers) on a SQLite store.

@@ -1,6 +1,6 @@
 """The switch enforced at login: a real Dovecot asks the real gunicorn service.
 
-Dovecot runs the shipped config/dovecot-auth-policy.conf verbatim, except
+Dovecot runs the shipped config/dovecot-2.3-auth-policy.conf verbatim, except
 for the URL, the secret, the nonce and auth_policy_reject_on_fail, so these
 tests also prove the snippet an admin copies.  Users log in with Python's
 imaplib and poplib; switches change through the admin API, as the webmail
@@ -29,7 +29,7 @@ from tests.support.dovecot import DovecotServer
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.ports import free_port
 
-SNIPPET = ROOT / "config" / "dovecot-auth-policy.conf"
+SNIPPET = ROOT / "config" / "dovecot-2.3-auth-policy.conf"
 HEADER = "X-Autoconfig-Policy-Key"
 SECRET = "e2e-dovecot-policy-secret-0123456789"
 PASSWORD = "correct horse"

@@ -9,7 +9,7 @@ The parts, all started here on loopback:
 
 - Debian's Roundcube 1.6 on PHP-FPM behind nginx, with this repository's
   plugin (roundcube-plugin/autoconfig_mail_programs);
-- Dovecot 2.3 with the shipped config/dovecot-auth-policy.conf and
+- Dovecot 2.3 with the shipped config/dovecot-2.3-auth-policy.conf and
   ``login_trusted_networks`` set to the webmail's host, so Roundcube can
   forward its user's address through IMAP ID;
 - this service under gunicorn, with ``[dovecot] webmail_networks``;

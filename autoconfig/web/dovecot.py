@@ -6,7 +6,7 @@ with ``?command=allow`` (a check that may refuse the login) and
 twice, before and after verifying the password, and the two requests are
 identical (Dovecot builds both without the ``success`` field), so this
 endpoint cannot tell them apart.  The shipped snippet
-(config/dovecot-auth-policy.conf) therefore turns the before-auth check
+(config/dovecot-2.3-auth-policy.conf) therefore turns the before-auth check
 off: every ``allow`` that reaches us comes after a correct password, and a
 stranger guessing passwords never sees an answer that depends on the
 account.
