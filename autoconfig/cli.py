@@ -13,6 +13,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING
 import click
 
 from . import create_service
+from . import dovecot_snippet as snippet
 from .address import Address, AddressError, normalise_domain, parse_address
-from .config import Config, ConfigError, load
+from .config import ENV_DOVECOT_HEADER, Config, ConfigError, load
 from .dns import make_resolver
 from .dns import records as dns_records_mod
 from .dns.check import check_domains
@@ -498,3 +500,77 @@ def dns_check(ctx: Context, domains: tuple[str, ...], nameserver: str | None, po
         sys.exit(EXIT_FINDINGS)
     if findings:
         sys.exit(EXIT_COULD_NOT_CHECK)
+
+
+# -- dovecot --------------------------------------------------------------------
+
+
+@main.group("dovecot")
+def dovecot_group() -> None:
+    """Dovecot's side of the login gate."""
+
+
+@dovecot_group.command("snippet")
+@click.option(
+    "--dovecot-version",
+    "version",
+    metavar="VERSION",
+    help="Write for this Dovecot (2.3 or 2.4, or a full version) instead of the one installed here.",
+)
+@click.option(
+    "--url",
+    help="This service as Dovecot reaches it, e.g. http://10.0.0.11:8080 "
+    "(default: the first address of $AUTOCONFIG_BIND, else 127.0.0.1:8080).",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file (mode 0640), not stdout.")
+@pass_context
+def dovecot_snippet(ctx: Context, version: str | None, url: str | None, out: str | None) -> None:
+    """Print the auth-policy config for Dovecot, filled in with this service's URL and [dovecot] api_header.
+
+    Dovecot 2.3 and 2.4 need different files; without --dovecot-version the
+    installed Dovecot's version (`dovecot --version`) chooses.  A version
+    without a shipped snippet is refused.
+    """
+    config = _load_config(ctx)
+    try:
+        series = snippet.series_of(version if version is not None else snippet.installed_version())
+        if config.dovecot is None:
+            raise snippet.SnippetError(
+                f"{config.source}: [dovecot] api_header is not set (nor ${ENV_DOVECOT_HEADER}); "
+                "add it first (config/reference.toml), the snippet carries the same line"
+            )
+        header = snippet.check_header(config.dovecot.header, config.dovecot.secret)
+        target = snippet.policy_url(url) if url is not None else snippet.url_from_bind(_bind())
+        made_from = f"${ENV_DOVECOT_HEADER}" if os.environ.get(ENV_DOVECOT_HEADER) else str(config.source)
+        written = snippet.render(series, target, header, made_from)
+    except snippet.SnippetError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not config.dovecot.webmail_networks:
+        click.echo(
+            f"warning: {config.source}: [dovecot] webmail_networks is empty: with this snippet in Dovecot, "
+            "customers who have not turned IMAP on cannot sign in to the webmail either",
+            err=True,
+        )
+    if out is None:
+        click.echo(written.text, nl=False)
+        return
+    _write_private(Path(out), written.text)
+    click.echo(f"{out}: Dovecot {written.series} snippet written; run `doveadm reload`", err=True)
+
+
+def _bind() -> str:
+    return os.environ.get("AUTOCONFIG_BIND", "") or "127.0.0.1:8080"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` whole, never readable by others, even for a moment (it holds the secret)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o640)
+            handle.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise click.ClickException(f"{path}: {exc.strerror or exc}") from None

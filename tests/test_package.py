@@ -145,6 +145,22 @@ def test_the_wheel_carries_the_package_templates_and_static_files_and_nothing_el
         for path in (ROOT / folder).iterdir():
             assert f"{folder}/{path.name}" in shipped
     assert "web/setup.py" in shipped
+    for series in ("2.3", "2.4"):
+        assert f"snippets/dovecot-{series}-auth-policy.conf" in shipped
+
+
+@pytest.mark.parametrize("series", ["2.3", "2.4"])
+def test_the_installed_command_prints_the_dovecot_snippet_from_the_wheel(installed: Installed, series: str) -> None:
+    header = "X-Autoconfig-Policy-Key: installed-wheel-0123456789"
+    result = installed.run(
+        installed.command, "--config", DEMO_CONFIG, "dovecot", "snippet", "--dovecot-version", series,
+        AUTOCONFIG_DOVECOT_API_HEADER=header,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"auth_policy_server_api_header = {header}\n" in result.stdout
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        shipped = wheel.read(f"autoconfig/snippets/dovecot-{series}-auth-policy.conf").decode()
+    assert shipped.splitlines()[0] in result.stdout.splitlines()
 
 
 def test_the_installed_package_is_the_one_in_the_new_virtualenv(installed: Installed) -> None:

@@ -1,0 +1,236 @@
+"""`autoconfig dovecot snippet`: the Dovecot side of the gate, for the Dovecot installed, filled in.
+
+The printed file is read back by the real ``doveconf`` of this machine
+(Dovecot 2.3 on Debian 12, 2.4 on Debian 13), which must see this service's
+URL and the very header line of its config, and no password hash among the
+attributes it would send.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from autoconfig import dovecot_snippet
+from autoconfig.cli import main
+
+HEADER = "X-Autoconfig-Policy-Key: 0123456789abcdef-snippet+/="
+ROOT = Path(__file__).resolve().parent.parent
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def run(config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]) -> Run:
+    config_data["dovecot"] = {"api_header": HEADER, "webmail_networks": ["127.0.0.9/32"]}
+    path = write_config(config_data)
+
+    def invoke(*args: str, **env: str) -> Result:
+        environment = {"AUTOCONFIG_BIND": "", "AUTOCONFIG_DOVECOT_API_HEADER": ""} | env
+        return CliRunner().invoke(main, ["--config", str(path), "dovecot", "snippet", *args], env=environment)
+
+    return invoke
+
+
+def installed_dovecot() -> str:
+    return subprocess.run(["dovecot", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def settings(text: str) -> dict[str, str]:
+    """The top-level ``name = value`` lines, as the command writes them."""
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r"^(auth_policy_\w+) = (.*)$", line)
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def doveconf(snippet: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``doveconf -P`` of a config that includes only ``snippet`` (plus 2.4's mandatory first lines)."""
+    version = installed_dovecot().split()[0].split("-")[0]
+    main_config = tmp_path / "dovecot.conf"
+    first = "" if version.startswith("2.3") else f"dovecot_config_version = {version}\n"
+    first += "" if version.startswith("2.3") else f"dovecot_storage_version = {version}\n"
+    main_config.write_text(f"{first}!include {snippet}\n")
+    return subprocess.run(["doveconf", "-c", str(main_config), "-P"], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("version", "series"),
+    [
+        ("2.3.19.1 (9b53102964)", "2.3"),  # Debian 12's dovecot --version
+        ("2.4.1-4 (7d8c0e5759)", "2.4"),  # Debian 13's
+        ("2.3", "2.3"),
+        ("2.4.2", "2.4"),
+    ],
+)
+def test_a_version_chooses_its_series_snippet(version: str, series: str) -> None:
+    assert dovecot_snippet.series_of(version) == series
+    assert dovecot_snippet.snippet_file(series).name == f"dovecot-{series}-auth-policy.conf"
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        ("2.2.36", "Dovecot 2.2 is not a version this service has a snippet for (it has 2.3 and 2.4)"),
+        ("2.5.0", "Dovecot 2.5 is not a version this service has a snippet for (it has 2.3 and 2.4)"),
+        ("3.0", "Dovecot 3.0 is not a version this service has a snippet for"),
+        ("two point four", "'two point four' is not a Dovecot version such as 2.3 or 2.4"),
+        ("", "'' is not a Dovecot version such as 2.3 or 2.4"),
+    ],
+)
+def test_a_version_without_a_snippet_is_refused_by_name(run: Run, version: str, says: str) -> None:
+    result = run("--dovecot-version", version)
+    assert result.exit_code == 1
+    assert says in result.output
+    assert "auth_policy" not in result.output
+
+
+@pytest.mark.parametrize("series", sorted(dovecot_snippet.SNIPPETS))
+def test_the_shipped_file_is_printed_with_url_header_and_nonce_filled_in(run: Run, series: str) -> None:
+    result = run("--dovecot-version", series, "--url", "http://10.0.0.11:8080")
+    assert result.exit_code == 0, result.output
+    shipped = (ROOT / "config" / f"dovecot-{series}-auth-policy.conf").read_text()
+    values = settings(result.stdout)
+    assert values["auth_policy_server_url"] == "http://10.0.0.11:8080/dovecot/auth-policy"
+    assert values["auth_policy_server_api_header"] == HEADER
+    assert "replace-with" not in "\n".join(f"{k} = {v}" for k, v in values.items())
+    # Every other setting exactly as shipped: the file in the repository is the file Dovecot gets.
+    for name, value in settings(shipped).items():
+        if name not in ("auth_policy_server_url", "auth_policy_server_api_header", "auth_policy_hash_nonce"):
+            assert values[name] == value
+    assert set(values) == set(settings(shipped))
+    assert f"for Dovecot {series} from dovecot-{series}-auth-policy.conf" in result.stdout
+
+
+def test_without_a_version_the_installed_dovecot_chooses_and_its_doveconf_reads_it(run: Run, tmp_path: Path) -> None:
+    result = run()
+    assert result.exit_code == 0, result.output
+    series = dovecot_snippet.series_of(installed_dovecot())
+    assert f"for Dovecot {series} from" in result.stdout
+    snippet = tmp_path / "95-autoconfig-policy.conf"
+    snippet.write_text(result.stdout)
+    read = doveconf(snippet, tmp_path)
+    assert read.returncode == 0, read.stderr
+    assert "auth_policy_server_url = http://127.0.0.1:8080/dovecot/auth-policy" in read.stdout
+    assert f"auth_policy_server_api_header = {HEADER}" in read.stdout
+    assert "hashed_password" not in read.stdout and "pwhash" not in read.stdout
+
+
+@pytest.mark.parametrize(
+    ("bind", "url"),
+    [
+        ("", "http://127.0.0.1:8080/dovecot/auth-policy"),
+        ("127.0.0.1:8081", "http://127.0.0.1:8081/dovecot/auth-policy"),
+        ("0.0.0.0:9000", "http://127.0.0.1:9000/dovecot/auth-policy"),
+        ("[::]:9000,127.0.0.1:9001", "http://[::1]:9000/dovecot/auth-policy"),
+        ("10.0.0.11:8080", "http://10.0.0.11:8080/dovecot/auth-policy"),
+    ],
+)
+def test_the_url_defaults_to_where_gunicorn_listens(run: Run, bind: str, url: str) -> None:
+    result = run("--dovecot-version", "2.3", AUTOCONFIG_BIND=bind)
+    assert result.exit_code == 0, result.output
+    assert settings(result.stdout)["auth_policy_server_url"] == url
+
+
+@pytest.mark.parametrize(
+    ("url", "written"),
+    [
+        ("http://10.0.0.11:8080/", "http://10.0.0.11:8080/dovecot/auth-policy"),
+        ("https://policy.internal/dovecot/auth-policy", "https://policy.internal/dovecot/auth-policy"),
+        ("http://10.0.0.11/prefix", "http://10.0.0.11/prefix/dovecot/auth-policy"),
+    ],
+)
+def test_a_url_given_is_the_service_as_dovecot_reaches_it(run: Run, url: str, written: str) -> None:
+    result = run("--dovecot-version", "2.4", "--url", url)
+    assert result.exit_code == 0, result.output
+    assert settings(result.stdout)["auth_policy_server_url"] == written
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("ftp://10.0.0.11/", "must be an http:// or https:// URL with a host"),
+        ("http:///dovecot", "must be an http:// or https:// URL with a host"),
+        ("http://10.0.0.11/?command=allow", "no user, query or fragment"),
+        ("http://user:pw@10.0.0.11/", "no user, query or fragment"),
+        ("http://10.0.0.11:99999/", "the port is not a number from 1 to 65535"),
+        ("http://10.0.0.11/ x", "without spaces or control characters"),
+        ("http://10.0.0.11/\nauth_policy_reject_on_fail = yes", "without spaces or control characters"),
+        ("http://10.0.0.11/#x", "must not contain any of"),
+        ("http://10.0.0.11/%{user}", "must not contain any of"),
+    ],
+)
+def test_a_url_dovecot_could_not_use_is_refused(run: Run, url: str, says: str) -> None:
+    result = run("--dovecot-version", "2.4", "--url", url)
+    assert result.exit_code == 1
+    assert says in result.output
+    assert "auth_policy_reject_on_fail = yes" not in result.output.replace(repr(url), "")
+
+
+@pytest.mark.parametrize("bind", ["unix:/run/autoconfig.sock", "fd://3", "nonsense"])
+def test_a_bind_dovecot_cannot_reach_asks_for_the_url(run: Run, bind: str) -> None:
+    result = run("--dovecot-version", "2.3", AUTOCONFIG_BIND=bind)
+    assert result.exit_code == 1
+    assert "give the URL with --url" in result.output
+
+
+def test_without_a_policy_header_there_is_nothing_to_fill_in(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    path = write_config(config_data)
+    result = CliRunner().invoke(
+        main, ["--config", str(path), "dovecot", "snippet", "--dovecot-version", "2.4"],
+        env={"AUTOCONFIG_DOVECOT_API_HEADER": ""},
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"{path}: [dovecot] api_header is not set" in result.output
+
+
+def test_the_header_from_the_environment_file_is_the_one_written(run: Run) -> None:
+    line = "X-Other-Key: from-the-environment-0123456789"
+    result = run("--dovecot-version", "2.4", AUTOCONFIG_DOVECOT_API_HEADER=line)
+    assert result.exit_code == 0, result.output
+    assert settings(result.stdout)["auth_policy_server_api_header"] == line
+    assert "policy header of $AUTOCONFIG_DOVECOT_API_HEADER" in result.stdout
+
+
+@pytest.mark.parametrize("character", ["#", "%", "$", '"', "\\", "{", "}", "'"])
+def test_a_secret_dovecot_would_read_differently_is_refused(run: Run, character: str) -> None:
+    line = f"X-Autoconfig-Policy-Key: 0123456789{character}abcdef"
+    result = run("--dovecot-version", "2.3", AUTOCONFIG_DOVECOT_API_HEADER=line)
+    assert result.exit_code == 1
+    assert f"the secret contains {character}" in result.output
+    assert "0123456789" not in result.output
+
+
+def test_webmail_networks_unset_is_warned_about(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+) -> None:
+    config_data["dovecot"] = {"api_header": HEADER}
+    path = write_config(config_data)
+    result = CliRunner().invoke(main, ["--config", str(path), "dovecot", "snippet", "--dovecot-version", "2.3"])
+    assert result.exit_code == 0
+    assert "[dovecot] webmail_networks is empty" in result.stderr
+    assert "webmail_networks is empty" not in result.stdout
+
+
+def test_out_writes_a_file_only_root_and_its_group_read(run: Run, tmp_path: Path) -> None:
+    target = tmp_path / "95-autoconfig-policy.conf"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    result = run("--dovecot-version", "2.4", "--out", str(target))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert settings(target.read_text())["auth_policy_server_api_header"] == HEADER
+    assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
