@@ -1,11 +1,12 @@
-"""Logins per second through a real Dovecot 2.3, with autoconfig's login hook and without it.
+"""Logins per second through the real Dovecot installed (2.3 or 2.4), with autoconfig's login hook and without it.
 
     python -m bench.dovecot_logins [--protocol imap|pop3] [--logins 1000] [--rounds 3] [--clients 8]
                                    [--users 200] [--max-seconds 60] [--out bench/results/dovecot-logins.txt]
 
 Two Dovecot instances run side by side on loopback, alike in everything
 (passwd-file passdb, static userdb, maildirs, tests/support/dovecot.py)
-but one: the second carries the shipped snippet config/dovecot-2.3-auth-policy.conf
+but one: the second carries the shipped snippet for the installed version
+(config/dovecot-2.3-auth-policy.conf or config/dovecot-2.4-auth-policy.conf)
 as an admin would install it (only the URL, the secret and the nonce
 filled in), pointing at autoconfig under gunicorn with the production
 settings (config/gunicorn.conf.py, 2 sync workers) on a SQLite store.

@@ -84,7 +84,7 @@ FORMATS = {
         ),
     },
     "apple": {"method": "GET", "path": "/apple/mail.mobileconfig?emailaddress={address}"},
-    # Dovecot's login decision, as the shipped snippet (config/dovecot-2.3-auth-policy.conf) makes Dovecot ask it:
+    # Dovecot's login decision, as the shipped snippets (config/dovecot-2.{3,4}-auth-policy.conf) make Dovecot ask it:
     # after the password, with the attributes it names, from an IMAP client outside the webmail's networks.
     "dovecot": {
         "method": "POST",

@@ -5,11 +5,15 @@ with ``?command=allow`` (a check that may refuse the login) and
 ``?command=report`` (the outcome, answer ignored).  It can send ``allow``
 twice, before and after verifying the password, and the two requests are
 identical (Dovecot builds both without the ``success`` field), so this
-endpoint cannot tell them apart.  The shipped snippet
-(config/dovecot-2.3-auth-policy.conf) therefore turns the before-auth check
-off: every ``allow`` that reaches us comes after a correct password, and a
-stranger guessing passwords never sees an answer that depends on the
-account.
+endpoint cannot tell them apart.  The shipped snippets
+(config/dovecot-2.3-auth-policy.conf for Dovecot 2.3,
+config/dovecot-2.4-auth-policy.conf for 2.4) therefore turn the
+before-auth check off: every ``allow`` that reaches us comes after a correct
+password, and a stranger guessing passwords never sees an answer that
+depends on the account.  Both versions send the same request (``POST
+...?command=allow``, a JSON object of string attributes plus a boolean
+``tls``); only the variables that fill the attributes are spelled
+differently in their configs.
 
 Only IMAP and POP3 logins are gated, through ``Service.decide`` and
 ``policy.offer``: the same gate the autoconfig documents pass.  Logins that
@@ -60,7 +64,7 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("dovecot", __name__, url_prefix="/dovecot")
 
 COMMANDS = ("allow", "report")
-# The attribute carrying Dovecot's %{real_rip}: the peer of the connection itself.
+# The attribute carrying Dovecot's %{real_rip} (2.4: %{real_remote_ip}): the peer of the connection itself.
 REAL_REMOTE = "real_remote"
 UNKNOWN = "unknown"
 _LOGGABLE_LENGTH = 80
@@ -171,12 +175,15 @@ def _from_webmail(body: dict[str, Any]) -> bool:
     if not isinstance(peer, str):
         raise BadRequest(
             f"the field {REAL_REMOTE} must be a string when [dovecot] webmail_networks is set; "
-            f"include {REAL_REMOTE}=%{{real_rip}} in Dovecot's auth_policy_request_attributes"
+            f"include {REAL_REMOTE}=%{{real_rip}} (Dovecot 2.4: {REAL_REMOTE} = %{{real_remote_ip}}) "
+            "in Dovecot's auth_policy_request_attributes"
         )
     try:
         return prepared.webmail.contains(peer)
     except NotAnAddress:
-        raise BadRequest(f"the field {REAL_REMOTE} must be an IP address (Dovecot's %{{real_rip}})") from None
+        raise BadRequest(
+            f"the field {REAL_REMOTE} must be an IP address (Dovecot's %{{real_rip}}, in 2.4 %{{real_remote_ip}})"
+        ) from None
 
 
 def _judge(login: str, protocol: str, body: dict[str, Any]) -> Verdict:
