@@ -121,8 +121,10 @@ def test_without_a_version_the_installed_dovecot_chooses_and_its_doveconf_reads_
     snippet.write_text(result.stdout)
     read = doveconf(snippet, tmp_path)
     assert read.returncode == 0, read.stderr
-    assert "auth_policy_server_url = http://127.0.0.1:8080/dovecot/auth-policy" in read.stdout
-    assert f"auth_policy_server_api_header = {HEADER}" in read.stdout
+    # 2.3 prints auth_policy_x = ..., 2.4 x = ... inside its auth_policy { } block.
+    effective = {m[1]: m[2] for m in re.finditer(r"^\s*(?:auth_policy_)?(server_\w+) = (.*)$", read.stdout, re.M)}
+    assert effective["server_url"] == "http://127.0.0.1:8080/dovecot/auth-policy"
+    assert effective["server_api_header"] == HEADER
     assert "hashed_password" not in read.stdout and "pwhash" not in read.stdout
 
 
