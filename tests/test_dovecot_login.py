@@ -1,10 +1,13 @@
 """The switch enforced at login: a real Dovecot asks the real gunicorn service.
 
-Dovecot runs the shipped config/dovecot-2.3-auth-policy.conf verbatim, except
-for the URL, the secret, the nonce and auth_policy_reject_on_fail, so these
-tests also prove the snippet an admin copies.  Users log in with Python's
-imaplib and poplib; switches change through the admin API, as the webmail
-changes them.
+Dovecot runs the shipped snippet for the installed version verbatim
+(config/dovecot-2.3-auth-policy.conf on Debian 12's Dovecot 2.3,
+config/dovecot-2.4-auth-policy.conf on Debian 13's 2.4), except for the URL,
+the secret, the nonce and auth_policy_reject_on_fail, so these tests also
+prove the snippet an admin copies.  Between Dovecot and the service sits a
+recorder that keeps each request body, so the tests see what Dovecot really
+sends (never a password hash).  Users log in with Python's imaplib and
+poplib; switches change through the admin API, as the webmail changes them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import json
 import poplib
 import re
 import secrets
+import socket
+import subprocess
+import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
@@ -25,22 +31,28 @@ import pytest
 import tomli_w
 
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
-from tests.support.dovecot import DovecotServer
+from tests.support.dovecot import SNIPPETS, DovecotServer, installed_series, installed_version
 from tests.support.gunicorn import ROOT, GunicornServer
+from tests.support.policy_recorder import PolicyRecorder
 from tests.support.ports import free_port
 
-SNIPPET = ROOT / "config" / "dovecot-2.3-auth-policy.conf"
+SERIES = installed_series()
+SNIPPET = ROOT / "config" / SNIPPETS[SERIES]
 HEADER = "X-Autoconfig-Policy-Key"
 SECRET = "e2e-dovecot-policy-secret-0123456789"
 PASSWORD = "correct horse"
-USERS = {f"{name}@example.net": PASSWORD for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")}
+USERS = {
+    f"{name}@example.net": PASSWORD for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
+}
 AUTH_FAILED_IMAP = "[AUTHENTICATIONFAILED] Authentication failed."
 AUTH_FAILED_POP3 = "-ERR [AUTH] Authentication failed."
 
 
-def dovecot_settings(url: str, api_header: str, reject_on_fail: bool) -> str:
-    """The shipped snippet with this test's URL, secret, nonce and fail choice."""
-    text = SNIPPET.read_text()
+def dovecot_settings(url: str, api_header: str, reject_on_fail: bool, series: str = SERIES) -> str:
+    """The shipped snippet (for the installed Dovecot, or ``series``) with this test's URL, secret,
+    nonce and fail choice: each a ``name = value`` line of its own, as an admin or
+    ``autoconfig dovecot snippet`` fills it in."""
+    text = (ROOT / "config" / SNIPPETS[series]).read_text()
     for name, value in (
         ("auth_policy_server_url", url),
         ("auth_policy_server_api_header", api_header),
@@ -92,8 +104,15 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer
 
 
 @pytest.fixture(scope="module")
-def dovecot(service: GunicornServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    settings = dovecot_settings(f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
+def recorder(service: GunicornServer) -> Iterator[PolicyRecorder]:
+    """Dovecot's policy requests, kept on their way to the service."""
+    with PolicyRecorder(service.url) as hop:
+        yield hop
+
+
+@pytest.fixture(scope="module")
+def dovecot(recorder: PolicyRecorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    settings = dovecot_settings(f"{recorder.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
     with DovecotServer(tmp_path_factory.mktemp("dovecot"), USERS, extra_config=settings) as server:
         yield server
 
@@ -168,23 +187,127 @@ def test_a_wrong_password_fails_the_same_way_whatever_is_enabled(
         ("unreachable", True, AUTH_FAILED_IMAP),
         # A secret that differs on the two sides is a failure like any other (401, logged by both).
         ("wrong-secret", False, "OK"),
+        # A service that takes the request and never answers costs the login the snippet's 2 s, no more.
+        ("silent", False, "OK"),
     ],
-    ids=["unreachable-fail-open", "unreachable-fail-closed", "wrong-secret-fail-open"],
+    ids=["unreachable-fail-open", "unreachable-fail-closed", "wrong-secret-fail-open", "silent-fail-open"],
 )
 def test_when_the_service_fails_dovecot_does_what_its_setting_says(
     service: GunicornServer, tmp_path: Path, failure: str, reject_on_fail: bool, login: str
 ) -> None:
-    if failure == "unreachable":
-        url, header = f"http://127.0.0.1:{free_port()}/dovecot/auth-policy", f"{HEADER}: {SECRET}"
-    else:
-        url, header = f"{service.url}/dovecot/auth-policy", f"{HEADER}: not-the-{SECRET}"
-    settings = dovecot_settings(url, header, reject_on_fail)
-    with DovecotServer(tmp_path / "dovecot", USERS, extra_config=settings) as dovecot:
-        assert imap_login(dovecot, "frank@example.net") == login
-        assert "Policy server HTTP error" in dovecot.log_text()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the backlog and are never answered
+        url, header = f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}"
+        if failure == "unreachable":
+            url = f"http://127.0.0.1:{free_port()}/dovecot/auth-policy"
+        elif failure == "wrong-secret":
+            header = f"{HEADER}: not-the-{SECRET}"
+        elif failure == "silent":
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/dovecot/auth-policy"
+        settings = dovecot_settings(url, header, reject_on_fail)
+        with DovecotServer(tmp_path / "dovecot", USERS, extra_config=settings) as dovecot:
+            started = time.monotonic()
+            assert imap_login(dovecot, "frank@example.net") == login
+            elapsed = time.monotonic() - started
+            assert "Policy server HTTP error" in dovecot.log_text()
+    if failure == "silent":
+        assert 2 <= elapsed < 8, elapsed  # the client's own timeout is 10 s
 
 
-def test_the_snippet_and_the_reference_config_share_one_secret_line() -> None:
-    snippet = re.search(r"^auth_policy_server_api_header = (.*)$", SNIPPET.read_text(), re.MULTILINE)
+@pytest.mark.parametrize("series", sorted(SNIPPETS))
+def test_each_snippet_and_the_reference_config_share_one_secret_line(series: str) -> None:
+    text = (ROOT / "config" / SNIPPETS[series]).read_text()
+    snippet = re.search(r"^auth_policy_server_api_header = (.*)$", text, re.MULTILINE)
     reference = tomllib.loads((ROOT / "config" / "reference.toml").read_text())
     assert snippet is not None and snippet.group(1) == reference["dovecot"]["api_header"]
+
+
+# -- what Dovecot sends --------------------------------------------------------------------
+
+# The snippet's attributes, and "tls", which Dovecot adds to every request itself.
+SENT = {"login", "protocol", "remote", "real_remote", "session_id", "tls"}
+NEVER_SENT = {"pwhash", "device_id", "fail_type"}  # Dovecot's defaults the snippets leave out
+
+
+def test_dovecot_sends_the_snippets_attributes_and_never_a_password_hash(
+    service: GunicornServer, dovecot: DovecotServer, recorder: PolicyRecorder
+) -> None:
+    """On 2.4 too, whose defaults (pwhash, device_id, fail_type) are merged in unless cleared."""
+    since = len(recorder.recorded())
+    switch(service, "heidi@example.net", imap=True)
+    assert imap_login(dovecot, "heidi@example.net") == "OK"
+    assert pop3_login(dovecot, "heidi@example.net").startswith("-ERR [AUTH] POP is turned off")
+    assert imap_login(dovecot, "heidi@example.net", "wrong") == AUTH_FAILED_IMAP  # asked nothing: no report either
+    asked = recorder.recorded(since)
+    assert [request.path for request in asked] == ["/dovecot/auth-policy?command=allow"] * 2
+    bodies = [request.json() for request in asked]
+    assert [(body["login"], body["protocol"]) for body in bodies] == [
+        ("heidi@example.net", "imap"),
+        ("heidi@example.net", "pop3"),
+    ]
+    for body in bodies:
+        assert set(body) == SENT, body
+        assert body["remote"] == body["real_remote"] == "127.0.0.1"
+        assert body["session_id"] and body["tls"] is False
+    for request in recorder.recorded():  # and in every request this module's Dovecot made
+        assert not NEVER_SENT & set(request.json()), request
+        assert request.headers[HEADER].strip() == SECRET
+
+
+# -- the wrong snippet for the version -------------------------------------------------------
+
+OTHER_SERIES = {"2.3": "2.4", "2.4": "2.3"}
+
+
+def refusal(series: str, snippet: str) -> tuple[int, str]:
+    """The first line of the other series' ``snippet`` that Dovecot ``series`` cannot read, and why."""
+    lines = snippet.splitlines()
+    if series == "2.4":  # 2.3's one-line list
+        number = next(i for i, line in enumerate(lines, 1) if line.startswith("auth_policy_request_attributes = "))
+        return (
+            number,
+            "auth_policy_request_attributes: Setting is a string list, use 'auth_policy_request_attributes {'",
+        )
+    # 2.4's block: 2.3 names it with its first setting, on that setting's line.
+    number = next(i for i, line in enumerate(lines, 1) if line == "auth_policy_request_attributes {") + 1
+    return number, f"Unknown setting: auth_policy_request_attributes {{ {lines[number - 1].split()[0]}"
+
+
+def fatal(path: str, number: int, why: str) -> str:
+    return f"doveconf: Fatal: Error in configuration file {path} line {number}: {why}"
+
+
+def test_the_other_versions_snippet_stops_dovecot_with_a_fatal_error(tmp_path: Path) -> None:
+    """Each snippet in the other version: doveconf (which dovecot, ``doveadm reload`` and systemd
+    run first) and dovecot itself refuse it, naming the file and line."""
+    other = OTHER_SERIES[SERIES]
+    shipped = {series: (ROOT / "config" / name).read_text() for series, name in SNIPPETS.items()}
+    # Debian's layout: dovecot.conf (2.4's starts with its version) includes conf.d/*.conf.
+    etc = tmp_path / "etc-dovecot"
+    (etc / "conf.d").mkdir(parents=True)
+    first = "" if SERIES == "2.3" else f"dovecot_config_version = {installed_version()}\n"
+    first += "" if SERIES == "2.3" else f"dovecot_storage_version = {installed_version()}\n"
+    (etc / "dovecot.conf").write_text(f"{first}!include conf.d/*.conf\n")
+    installed = etc / "conf.d" / "95-autoconfig-policy.conf"
+
+    def doveconf() -> subprocess.CompletedProcess[str]:
+        command = ["doveconf", "-n", "-c", str(etc / "dovecot.conf")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+    installed.write_text(shipped[SERIES])  # the right file is read
+    right = doveconf()
+    assert right.returncode == 0, right.stderr
+
+    installed.write_text(shipped[other])
+    wrong = doveconf()
+    assert wrong.returncode != 0
+    number, why = refusal(SERIES, shipped[other])
+    assert fatal(str(installed), number, why) in wrong.stderr.splitlines(), wrong.stderr
+
+    # dovecot itself does not start with it either.
+    settings = dovecot_settings("http://127.0.0.1:1/dovecot/auth-policy", f"{HEADER}: {SECRET}", False, series=other)
+    with pytest.raises(RuntimeError) as failure:
+        DovecotServer(tmp_path / "dovecot", USERS, extra_config=settings).start()
+    assert "Fatal: Error in configuration file" in str(failure.value)
+    assert f": {why}\n" in str(failure.value)

@@ -3,20 +3,19 @@
 The webmail logs in to IMAP as the user, and it is where the user turns IMAP
 and POP on.  A login whose *connection* comes from the webmail's networks is
 let through whatever the switches say; every other login follows the
-switches.  Only Dovecot's ``%{real_rip}`` (sent as ``real_remote``) counts:
-``remote`` (``%{rip}``) is what a webmail in ``login_trusted_networks``
-forwards through IMAP ID, and it must neither grant nor take away the
-exemption.  These tests speak to the endpoint as Dovecot does; the real
-Dovecot is in test_dovecot_login.py and test_story.py.
+switches.  Only Dovecot's ``%{real_rip}`` (2.4: ``%{real_remote_ip}``), sent
+as ``real_remote``, counts: ``remote`` (``%{rip}``, 2.4: ``%{remote_ip}``) is
+what a webmail in ``login_trusted_networks`` forwards through IMAP ID, and it
+must neither grant nor take away the exemption.  These tests speak to the
+endpoint as Dovecot does, then to the real Dovecot installed (2.3 or 2.4)
+with its shipped snippet; test_dovecot_login.py and test_story.py have more.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,11 @@ from werkzeug.test import TestResponse
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable, Switches
 from tests.conftest import BASE_CONFIG, Admin
-from tests.support.dovecot import DovecotServer
+from tests.support.dovecot import MASTER_SEPARATOR, DovecotServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.mail_clients import imap_login, pop3_login
-from tests.support.ports import free_port
-from tests.test_dovecot_login import PASSWORD, dovecot_settings, switch
+from tests.support.policy_recorder import PolicyRecorder
+from tests.test_dovecot_login import PASSWORD, SENT, dovecot_settings, switch
 
 SECRET = "dovecot-policy-secret-0123456789"
 HEADER = "X-Autoconfig-Policy-Key"
@@ -252,37 +251,8 @@ MASTER, MASTER_PASSWORD = "webmail-master", "the master's own password"
 
 
 @pytest.fixture(scope="module")
-def master_passdb() -> Iterator[str]:
-    """A master-user passdb (``user*webmail-master``), in a directory Dovecot's auth process
-    may read (pytest's own temp dirs are private to root)."""
-    directory = Path(tempfile.mkdtemp(prefix="autoconfig-masters-"))
-    try:
-        directory.chmod(0o755)
-        masters = directory / "masters"
-        masters.write_text(f"{MASTER}:{{PLAIN}}{MASTER_PASSWORD}\n")
-        masters.chmod(0o644)
-        yield (
-            "auth_master_user_separator = *\n"
-            f"passdb {{\n  driver = passwd-file\n  master = yes\n  args = scheme=PLAIN {masters}\n}}\n"
-        )
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def haproxy_port() -> int:
-    """Dovecot's listener for connections from a load balancer speaking the PROXY protocol."""
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def gated(
-    tmp_path_factory: pytest.TempPathFactory, master_passdb: str, haproxy_port: int
-) -> Iterator[tuple[GunicornServer, DovecotServer]]:
-    """gunicorn with webmail_networks = the webmail's host; Dovecot with the shipped snippet,
-    trusting both hosts to forward addresses (so forging is possible, and must not help),
-    a master user, and a PROXY-protocol listener for load balancers on the webmail's host
-    and on LOAD_BALANCER."""
+def webmail_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    """gunicorn with webmail_networks = the webmail's host."""
     workdir = tmp_path_factory.mktemp("autoconfig")
     data = copy.deepcopy(BASE_CONFIG)
     data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
@@ -290,13 +260,33 @@ def gated(
     config = workdir / "autoconfig.toml"
     config.write_bytes(tomli_w.dumps(data).encode())
     with GunicornServer(config, workdir / "gunicorn.log") as service:
-        settings = dovecot_settings(f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
-        settings += f"login_trusted_networks = {WEBMAIL_HOST}/32 {CLIENT_HOST}/32\n" + master_passdb
-        settings += f"haproxy_trusted_networks = {WEBMAIL_HOST}/32 {LOAD_BALANCER}/32\n"
-        listener = f"inet_listener proxied {{\n    port = {haproxy_port}\n    haproxy = yes\n  }}"
-        settings += f"service imap-login {{\n  {listener}\n}}\n"
-        with DovecotServer(tmp_path_factory.mktemp("dovecot"), USERS, extra_config=settings) as dovecot:
-            yield service, dovecot
+        yield service
+
+
+@pytest.fixture(scope="module")
+def recorder(webmail_gate: GunicornServer) -> Iterator[PolicyRecorder]:
+    """What Dovecot sends the service, kept on its way."""
+    with PolicyRecorder(webmail_gate.url) as hop:
+        yield hop
+
+
+@pytest.fixture(scope="module")
+def gated(
+    webmail_gate: GunicornServer, recorder: PolicyRecorder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GunicornServer, DovecotServer]]:
+    """Dovecot (2.3 or 2.4, as installed) with the shipped snippet, trusting both hosts to forward
+    addresses (so forging is possible, and must not help), a master user, and a PROXY-protocol
+    listener for load balancers on the webmail's host and on LOAD_BALANCER."""
+    settings = dovecot_settings(f"{recorder.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
+    with DovecotServer(
+        tmp_path_factory.mktemp("dovecot"),
+        USERS,
+        extra_config=settings,
+        master_users={MASTER: MASTER_PASSWORD},
+        login_trusted_networks=[f"{WEBMAIL_HOST}/32", f"{CLIENT_HOST}/32"],
+        haproxy_trusted_networks=[f"{WEBMAIL_HOST}/32", f"{LOAD_BALANCER}/32"],
+    ) as dovecot:
+        yield webmail_gate, dovecot
 
 
 def imap_from(dovecot: DovecotServer, source: str, user: str, forward: str | None = None) -> str:
@@ -339,10 +329,10 @@ def test_real_dovecot_a_client_follows_the_switch_both_ways(gated: tuple[Gunicor
 
 
 def test_real_dovecot_asks_about_master_user_logins_too(gated: tuple[GunicornServer, DovecotServer]) -> None:
-    """Dovecot 2.3 sends the policy request for ``user*master`` as well, with login = the user:
-    a master user is no way around the gate, only webmail_networks is."""
+    """Dovecot (2.3 and 2.4 alike) sends the policy request for ``user*master`` as well, with
+    login = the user: a master user is no way around the gate, only webmail_networks is."""
     service, dovecot = gated
-    as_master = f"jack@example.net*{MASTER}"
+    as_master = f"jack@example.net{MASTER_SEPARATOR}{MASTER}"
     refused = imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, CLIENT_HOST)
     assert refused.startswith("[AUTHORIZATIONFAILED] IMAP is turned off")  # Dovecot's code for master users
     service.wait_for_log("reject (imap login jack@example.net, session=")
@@ -364,13 +354,27 @@ def proxied_imap_login(port: int, balancer: str, client: str, user: str) -> str:
 
 
 def test_real_dovecot_behind_a_proxy_sees_the_proxy_as_the_real_peer(
-    gated: tuple[GunicornServer, DovecotServer], haproxy_port: int
+    gated: tuple[GunicornServer, DovecotServer],
 ) -> None:
-    """With the PROXY protocol, %{real_rip} is the load balancer for every client behind it: a
+    """With the PROXY protocol, the real peer is the load balancer for every client behind it: a
     load balancer must never be in webmail_networks (README, "Behind a proxy")."""
-    service, _dovecot = gated
-    refused = proxied_imap_login(haproxy_port, LOAD_BALANCER, "198.51.100.7", "kim@example.net")
+    service, dovecot = gated
+    refused = proxied_imap_login(dovecot.haproxy_port, LOAD_BALANCER, "198.51.100.7", "kim@example.net")
     assert refused.startswith("[ALERT] IMAP is turned off")
     service.wait_for_log(f"remote=198.51.100.7 real_remote={LOAD_BALANCER}")
     # A load balancer on a webmail address would let every customer behind it through.
-    assert proxied_imap_login(haproxy_port, WEBMAIL_HOST, "198.51.100.7", "kim@example.net") == "OK"
+    assert proxied_imap_login(dovecot.haproxy_port, WEBMAIL_HOST, "198.51.100.7", "kim@example.net") == "OK"
+
+
+def test_real_dovecot_never_sends_a_password_hash(
+    gated: tuple[GunicornServer, DovecotServer], recorder: PolicyRecorder
+) -> None:
+    """Whatever came before in this module (the webmail, forwarded addresses, master users, the
+    PROXY protocol), Dovecot sent the snippet's attributes and nothing of the password."""
+    _service, dovecot = gated
+    as_master = f"kim@example.net{MASTER_SEPARATOR}{MASTER}"
+    assert imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, WEBMAIL_HOST) == "OK"
+    requests = recorder.recorded()
+    assert len(requests) >= 10
+    for request in requests:
+        assert set(request.json()) == SENT, request

@@ -9,9 +9,11 @@ The parts, all started here on loopback:
 
 - Debian's Roundcube 1.6 on PHP-FPM behind nginx, with this repository's
   plugin (roundcube-plugin/autoconfig_mail_programs);
-- Dovecot 2.3 with the shipped config/dovecot-2.3-auth-policy.conf and
-  ``login_trusted_networks`` set to the webmail's host, so Roundcube can
-  forward its user's address through IMAP ID;
+- Dovecot, as installed (2.3 on Debian 12, 2.4 on Debian 13), with the
+  shipped snippet for it (config/dovecot-2.3-auth-policy.conf or
+  config/dovecot-2.4-auth-policy.conf) and ``login_trusted_networks`` set to
+  the webmail's host, so Roundcube can forward its user's address through
+  IMAP ID;
 - this service under gunicorn, with ``[dovecot] webmail_networks``;
 - Debian's Chromium, driven by Playwright, as the customer's browser.
 
@@ -95,8 +97,9 @@ def start_stack(workdir: Path) -> Iterator[Stack]:
     """The whole platform, as an ISP deploys it, on loopback."""
     with GunicornServer(service_config(workdir), workdir / "gunicorn.log") as service:
         settings = dovecot_settings(f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
-        settings += f"login_trusted_networks = {WEBMAIL_HOST}/32\n"
-        with DovecotServer(workdir / "dovecot", USERS, extra_config=settings) as dovecot:
+        with DovecotServer(
+            workdir / "dovecot", USERS, extra_config=settings, login_trusted_networks=[f"{WEBMAIL_HOST}/32"]
+        ) as dovecot:
             for user in USERS:  # from the webmail's host: delivery is not a mail program
                 deliver(dovecot.imap_port, user, PASSWORD, WELCOME.replace(b"{to}", user.encode()))
             with RoundcubeServer(workdir / "roundcube", dovecot.imap_port, plugin_options(service)) as webmail:

@@ -1,7 +1,18 @@
-"""A private Dovecot 2.3 IMAP/POP3 server with real, working logins.
+"""A private Dovecot IMAP/POP3 server with real, working logins: 2.3 or 2.4, whichever is installed.
+
+Debian 12 ships Dovecot 2.3 and Debian 13 ships 2.4, whose configuration
+differs throughout (``dovecot_config_version`` first, ``mail_driver`` and
+``mail_path``, named ``passdb``/``userdb`` blocks with ``passwd_file_path``
+and ``fields``, string lists as blocks, renamed variables).  The server asks
+``dovecot --version`` once and writes the same server in that version's
+syntax; what a test asks for beyond the basics (master users, networks
+trusted to forward addresses, a PROXY-protocol listener) is a structured
+option rendered for either version.  Only ``extra_config`` is written as
+given: it is the shipped snippet of the installed version, so the tests
+exercise the file an admin copies (:data:`SNIPPETS` names it).
 
 Everything the server touches at run time (config, ``base_dir`` sockets,
-``state_dir``, the passwd-file and the maildirs) lives in a fresh
+``state_dir``, the passwd-files and the maildirs) lives in a fresh
 ``tempfile.mkdtemp()`` directory under ``/tmp`` made world-traversable
 (0755), not in ``workdir``. Under root, Dovecot's own processes drop to
 other users (``auth`` to ``dovecot``, the login processes to
@@ -22,15 +33,18 @@ never listens there (or on 993/995/4190) and does not share its
 ``base_dir``.
 """
 
+import functools
 import grp
 import os
 import pathlib
 import pwd
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 
 from tests.support.ports import ManagedServer, PortInUse, await_start, free_port, read_log, stop_process
 
@@ -38,13 +52,50 @@ DOVECOT = "/usr/sbin/dovecot"
 START_TIMEOUT = 10.0
 PORT_ATTEMPTS = 5
 ROOT_MAIL_USER = "nobody"
+# user*master logs in as user with the master's password (auth_master_user_separator).
+MASTER_SEPARATOR = "*"
+# The shipped snippet for each Dovecot series, in config/.
+SNIPPETS = {"2.3": "dovecot-2.3-auth-policy.conf", "2.4": "dovecot-2.4-auth-policy.conf"}
 
-# Dovecot 2.3.11+ default, spelled out so a test can rely on the JSON body
-# the policy server receives: login name, protocol ("imap"/"pop3"), client IP.
-POLICY_REQUEST_ATTRIBUTES = (
-    "login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} "
-    "device_id=%{client_id} protocol=%s session_id=%{session}"
-)
+# Dovecot's default attributes, spelled out so a test can rely on the JSON
+# body the policy server receives: login name, protocol ("imap"/"pop3"),
+# client IP, and the password hash the shipped snippets leave out.
+POLICY_REQUEST_ATTRIBUTES = {
+    "2.3": {
+        "login": "%{requested_username}",
+        "pwhash": "%{hashed_password}",
+        "remote": "%{rip}",
+        "device_id": "%{client_id}",
+        "protocol": "%s",
+        "session_id": "%{session}",
+    },
+    "2.4": {
+        "login": "%{requested_username}",
+        "pwhash": "%{hashed_password}",
+        "remote": "%{remote_ip}",
+        "device_id": "%{client_id}",
+        "protocol": "%{protocol}",
+        "session_id": "%{session}",
+    },
+}
+
+
+@functools.cache
+def installed_version() -> str:
+    """The installed Dovecot's version without its build: ``2.3.19.1`` on Debian 12, ``2.4.1`` on Debian 13."""
+    output = subprocess.run([DOVECOT, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout
+    match = re.match(r"\s*(\d+\.\d+(?:\.\d+)*)", output)
+    if match is None:
+        raise RuntimeError(f"{DOVECOT} --version said {output!r}, not a version")
+    return match.group(1)
+
+
+def installed_series() -> str:
+    """``2.3`` or ``2.4``: the configuration syntax the installed Dovecot reads."""
+    series = ".".join(installed_version().split(".")[:2])
+    if series not in SNIPPETS:
+        raise RuntimeError(f"Dovecot {installed_version()} is installed; these fixtures speak 2.3 and 2.4")
+    return series
 
 
 class DovecotServer(ManagedServer):
@@ -55,9 +106,17 @@ class DovecotServer(ManagedServer):
     after each authentication (Dovecot appends ``?command=allow`` or
     ``?command=report`` to the URL, or just ``command=...`` if it ends with
     ``&``), sending ``policy_api_header`` (``"Name: value"``) with each
-    request; ``reject_on_fail`` decides whether logins fail when the policy
-    server cannot be reached. ``extra_config`` is appended to the generated
-    config verbatim (e.g. a shipped snippet, so a test exercises it as is).
+    request and Dovecot's default attributes (:data:`POLICY_REQUEST_ATTRIBUTES`);
+    ``reject_on_fail`` decides whether logins fail when the policy server
+    cannot be reached.
+
+    ``master_users`` maps master-user names to passwords (``user*master``
+    logs in as ``user``); ``login_trusted_networks`` may forward their
+    clients' addresses (IMAP ID); with ``haproxy_trusted_networks``, IMAP
+    also listens on :attr:`haproxy_port` for load balancers speaking the
+    PROXY protocol from those networks. ``extra_config`` is appended
+    verbatim, so it must be in the installed version's syntax: the shipped
+    snippet of :func:`installed_series`, as a test exercises it as is.
     """
 
     address = "127.0.0.1"
@@ -70,21 +129,33 @@ class DovecotServer(ManagedServer):
         policy_api_header: str | None = None,
         reject_on_fail: bool = False,
         extra_config: str = "",
+        *,
+        master_users: Mapping[str, str] | None = None,
+        login_trusted_networks: Sequence[str] = (),
+        haproxy_trusted_networks: Sequence[str] = (),
     ):
-        for login, password in users.items():
+        for login, password in (users | dict(master_users or {})).items():
             if not login or any(c in login + password for c in ":\n\r"):
                 raise ValueError(f"login/password unusable in a passwd-file: {login!r}")
         for setting in (policy_url, policy_api_header):
             if setting is not None and any(c in setting for c in "\n\r"):
                 raise ValueError(f"newline in a Dovecot setting: {setting!r}")
+        for network in (*login_trusted_networks, *haproxy_trusted_networks):
+            if not network or any(c.isspace() or c in "{}#" for c in network):
+                raise ValueError(f"not one network for a Dovecot list: {network!r}")
         self.workdir = workdir.resolve()
         self.users = dict(users)
         self.policy_url = policy_url
         self.policy_api_header = policy_api_header
         self.reject_on_fail = reject_on_fail
         self.extra_config = extra_config
+        self.master_users = dict(master_users or {})
+        self.login_trusted_networks = list(login_trusted_networks)
+        self.haproxy_trusted_networks = list(haproxy_trusted_networks)
+        self.series = installed_series()
         self.imap_port = 0
         self.pop3_port = 0
+        self.haproxy_port = 0  # set while running with haproxy_trusted_networks
         self._runtime_dir: pathlib.Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -106,6 +177,8 @@ class DovecotServer(ManagedServer):
         try:
             for _ in range(PORT_ATTEMPTS):
                 self.imap_port, self.pop3_port = free_port(), free_port()
+                if self.haproxy_trusted_networks:
+                    self.haproxy_port = free_port()
                 try:
                     self._spawn_and_wait()
                     return
@@ -143,9 +216,10 @@ class DovecotServer(ManagedServer):
         shutil.chown(runtime / "mail", user.pw_uid, user.pw_gid)
         # Readable by Dovecot's auth process, which runs as another user;
         # the passwords are throw-away test credentials.
-        passwd = runtime / "users"
-        passwd.write_text("".join(f"{login}:{{PLAIN}}{password}\n" for login, password in self.users.items()))
-        passwd.chmod(0o644)
+        for name, accounts in (("users", self.users), ("masters", self.master_users)):
+            passwd = runtime / name
+            passwd.write_text("".join(f"{login}:{{PLAIN}}{password}\n" for login, password in accounts.items()))
+            passwd.chmod(0o644)
         return runtime
 
     def _remove_runtime_dir(self) -> None:
@@ -183,11 +257,18 @@ class DovecotServer(ManagedServer):
         return imap_ready and _greeting(self.pop3_port).startswith(b"+OK")
 
     def _config(self, runtime: pathlib.Path) -> str:
+        """The whole config: this server in the installed version's syntax, then ``extra_config``."""
+        v24 = self.series == "2.4"
         mail_user = _mail_user()
+        uid, gid = mail_user.pw_uid, mail_user.pw_gid
         # Under root, services chroot (login processes into base_dir/login,
-        # anvil and ipc into base_dir/empty); a non-root master cannot.
+        # anvil and ipc into base_dir/empty in 2.3); a non-root master cannot.
         chroot = "" if os.geteuid() == 0 else "\n  chroot ="
-        config = f"""\
+        config = ""
+        if v24:  # both must come first; a 2.4 config says which defaults and storage format it was written for
+            config += f"dovecot_config_version = {installed_version()}\n"
+            config += f"dovecot_storage_version = {installed_version()}\n"
+        config += f"""\
 base_dir = {runtime / "run"}
 state_dir = {runtime / "state"}
 instance_name = autoconfig-test-{runtime.name}
@@ -195,7 +276,7 @@ log_path = {self.log_path}
 listen = {self.address}
 protocols = imap pop3
 ssl = no
-disable_plaintext_auth = no
+{"auth_allow_cleartext = yes" if v24 else "disable_plaintext_auth = no"}
 auth_mechanisms = plain login
 auth_verbose = yes
 # A failed login is answered after ~0.5 s (the failure flush timer), not
@@ -211,23 +292,60 @@ service ipc {{{chroot}
 }}
 # Lets %{{client_id}} (the IMAP ID a client sends) reach the policy server.
 imap_id_retain = yes
+first_valid_uid = {uid}
+"""
+        users, masters, home = runtime / "users", runtime / "masters", runtime / "mail"
+        if v24:
+            config += f"""\
+mail_driver = maildir
+mail_path = %{{home}}/Maildir
+passdb users {{
+  driver = passwd-file
+  passwd_file_path = {users}
+}}
+userdb static {{
+  driver = static
+  fields {{
+    uid = {uid}
+    gid = {gid}
+    home = {home}/%{{user}}
+  }}
+}}
+"""
+        else:
+            config += f"""\
 mail_location = maildir:~/Maildir
-first_valid_uid = {mail_user.pw_uid}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {runtime / "users"}
+  args = scheme=PLAIN username_format=%u {users}
 }}
 userdb {{
   driver = static
-  args = uid={mail_user.pw_uid} gid={mail_user.pw_gid} home={runtime / "mail"}/%u
+  args = uid={uid} gid={gid} home={home}/%u
 }}
+"""
+        if self.master_users:
+            config += f"auth_master_user_separator = {MASTER_SEPARATOR}\n"
+            where = f"passwd_file_path = {masters}" if v24 else f"args = scheme=PLAIN {masters}"
+            config += f"passdb{' masters' if v24 else ''} {{\n  driver = passwd-file\n  master = yes\n  {where}\n}}\n"
+        if self.login_trusted_networks:
+            config += f"login_trusted_networks = {' '.join(self.login_trusted_networks)}\n"
+        proxied = ""
+        if self.haproxy_trusted_networks:
+            config += f"haproxy_trusted_networks = {' '.join(self.haproxy_trusted_networks)}\n"
+            proxied = f"""
+  inet_listener proxied {{
+    port = {self.haproxy_port}
+    haproxy = yes
+  }}"""
+        config += f"""\
 service imap-login {{{chroot}
   inet_listener imap {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
     port = 0
-  }}
+  }}{proxied}
 }}
 service pop3-login {{{chroot}
   inet_listener pop3 {{
@@ -242,18 +360,24 @@ service pop3-login {{{chroot}
             # A non-root master cannot switch users either.
             config += f"""\
 default_internal_user = {mail_user.pw_name}
-default_internal_group = {grp.getgrgid(mail_user.pw_gid).gr_name}
+default_internal_group = {grp.getgrgid(gid).gr_name}
 default_login_user = {mail_user.pw_name}
 """
         if self.policy_url is not None:
             config += f"""\
 auth_policy_server_url = {self.policy_url}
 auth_policy_hash_nonce = {secrets.token_hex(16)}
-auth_policy_request_attributes = {POLICY_REQUEST_ATTRIBUTES}
 auth_policy_check_before_auth = yes
 auth_policy_check_after_auth = yes
 auth_policy_reject_on_fail = {"yes" if self.reject_on_fail else "no"}
 """
+            attributes = POLICY_REQUEST_ATTRIBUTES[self.series]
+            if v24:
+                lines = "".join(f"  {key} = {value}\n" for key, value in attributes.items())
+                config += f"auth_policy_request_attributes =\nauth_policy_request_attributes {{\n{lines}}}\n"
+            else:
+                pairs = " ".join(f"{key}={value}" for key, value in attributes.items())
+                config += f"auth_policy_request_attributes = {pairs}\n"
             if self.policy_api_header is not None:
                 config += f"auth_policy_server_api_header = {self.policy_api_header}\n"
         return config + self.extra_config
