@@ -22,10 +22,13 @@ from dataclasses import dataclass
 # Dovecot's %c / %{secured}: on a TLS connection (implicit TLS or STARTTLS) Dovecot 2.3.19
 # sends "secured=tls" to its auth process and %Lc expands to "tls" (seen with Debian 12's
 # dovecot 2.3.19.1: a passdb path with %Lc opened "...-tls" for IMAPS and for STARTTLS);
-# Dovecot 2.4 sets %{secured} to "TLS" (src/auth/auth-request-var-expand.c).  So on every
-# Dovecot iRedMail ships today, a TLS login to IMAP checks mailbox.enableimaptls, and to
-# POP3 mailbox.enablepop3tls: not enableimap/enablepop3 (plain-text connections) and not
-# enableimapsecured (older Dovecot 2.3 releases and trusted networks).
+# Dovecot 2.4 sets %{secured} to "TLS" (src/auth/auth-request-var-expand.c), so iRedMail's
+# %{secured | lower} is "tls" (seen with Debian 13's dovecot 2.4.1: a passwd_file_path with
+# %{secured} opened "...-TLS" for IMAPS and for STARTTLS).  A plain-text login from loopback
+# or login_trusted_networks is "secured" on both.  So on every Dovecot iRedMail ships today,
+# a TLS login to IMAP checks mailbox.enableimaptls, and to POP3 mailbox.enablepop3tls: not
+# enableimap/enablepop3 (plain-text connections) and not enableimapsecured (older Dovecot
+# 2.3 releases, and plain text from loopback or trusted networks).
 
 
 @dataclass(frozen=True)
