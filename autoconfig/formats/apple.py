@@ -29,6 +29,7 @@ from ..address import Address
 from ..config import Provider, Server
 from ..policy import Offer
 from ..spec import APPLE_ACCOUNT_TYPES, APPLE_AUTHENTICATION, APPLE_MAIL_PAYLOAD_TYPE
+from .one_account import incoming_server, outgoing_server
 
 # Fixed for ever: changing it changes every identifier and duplicates accounts on devices.
 _NAMESPACE = uuid.UUID("6f1c3f0e-6f4b-5b1e-9d0a-2b7c1e4a9d31")
@@ -67,23 +68,6 @@ def uuid5_text(name: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC variant
     h = digest.hex().upper()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def incoming_server(offer: Offer) -> Server:
-    """IMAP if the offer has it, else POP; the first such server, implicit TLS preferred."""
-    for protocol in ("imap", "pop3"):
-        servers = [server for server in offer.incoming if server.protocol == protocol]
-        if servers:
-            return _prefer_implicit_tls(servers)
-    raise ValueError("a declined offer has no Apple profile")
-
-
-def outgoing_server(offer: Offer) -> Server:
-    return _prefer_implicit_tls(list(offer.outgoing))
-
-
-def _prefer_implicit_tls(servers: list[Server]) -> Server:
-    return next((server for server in servers if server.implicit_tls), servers[0])
 
 
 def _username(server: Server, address: Address) -> str:
