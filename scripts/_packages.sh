@@ -9,10 +9,11 @@
 # MariaDB and OpenLDAP serve the read-only mail-database sources; the -dev
 # packages (and pkg-config) let pip build mysqlclient and python-ldap.
 # systemd-analyze (systemd) checks the service unit, whose ExecReload is procps' kill.
+# zbarimg (zbar-tools) reads the setup page's QR codes from Chromium's screenshots, as a phone would.
 APT_PACKAGES=(knot postgresql dovecot-imapd dovecot-pop3d chromium nginx-light wrk openssl
               roundcube-core roundcube-sqlite3 php-fpm php-curl
               mariadb-server slapd ldap-utils libmariadb-dev libldap2-dev libsasl2-dev pkg-config
-              systemd procps)
+              systemd procps zbar-tools)
 
 # Install whichever of APT_PACKAGES (and the extra names given) are missing.
 ensure_packages() {

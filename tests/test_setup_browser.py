@@ -16,8 +16,10 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from tests.conftest import ADMIN_TOKEN, WEBMAIL_URL
+from tests.support import export_for_mobile
 from tests.support.apple_schema import assert_valid_profile
 from tests.support.gunicorn import GunicornServer
+from tests.support.qr import SCREEN, scan_page
 
 PHONE = {"width": 390, "height": 844}
 
@@ -81,8 +83,9 @@ def test_an_enabled_account_sees_its_settings_and_gets_the_profile(
     assert "imap.example.net" in first and "993" in first and "SSL/TLS" in first
     assert "pop.example.net" not in page.content()
     assert page.get_by_text("find these settings by themselves").is_visible()
-    qr = page.locator("img.qr")
-    assert qr.is_visible() and page.evaluate("document.querySelector('img.qr').naturalWidth") > 0
+    codes = page.locator("figure.qr")
+    assert codes.count() == 2 and all(code.is_visible() for code in codes.all())
+    assert page.evaluate("[...document.querySelectorAll('img.qr')].every(i => i.naturalWidth > 0)")
     assert_reads_well_on_a_phone(page, messages)
     page.screenshot(path=tmp_path / "setup-enabled.png", full_page=True)
 
@@ -111,10 +114,34 @@ def test_a_disabled_or_unknown_account_is_told_to_enable_imap_in_webmail(
     assert webmail.is_visible() and webmail.get_attribute("href") == WEBMAIL_URL
     assert page.get_by_role("heading", name="IMAP or POP?").is_visible()
     assert "IMAP (recommended)" in page.locator("#imap-or-pop").inner_text()
-    assert page.locator("table.server").count() == 0 and page.locator("img.qr").count() == 0
+    assert page.locator("table.server").count() == 0 and page.locator("img, figure.qr").count() == 0
     assert page.get_by_label("Check again, or try another address").input_value() == address
     assert_reads_well_on_a_phone(page, messages)
     page.screenshot(path=tmp_path / "setup-disabled.png", full_page=True)
+
+
+def test_a_phone_scans_the_android_code_off_a_laptop_screen(
+    live_server: GunicornServer, browser: Browser, tmp_path: Path
+) -> None:
+    """The whole way: the real server, the page in Chromium at laptop size, the code photographed and decoded."""
+    set_switches(live_server, "alice@example.net", pop=True)
+    context = browser.new_context(viewport=SCREEN)
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/setup?emailaddress=alice%40example.net")
+        page.screenshot(path=tmp_path / "setup-laptop.png", full_page=True)
+        codes = {code.caption: code.payload for code in scan_page(page)}
+    finally:
+        context.close()
+    android = next(payload for caption, payload in codes.items() if "Thunderbird for Android" in caption)
+    [account] = export_for_mobile.read(android).accounts
+    assert (account.incoming.protocol, account.incoming.hostname, account.incoming.password) == (
+        "POP3",
+        "pop.example.net",
+        None,
+    )
+    assert account.outgoing[0].identities[0].email == "alice@example.net"
+    assert b"imap.example.net" not in android
 
 
 def test_a_mistyped_address_gets_the_reason_and_the_form_again(

@@ -7,6 +7,7 @@ same page: the form again, with a reason that never echoes the input.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,6 +16,7 @@ from flask import Blueprint, Response, render_template
 
 from ..address import Address
 from ..errors import ClientError, Unavailable
+from ..formats import android
 from ..service import Decision
 from ..spec import APPLE_PROFILE_PATHS, CACHE_CONTROL
 from . import family_headers, service
@@ -44,7 +46,11 @@ AUTHENTICATION_NAMES = {"password-cleartext": "Normal password", "password-encry
 
 
 def decision_page(decision: Decision, declined_status: int) -> Response:
-    """Settings for an offer, or the way forward for a declined one (the same page for unknown addresses)."""
+    """Settings for an offer, or the way forward for a declined one (the same page for unknown addresses).
+
+    A declined page gets no QR code of any kind: a code is settings, and the
+    declined page must be the same bytes for an all-off and an unknown address.
+    """
     address = decision.address
     if decision.offer.declined:
         return page(status=declined_status, address=str(address), declined=True)
@@ -56,8 +62,18 @@ def decision_page(decision: Decision, declined_status: int) -> Response:
         security_names=SECURITY_NAMES,
         authentication_names=AUTHENTICATION_NAMES,
         profile_href=_profile_path(address),
-        qr_code=qr_data_uri(profile_url(address)),
+        apple_qr=qr_image(profile_url(address), "QR code: the Apple Mail profile, for iPhone and iPad"),
+        android_qr=_android_qr(decision),
     )
+
+
+def _android_qr(decision: Decision) -> QrImage | None:
+    """Thunderbird for Android's code for the offer, or None where its format cannot carry the address."""
+    try:
+        text = android.payload(decision.offer, decision.address)
+    except android.NotRepresentable:
+        return None
+    return qr_image(text, "QR code: the account settings, for Thunderbird for Android")
 
 
 def _profile_path(address: Address) -> str:
@@ -69,9 +85,28 @@ def profile_url(address: Address) -> str:
     return f"{service().config.public_url}{_profile_path(address)}"
 
 
-def qr_data_uri(text: str) -> str:
-    """An SVG QR code as a data: URI, so the CSP needs no inline markup exception."""
-    return str(segno.make(text, error="m").svg_data_uri(scale=5, border=4, title="QR code of the profile link"))
+QR_SCALE = 5  # CSS pixels per module: a phone camera reads it off a laptop screen at arm's length
+QR_BORDER = 4  # the quiet zone ISO/IEC 18004 asks for
+
+
+@dataclass(frozen=True)
+class QrImage:
+    """A QR code as the page embeds it: the image and its natural width (= height) in CSS pixels."""
+
+    src: str
+    size: int
+
+
+def qr_image(text: str, title: str) -> QrImage:
+    """An SVG QR code as a data: URI, so the CSP needs no inline markup exception.
+
+    Its size follows the code's version: a long address makes a denser code,
+    which gets more pixels instead of smaller modules (the stylesheet still
+    shrinks it to a narrow screen).
+    """
+    code = segno.make(text, error="m")
+    width, _ = code.symbol_size(scale=QR_SCALE, border=QR_BORDER)
+    return QrImage(str(code.svg_data_uri(scale=QR_SCALE, border=QR_BORDER, title=title)), int(width))
 
 
 HTML_HEADERS = (
