@@ -18,14 +18,20 @@ import json
 import poplib
 import re
 import secrets
+import shutil
 import socket
+import ssl
 import subprocess
+import tempfile
+import threading
 import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -34,7 +40,8 @@ from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.dovecot import SNIPPETS, DovecotServer, installed_series, installed_version
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.policy_recorder import PolicyRecorder
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_for
+from tests.support.tls import self_signed
 
 SERIES = installed_series()
 SNIPPET = ROOT / "config" / SNIPPETS[SERIES]
@@ -213,6 +220,65 @@ def test_when_the_service_fails_dovecot_does_what_its_setting_says(
             assert "Policy server HTTP error" in dovecot.log_text()
     if failure == "silent":
         assert 2 <= elapsed < 8, elapsed  # the client's own timeout is 10 s
+
+
+@pytest.fixture
+def refusing_https() -> Iterator[tuple[str, Path]]:
+    """A policy server on https:// with a self-signed certificate that refuses every login; its URL
+    and certificate (in a directory of its own that Dovecot's auth process, another user, may read:
+    pytest's temp dirs are private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="autoconfig-policy-tls-"))
+    directory.chmod(0o755)
+    cert, key = self_signed(directory, ["localhost"])
+    cert.chmod(0o644)
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"status": -1, "msg": "refused over https"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/dovecot/auth-policy", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["certificate-unknown", "ca-given"])
+def test_an_https_policy_server_needs_a_certificate_dovecot_can_verify(
+    refusing_https: tuple[str, Path], tmp_path: Path, trusted: bool
+) -> None:
+    """Dovecot checks the policy server's certificate (2.3.19 and 2.4.1 alike): one it cannot verify
+    fails every request, which the shipped fail-open choice turns into a gate that is off."""
+    url, cert = refusing_https
+    settings = dovecot_settings(url, f"{HEADER}: {SECRET}", reject_on_fail=False)
+    if trusted:
+        settings += f"ssl_client_ca_file = {cert}\n"
+    with DovecotServer(tmp_path / "dovecot", USERS, extra_config=settings) as dovecot:
+        if trusted:
+            assert imap_login(dovecot, "frank@example.net") == "[ALERT] refused over https"
+        else:
+            assert imap_login(dovecot, "frank@example.net") == "OK"
+            # 2.3: "... SSL handshake to 127.0.0.1:N failed: Received invalid SSL certificate: ...",
+            # 2.4: "... SSL handshaking with 127.0.0.1:N failed: read(...) failed: Received invalid ..."
+            error = re.compile(r"Policy server HTTP error: SSL handshak.*Received invalid SSL certificate: self-signed")
+            wait_for(lambda: bool(error.search(dovecot.log_text())), 5, "Dovecot to log the certificate it refused")
 
 
 @pytest.mark.parametrize("series", sorted(SNIPPETS))
