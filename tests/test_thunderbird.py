@@ -127,3 +127,43 @@ def test_a_switch_flip_shows_on_the_very_next_request(client: FlaskClient, admin
 def test_document_never_echoes_the_address(client: FlaskClient, admin: Admin) -> None:
     admin.set("dave+x@example.net", imap=True)
     assert b"dave" not in fetch(client, "dave+x@example.net")[2]
+
+
+# -- requests without an address (Thunderbird for Android leaves it out by default) -------------
+
+SETUP_URL = b"https://autoconfig.example.net/setup"
+
+
+def fetch_without_address(client: FlaskClient, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    response = client.get(path, **kwargs)
+    return response.status_code, dict(response.headers), response.data
+
+
+@pytest.mark.parametrize("path", THUNDERBIRD_PATHS)
+def test_a_request_without_an_address_is_declined_like_an_unknown_address(
+    client: FlaskClient, admin: Admin, path: str
+) -> None:
+    admin.set("bob@example.net", imap=True, pop=True)
+    admin.set("bob@example.net", imap=False, pop=False)
+    addressless = fetch_without_address(client, path)
+    assert addressless == fetch(client, "never-seen@example.net", path) == fetch(client, "bob@example.net", path)
+    status, headers, _ = addressless
+    assert status == 404 and headers["Content-Type"].startswith("text/plain")
+    assert headers["Cache-Control"] == CACHE_CONTROL
+
+
+@pytest.mark.parametrize("path", THUNDERBIRD_PATHS)
+def test_the_decline_points_to_the_setup_page_and_names_no_account(
+    client: FlaskClient, admin: Admin, path: str
+) -> None:
+    admin.set("alice@example.net", imap=True, pop=True)  # someone has settings; the answer must not hint at it
+    _, _, body = fetch_without_address(client, path, headers={"Host": "evil.example"})
+    assert SETUP_URL + b"\n" in body and WEBMAIL_URL.encode() in body
+    for specific in (b"@", b"emailaddress", b"alice", b"imap.example.net", b"smtp.example.net", b"evil"):
+        assert specific not in body
+
+
+@pytest.mark.parametrize("query", ["emailaddress=", "emailaddress=alice@example.net&emailaddress="])
+def test_an_empty_or_repeated_address_is_still_malformed(client: FlaskClient, query: str) -> None:
+    """Only an absent parameter is "no address": an empty one is a client bug, and says so."""
+    assert client.get(THUNDERBIRD_PATHS[0], query_string=query).status_code == 400

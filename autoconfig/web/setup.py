@@ -11,12 +11,14 @@ from flask import Blueprint, Response
 from . import decide, single_arg
 from .pages import decision_page, page, serve_html
 
+SETUP_PATH = "/setup"
+
 # static_folder is set by ``init_app``: where static/ is depends on how the package was installed.
 blueprint = Blueprint("setup", __name__, static_url_path="/setup/static")
 serve_html(blueprint)
 
 
-@blueprint.get("/setup")
+@blueprint.get(SETUP_PATH)
 def setup() -> Response:
     raw = single_arg("emailaddress")
     if raw is None:

@@ -1,24 +1,49 @@
-"""Thunderbird autoconfig endpoints (all three paths clients and the draft use)."""
+"""Thunderbird autoconfig endpoints (all three paths clients and the draft use).
+
+``?emailaddress=`` is optional (draft-ietf-mailmaint-autoconfig), and
+Thunderbird for Android leaves it out by default.  A request without it
+names no account, so it can be shown no server: it gets the very answer an
+unknown address gets, the decline, which points to the setup page, where
+Android users find a QR code for the app.  That answer is the same bytes
+for every account, so answering it without an address tells nobody anything.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from ..formats import thunderbird
+from ..service import Service
 from ..spec import CACHE_CONTROL, THUNDERBIRD_CONTENT_TYPE, THUNDERBIRD_PATHS
-from . import decide, family_headers, service, single_arg, text_response
+from . import OUTCOME_KEY, decide, family_headers, service, single_arg, text_response
+from .setup import SETUP_PATH
 
 blueprint = Blueprint("thunderbird", __name__)
 family_headers(blueprint, (("Cache-Control", CACHE_CONTROL),))
 
 
+def declined(svc: Service) -> Response:
+    """No document at all: a 2xx without an incoming server is rejected by the client anyway.
+
+    The text names neither the address nor anything about it, so all-off,
+    unknown and address-less requests get the same bytes.
+    """
+    message = (
+        f"{svc.declined_message()} "
+        f"For a phone, including a QR code for Thunderbird for Android: {svc.config.public_url}{SETUP_PATH}"
+    )
+    return text_response(message, 404)
+
+
 def config_v11() -> Response:
     svc = service()
-    decision = decide(single_arg("emailaddress"))
+    raw = single_arg("emailaddress")
+    if raw is None:
+        request.environ[OUTCOME_KEY] = "declined"  # counted as what it is answered as
+        return declined(svc)
+    decision = decide(raw)
     if decision.offer.declined:
-        # No document at all: a 2xx without an incoming server is rejected by the
-        # client anyway, and this text is the same for unknown and all-off accounts.
-        return text_response(svc.declined_message(), 404)
+        return declined(svc)
     body = thunderbird.render(
         decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
     )
