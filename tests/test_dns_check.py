@@ -147,3 +147,40 @@ def test_the_check_is_a_library_call_too(config_path: Any, knot: KnotServer) -> 
     config = load(config_path, env={})
     found = check_domains(config, make_resolver(config.dns), ["shop.example", "nullmx.example"])
     assert [(f.domain, f.kind) for f in found] == [("nullmx.example", "null-mx")]
+
+
+# -- what must not be published: PACC (draft-ietf-mailmaint-pacc) --------------------------
+
+NO_PACC = "no record (a PACC document is one per domain and would advertise IMAP/POP to every account)"
+
+
+@pytest.mark.parametrize(
+    ("domain", "published"),
+    [
+        (
+            "pacc.example",
+            {
+                ("ua-auto-config", "A/AAAA", "198.51.100.25, 2001:db8::25"),
+                ("_ua-auto-config", "TXT", '"v=UAAC1; a=sha256; d=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="'),
+            },
+        ),
+        ("pacc-alias.example", {("ua-auto-config", "CNAME", "imap.example.net.")}),
+    ],
+)
+def test_a_published_pacc_name_is_reported_by_its_record(
+    cli: Callable[..., Result], domain: str, published: set[tuple[str, str, str]]
+) -> None:
+    """One PACC document per domain cannot follow per-account switches: any PACC name is a finding."""
+    result = cli("dns", "check", "--json", domain)
+    assert result.exit_code == EXIT_FINDINGS, result.output
+    found = json.loads(result.output)["findings"]
+    assert {(f["kind"], f["expected"]) for f in found} == {("pacc-published", NO_PACC)}
+    assert {(f["name"], f["rdtype"], f["found"]) for f in found} == published
+
+
+def test_a_pacc_finding_line_names_the_record(cli: Callable[..., Result]) -> None:
+    result = cli("dns", "check", "pacc-alias.example")
+    assert result.exit_code == EXIT_FINDINGS
+    assert result.output == (
+        f"pacc-alias.example: pacc-published: ua-auto-config CNAME: expected {NO_PACC}; found imap.example.net.\n"
+    )

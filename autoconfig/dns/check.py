@@ -11,6 +11,16 @@ ignored, because it only splits load among records of equal priority.
 ``autoconfig``/``autodiscover`` may be either address records of the
 responder or a CNAME chain that ends at the responder (or at its addresses):
 both reach the service.
+
+What must *not* be published is checked too.  PACC (draft-ietf-mailmaint-pacc)
+gives a domain one configuration document, fetched from
+``https://ua-auto-config.<domain>/.well-known/user-agent-configuration.json``
+and pinned by a digest in the TXT record ``_ua-auto-config.<domain>``.  One
+document per domain cannot follow per-account switches: a PACC document that
+lists IMAP or POP3 advertises them to every account, including those that
+never turned them on.  A mail server's built-in responder, enabled elsewhere,
+would undo the switch without anyone here noticing, so either name existing
+is a ``pacc-published`` finding that names the record.
 """
 
 from __future__ import annotations
@@ -44,7 +54,13 @@ WRONG_ADDRESS = "wrong-address"  # autoconfig/autodiscover addresses are not the
 MX_NOT_ISP = "mx-not-isp"
 NULL_MX = "null-mx"
 NO_SUCH_DOMAIN = "no-such-domain"
+PACC_PUBLISHED = "pacc-published"  # ua-auto-config / _ua-auto-config exist: PACC ignores the switches
 COULD_NOT_CHECK = "could-not-check"
+
+# PACC's names, relative to the domain (draft-ietf-mailmaint-pacc).
+PACC_HOST = "ua-auto-config"
+PACC_DIGEST = "_ua-auto-config"
+_NO_PACC = "no record (a PACC document is one per domain and would advertise IMAP/POP to every account)"
 
 MAX_CNAME_CHAIN = 8
 
@@ -114,6 +130,7 @@ class Checker:
             self._check_host(records, dns.name.from_text(label, origin), finding)
         if self.config.dns.mx_hosts:
             self._check_mx(records, finding)
+        self._check_no_pacc(origin, finding)
         return findings
 
     # -- SRV ---------------------------------------------------------------------
@@ -227,6 +244,30 @@ class Checker:
 
     def _wanted_addresses_text(self) -> str:
         return ", ".join(sorted(self._expected_addresses())) or f"the addresses of {self.responder}"
+
+    # -- PACC: nothing may be published --------------------------------------------
+
+    def _check_no_pacc(self, origin: dns.name.Name, finding: _Report) -> None:
+        host = dns.name.from_text(PACC_HOST, origin)
+        alias = lookup(self.resolver, host, "CNAME")
+        if alias.failed:
+            finding(COULD_NOT_CHECK, host, "CNAME", _NO_PACC, alias.outcome.value)
+        elif alias.rrset is not None:
+            finding(PACC_PUBLISHED, host, "CNAME", _NO_PACC, alias.rrset[0].to_text())
+        else:
+            results = [lookup(self.resolver, host, rdtype) for rdtype in ("A", "AAAA")]
+            failed = next((r for r in results if r.failed), None)
+            found = _addresses(results)
+            if found:
+                finding(PACC_PUBLISHED, host, "A/AAAA", _NO_PACC, ", ".join(sorted(found)))
+            elif failed is not None:
+                finding(COULD_NOT_CHECK, host, "A/AAAA", _NO_PACC, failed.outcome.value)
+        digest = dns.name.from_text(PACC_DIGEST, origin)
+        txt = lookup(self.resolver, digest, "TXT")
+        if txt.failed:
+            finding(COULD_NOT_CHECK, digest, "TXT", _NO_PACC, txt.outcome.value)
+        elif txt.rrset is not None:
+            finding(PACC_PUBLISHED, digest, "TXT", _NO_PACC, " ".join(r.to_text() for r in txt.rrset))
 
     # -- MX ------------------------------------------------------------------------
 
