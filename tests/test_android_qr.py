@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,50 @@ def test_local_part_case_is_kept_as_the_user_typed_it(client: FlaskClient, admin
     [account] = export_for_mobile.read(android.payload).accounts
     assert account.incoming.username == "Alice@example.net"
     assert account.outgoing[0].identities == (Identity("Alice@example.net", ""),)
+
+
+# -- break pass: hostile but valid addresses, and no page asks for a password ---------------------
+
+# Accepted addresses whose characters mean something to HTML, JSON, Jinja or a URL, or that are
+# not ASCII in ways a reader could mistake (decomposed accents, full-width letters, scripts
+# written right to left, a character whose lower case is longer).
+ODD_ASCII = [
+    "o'neil&co@example.net",
+    "{{7*7}}@example.net",
+    "a+b=c/d?e@example.net",
+    "x%3Cy@example.net",
+    "a|b`c@x.example.net",
+]
+NON_ASCII = [
+    "jo\u0308rg@example.net",
+    "مستخدم@example.net",
+    "ａｌｉｃｅ@example.net",
+    "İstanbul@example.net",
+    "😀@example.net",
+]
+
+
+@pytest.mark.parametrize("address", ODD_ASCII + NON_ASCII)
+def test_odd_addresses_get_codes_that_hold_them_exactly(
+    client_for: Callable[..., FlaskClient], browser: Browser, address: str
+) -> None:
+    client = client_for("imap+pop3", domains=["example.net", "x.example.net"])
+    Admin(client).set(quote(address, safe="@"), imap=True)
+    html = setup_page(client, address)
+    codes = {code.caption: code.payload for code in scan_html(browser, html)}
+    typed = unicodedata.normalize("NFC", address)  # the service keeps the local part as typed, in NFC
+    apple = "https://autoconfig.example.net/apple/mail.mobileconfig?emailaddress=" + quote(typed, safe="")
+    assert codes.pop(APPLE_CAPTION) == apple.encode()
+    if address.isascii():
+        [account] = export_for_mobile.read(codes.pop(ANDROID_CAPTION)).accounts
+        assert account.incoming.username == address
+        assert account.outgoing[0].identities == (Identity(address, ""),)
+    assert codes == {}, "no other code, and none for Android where the format cannot carry the address"
+
+
+@pytest.mark.parametrize("query", [None, "alice@example.net", "bob@example.net", "jörg@example.net", "not an address"])
+def test_no_page_ever_asks_for_a_password(client: FlaskClient, admin: Admin, query: str | None) -> None:
+    admin.set(ALICE, imap=True, pop=True)
+    admin.set(quote("jörg@example.net", safe="@"), imap=True)
+    response = client.get(SETUP, query_string={} if query is None else {"emailaddress": query})
+    assert not re.search(r"<input[^>]*type\s*=\s*[\"']?password", response.get_data(as_text=True), re.IGNORECASE)

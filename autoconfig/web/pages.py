@@ -8,6 +8,7 @@ same page: the form again, with a reason that never echoes the input.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -97,6 +98,9 @@ class QrImage:
     size: int
 
 
+# Drawing a code costs 6-8 ms (segno tries all eight masks), 30 ms for the longest address,
+# and a person reloads the page or checks again from the form: the same code is drawn once.
+@lru_cache(maxsize=256)
 def qr_image(text: str, title: str) -> QrImage:
     """An SVG QR code as a data: URI, so the CSP needs no inline markup exception.
 
