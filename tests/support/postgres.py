@@ -15,6 +15,11 @@ file descriptor we open, so it stays readable after the cluster is gone.
 
 Durability is switched off (``fsync``, ``synchronous_commit``,
 ``full_page_writes``): a crash loses a test database, which costs nothing.
+
+:class:`PostgresStandby` (at the end) is a streaming-replication standby of
+a running cluster, copied with ``pg_basebackup -R`` and started on another
+loopback address; :meth:`PostgresCluster.crash` kills a cluster as a crash
+would, for the failover test (tests/test_failover.py).
 """
 
 import functools
@@ -27,7 +32,7 @@ import urllib.parse
 import psycopg
 from psycopg import sql
 
-from tests.support.ports import DataServer, freeze_tree, run_setup, thaw
+from tests.support.ports import DataServer, freeze_tree, run_setup, thaw, wait_for
 
 
 @functools.cache
@@ -74,6 +79,30 @@ class PostgresCluster(DataServer):
     def resume(self) -> None:
         thaw(self._frozen)
         self._frozen = []
+
+    def crash(self) -> None:
+        """SIGKILL the postmaster and every process it started, at once: the server crashed.
+
+        Killing only the postmaster would leave its backends serving their
+        clients for a while, which no crash does; killing the backends first
+        would let the postmaster notice and restart them.  So the whole tree is
+        frozen first (the postmaster before its children, so none is forked in
+        between), then killed.  The kernel closes the sockets, so clients see
+        their connections reset and new connections refused, as after a crash
+        of the server process (a host that loses power instead answers nothing:
+        that is :meth:`PostgresCluster.pause`).  The data directory stays until
+        :meth:`DataServer.stop`; :meth:`DataServer.start_server` would start it
+        again through crash recovery.
+        """
+        proc, self._proc = self._proc, None
+        if proc is None:
+            raise RuntimeError(f"{self.name} is not running")
+        for pid in freeze_tree(proc):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        proc.wait()  # its children, now orphans, are reaped by init
 
     def dsn(self, name: str) -> str:
         """libpq URI for database ``name`` as the passwordless superuser."""
@@ -143,3 +172,102 @@ class PostgresCluster(DataServer):
         """True once ``SELECT 1`` works."""
         with psycopg.connect(self.dsn("postgres"), connect_timeout=1) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# -- streaming replication: a standby to promote when the primary is gone -------------------
+
+
+class PostgresStandby(PostgresCluster):
+    """A hot standby of a running :class:`PostgresCluster`, streaming from it, on a loopback address of its own.
+
+    Its data directory is made by ``pg_basebackup --write-recovery-conf``
+    from ``primary`` (which must be running when :meth:`start` is first
+    called): a copy of the primary's data with ``standby.signal`` and a
+    ``primary_conninfo`` naming the primary's address and port, streaming
+    the WAL it needs while the copy is taken. Started, it replays what the
+    primary writes and answers read-only queries (``hot_standby`` is on by
+    default); :meth:`promote` makes it a primary of its own.
+
+    It listens on ``address`` (default 127.0.0.2, which Linux routes to
+    loopback like every 127.x address), so a libpq URL can name the two
+    servers as two hosts. Nothing in the primary needs changing: the
+    defaults of PostgreSQL 10 and later (``wal_level = replica``,
+    ``max_wal_senders = 10``) allow streaming, and ``initdb --auth=trust``
+    writes ``host replication all 127.0.0.1/32 trust``. A connection to
+    127.0.0.1 comes from 127.0.0.1, and so does one from this host to
+    127.0.0.2 (Linux gives a connection to any 127.x address the source
+    127.0.0.1), so the standby's copy of that ``pg_hba.conf`` admits clients
+    too. pg_basebackup runs as the user the servers run as (``postgres``
+    under root), so the files it writes are the server's own.
+
+    Replication is asynchronous: a commit on the primary returns before the
+    standby has it. :meth:`wait_for_replay` waits until the standby has
+    replayed everything the primary had written when it was called.
+    """
+
+    name = "postgres-standby"
+    log_file = "postgres-standby.log"
+
+    def __init__(self, workdir: pathlib.Path, primary: PostgresCluster, address: str = "127.0.0.2") -> None:
+        super().__init__(workdir)
+        self.primary = primary
+        self.address = address
+
+    def _make_data(self, directory: pathlib.Path) -> None:
+        if not self.primary.port:
+            raise RuntimeError("the primary must be running to copy a standby from it")
+        (directory / "socket").mkdir()
+        if self._run_as is not None:
+            for path in (directory, directory / "socket"):
+                shutil.chown(path, self._run_as, self._run_as)
+        run_setup(
+            [
+                str(pg_bin() / "pg_basebackup"),
+                f"--pgdata={directory / 'data'}",
+                f"--host={self.primary.address}",
+                f"--port={self.primary.port}",
+                f"--username={SUPERUSER}",
+                "--write-recovery-conf",
+                "--checkpoint=fast",  # the copy starts at once, not at the next scheduled checkpoint
+                "--wal-method=stream",
+                "--no-sync",
+                "--no-password",
+            ],
+            cwd=directory,
+            user=self._run_as,
+            group=self._run_as,
+            extra_groups=self._extra_groups,
+        )
+
+    def wait_for_replay(self, timeout: float = 10.0) -> None:
+        """Return once the standby has replayed everything the primary has committed so far.
+
+        The position taken is the primary's WAL insert position, not its write
+        position: with ``synchronous_commit`` off (see the module docstring) a
+        commit returns before its record is written, and the WAL writer
+        writes it, and the standby receives it, within ``wal_writer_delay``.
+        """
+        with psycopg.connect(self.primary.dsn("postgres"), autocommit=True, connect_timeout=2) as conn:
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        assert row is not None
+        target = row[0]
+        with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=2) as conn:
+
+            def replayed() -> bool:
+                done = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
+                return done == (True,)
+
+            wait_for(replayed, timeout, f"{self.name} to replay the primary's WAL up to {target}", retry_on=())
+
+    def is_in_recovery(self) -> bool:
+        """True while the server is a standby; False once promoted."""
+        with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=2) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        return row == (True,)
+
+    def promote(self, timeout: int = 30) -> None:
+        """``SELECT pg_promote()``: leave recovery and accept writes; returns once it does."""
+        with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=2) as conn:
+            row = conn.execute("SELECT pg_promote(true, %s)", (timeout,)).fetchone()
+        if row != (True,):
+            raise RuntimeError(f"{self.name} was not promoted within {timeout} s:\n{self.log_text()[-3000:]}")
