@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -219,11 +220,11 @@ def test_a_forked_process_can_use_the_store_and_the_parent_is_undisturbed(store:
 
 def test_a_sqlite_file_from_a_newer_release_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / "accounts.sqlite3"
-    with sqlite3.connect(path) as newer:
+    with closing(sqlite3.connect(path)) as newer:
         newer.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99 is newer"):
         open_store(f"sqlite:///{path}")
-    with sqlite3.connect(path) as after:
+    with closing(sqlite3.connect(path)) as after:
         assert after.execute("PRAGMA journal_mode").fetchone()[0] == "delete", "the file was switched to WAL"
         assert after.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
 
@@ -284,9 +285,8 @@ def test_a_write_to_a_replaced_sqlite_file_is_refused_and_lands_nowhere(tmp_path
     try:
         store.update("alice@example.net", {"imap": True}, "test")
         path.rename(tmp_path / "moved.sqlite3")
-        with sqlite3.connect(path) as other:  # someone else's file at the path
+        with closing(sqlite3.connect(path)) as other:  # someone else's file at the path
             other.execute("CREATE TABLE unrelated (x)")
-        other.close()
         with pytest.raises(StoreReplaced, match="replaced under the running node"):
             store.update("alice@example.net", {"pop": True}, "test")
         with pytest.raises(StoreReplaced):
@@ -311,5 +311,95 @@ def test_a_sqlite_file_that_cannot_be_opened_at_start_is_opened_later(tmp_path: 
         assert store.switches("alice@example.net") == OFF
         store.update("alice@example.net", {"imap": True}, "test")
         assert store.switches("alice@example.net") == Switches(imap=True, pop=False)
+    finally:
+        store.close()
+
+
+# -- Every SQLite connection is closed by the store, never left to the garbage collector ------
+# (Python 3.13 warns about a collected open connection; until then it holds the file and its locks.)
+
+
+def open_files(database: Path) -> int:
+    """This process's file descriptors on ``database`` and its -wal (SQLite maps the -shm)."""
+    names = {str(database), f"{database}-wal"}
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):  # the descriptor listdir itself used, closed by now
+            count += os.readlink(f"/proc/self/fd/{fd}") in names
+    return count
+
+
+def test_closing_the_store_closes_the_connections_of_every_thread(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.sqlite3"
+    store = SQLiteStore(f"sqlite:///{path}")
+    mine = open_files(path)
+    looked_up, finish = threading.Event(), threading.Event()
+
+    def worker_thread() -> None:
+        store.switches("alice@example.net")
+        looked_up.set()
+        finish.wait(10)
+
+    thread = threading.Thread(target=worker_thread)
+    thread.start()
+    try:
+        assert looked_up.wait(5)
+        assert open_files(path) > mine > 0, "the thread has a connection of its own"
+        store.close()
+        assert open_files(path) == 0, "a connection of a thread that is still running was left open"
+    finally:
+        finish.set()
+        thread.join()
+    assert store.switches("alice@example.net") == OFF, "a closed store opens a fresh connection on use"
+    store.close()
+
+
+def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.sqlite3"
+    store = SQLiteStore(f"sqlite:///{path}")
+    # Only the threads' connections, then: while another connection of this process holds a
+    # lock on the file, SQLite keeps a closed one's descriptor for reuse (POSIX locks belong
+    # to the process), so the count would not show the closes.
+    store.close()
+    try:
+        threads = [threading.Thread(target=store.switches, args=("alice@example.net",)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert open_files(path) == 0
+    finally:
+        store.close()
+
+
+def test_a_connection_that_failed_is_closed(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.sqlite3"
+    store = SQLiteStore(f"sqlite:///{path}")
+    try:
+        with closing(sqlite3.connect(path)) as other:
+            other.execute("DROP TABLE accounts")  # every lookup now fails with an OperationalError
+        with pytest.raises(StoreUnavailable, match="no such table"):
+            store.switches("alice@example.net")
+        assert open_files(path) == 0
+    finally:
+        store.close()
+
+
+def test_a_forked_child_closes_its_copies_of_the_parents_connections_at_once(tmp_path: Path) -> None:
+    """The copies are closed before anything else runs in the child (SQLiteStore.forget_after_fork says why)."""
+    path = tmp_path / "accounts.sqlite3"
+    store = SQLiteStore(f"sqlite:///{path}")
+    try:
+        store.update("alice@example.net", {"imap": True}, "parent")
+        assert open_files(path) > 0
+        pid = os.fork()
+        if pid == 0:
+            inherited_closed = open_files(path) == 0
+            served = store.switches("alice@example.net") == Switches(imap=True)
+            os._exit(0 if inherited_closed and served and open_files(path) > 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert open_files(path) > 0, "the parent's connection is its own"
+        assert store.switches("alice@example.net") == Switches(imap=True)
     finally:
         store.close()

@@ -3,7 +3,12 @@
 WAL lets gunicorn's workers read while one writes; every write is one
 ``BEGIN IMMEDIATE`` transaction, so a crash leaves each account either
 fully old or fully new.  Connections are per thread and per process, since
-sqlite3 connections must not cross either boundary.
+sqlite3 connections must not cross either boundary.  The store keeps a list
+of every connection it opened (``_Connections``) and closes each one
+explicitly: ``close()`` closes all of them, whichever thread opened them; a
+thread's connection is closed when the thread ends, one that failed when it
+fails, and a forked child closes its copies of the parent's at once
+(``SQLiteStore.forget_after_fork`` says why closing, not dropping).
 
 Two faults of the file itself never stop the node and never give a wrong answer:
 
@@ -33,6 +38,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime
@@ -163,9 +169,66 @@ def _rekey(conn: sqlite3.Connection, path: str) -> tuple[Merge, ...]:
 
 
 def _connect(path: str, *, create: bool) -> sqlite3.Connection:
-    """Open ``path``; without ``create`` a missing file is an error, never a new empty database."""
+    """Open ``path``; without ``create`` a missing file is an error, never a new empty database.
+
+    ``check_same_thread=False`` lets the store close a connection from
+    another thread than the one that opened it (``_Connections``); each
+    connection is still used by one thread only, the one it belongs to.
+    """
     uri = f"file:{urllib.parse.quote(path)}?mode={'rwc' if create else 'rw'}"
-    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+
+
+class _Connections:
+    """Every connection one store has open, so that each is closed, never left to the garbage collector.
+
+    Python 3.13 warns (``ResourceWarning``) about a connection collected
+    while open, and until then it holds a file descriptor and the file's
+    locks; a store serves from several threads and sometimes from a
+    forked child, so its ``close()`` cannot rely on the calling thread's
+    connection being the only one.
+    """
+
+    def __init__(self) -> None:
+        # Reentrant: a thread's connection is closed by ``_ThreadConnection.__del__``, which the
+        # garbage collector may run in a thread that is inside one of these methods.
+        self._lock = threading.RLock()
+        self._open: set[sqlite3.Connection] = set()
+
+    def connect(self, path: str, *, create: bool) -> sqlite3.Connection:
+        conn = _connect(path, create=create)
+        with self._lock:
+            self._open.add(conn)
+        return conn
+
+    def close(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            self._open.discard(conn)
+        conn.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, set()
+        for conn in connections:
+            conn.close()
+
+
+class _ThreadConnection:
+    """Held in a thread's ``threading.local`` slot: closes that thread's connection when the thread ends.
+
+    Only while the store lives: when the store itself is collected unclosed,
+    its ``_Connections`` is gone and the connection is left open, so Python
+    still warns about the store that was never closed.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, connections: _Connections) -> None:
+        self.conn = conn
+        self._connections = weakref.ref(connections)
+
+    def __del__(self) -> None:
+        connections = self._connections()
+        if connections is not None:
+            connections.close(self.conn)
 
 
 def _identity(path: str) -> Identity | None:
@@ -226,6 +289,7 @@ class SQLiteStore(Store):
 
     def __init__(self, url: str) -> None:
         self.path = path_from_url(url)
+        self._connections = _Connections()
         self._local = threading.local()
         # The file this store serves, once opened: what the path must keep leading to.
         self._identity: Identity | None = None
@@ -281,6 +345,31 @@ class SQLiteStore(Store):
         return version
 
     def forget_after_fork(self) -> None:
+        """In a forked child: close the child's copies of the parent's connections, before any other use.
+
+        SQLite's rule is never to carry a connection across ``fork()``, and
+        dropping the references would not keep to it: a collected
+        ``sqlite3.Connection`` closes its database anyway (Python 3.13 with a
+        ``ResourceWarning``), only later, at a moment nobody chose.  Keeping
+        the copies open for the child's whole life is worse: SQLite keeps
+        its POSIX lock bookkeeping per process and per file, the child
+        inherits the parent's, and while an inherited connection to the
+        file stays open a connection the child opens to it shares that
+        bookkeeping, believes it holds the shared lock the parent took and
+        takes none of its own.  The parent's last connection then gets the
+        exclusive lock on close, checkpoints and deletes the WAL under the
+        child's open read transaction (tried on SQLite 3.40 and 3.46).
+        Closing the copies first makes the child's own connections take
+        real locks.  The close itself cannot harm the parent: the child's
+        fcntl locks are its own (it holds none), the shared memory of the
+        WAL index is only unmapped, and the checkpoint a closing connection
+        attempts needs an exclusive lock, refused while the parent (or any
+        other process) holds the file open.  Forking while another thread
+        is inside SQLite is unsafe in any case (its mutexes are copied
+        locked) and not supported: gunicorn's master forks before a worker
+        opens its store.
+        """
+        self._connections.close_all()
         self._local = threading.local()
 
     def _connection(self) -> sqlite3.Connection:
@@ -298,15 +387,15 @@ class SQLiteStore(Store):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
-            conn = _connect(self.path, create=True)
+            conn = self._connections.connect(self.path, create=True)
         else:
             # The node has served a file at this path: never create an empty one in its place.
             if _identity(self.path) is None:
                 raise StoreReplaced(f"SQLite database {self.path}: the file this node serves was deleted")
-            conn = _connect(self.path, create=False)
+            conn = self._connections.connect(self.path, create=False)
         found = _identity(self.path)  # sqlite3.connect has opened the file: this is the one it holds
         if found is None or (expected is not None and found != expected):
-            conn.close()
+            self._connections.close(conn)
             raise StoreReplaced(f"SQLite database {self.path}: the file at the path is not the one this node serves")
         try:
             conn.row_factory = sqlite3.Row
@@ -316,6 +405,7 @@ class SQLiteStore(Store):
             # fifth of a lookup's time under load (bench/).
             conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
             self._local.conn = conn
+            self._local.owner = _ThreadConnection(conn, self._connections)
             # The lookup's own cursor, made once, with plain tuples for rows.
             lookup = self._local.lookup = conn.cursor()
             lookup.row_factory = None
@@ -324,12 +414,12 @@ class SQLiteStore(Store):
                 self._prepared = True
         except BaseException:
             self._forget_connection()
-            conn.close()
+            self._connections.close(conn)
             raise
         if self._identity is None:
             self._identity = _write_record(self._record, found)
             if self._identity != found:  # another worker recorded another file first
-                self.close()
+                self._forget_connection()
                 self._check_file()
         return conn
 
@@ -348,10 +438,14 @@ class SQLiteStore(Store):
         return lookup
 
     def _forget_connection(self) -> None:
-        self._local.conn = self._local.lookup = None
+        """Close this thread's connection, if it has one; its next call opens a fresh one."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = self._local.lookup = self._local.owner = None
+        if conn is not None:
+            self._connections.close(conn)
 
     def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailable:
-        """The error to raise for ``exc``; the connection is dropped, so the next call opens a fresh one."""
+        """The error to raise for ``exc``; the connection is closed, so the next call opens a fresh one."""
         self._forget_connection()
         return StoreUnavailable(f"SQLite database {self.path}: {exc}")
 
@@ -430,10 +524,10 @@ class SQLiteStore(Store):
         # Read on a connection of its own so a long listing never holds the thread's connection.
         self._connection()  # the file is known and prepared
         with self._errors():
-            conn = _connect(self.path, create=False)
-            conn.row_factory = sqlite3.Row
+            conn = self._connections.connect(self.path, create=False)
+        conn.row_factory = sqlite3.Row
         if _identity(self.path) != self._identity:
-            conn.close()
+            self._connections.close(conn)
             self._check_file()
         try:
             with self._errors():
@@ -444,7 +538,7 @@ class SQLiteStore(Store):
                 for row in rows:
                     yield _account(row)
         finally:
-            conn.close()
+            self._connections.close(conn)
 
     def _import(self, rows: Iterable[tuple[str, Switches]], actor: str, at: datetime) -> int:
         stamp = at.isoformat()
@@ -463,7 +557,11 @@ class SQLiteStore(Store):
         self._check_file()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._forget_connection()
+        """Close every connection of this store, whichever thread opened it.
+
+        A later call opens a fresh connection again (the CLI and the tests
+        reuse a closed store).  A thread still inside a call on one of them
+        then fails, so a store is closed when its threads are done with it.
+        """
+        self._connections.close_all()
+        self._local = threading.local()
