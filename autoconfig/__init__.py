@@ -32,7 +32,11 @@ def create_service(config: Config | None = None) -> Service:
         pool_size=config.store_pool_size,
         timeout=config.store_timeout,
     )
-    return Service(config, store, hosted=_hosted_domains(config))
+    try:
+        return Service(config, store, hosted=_hosted_domains(config))
+    except BaseException:
+        store.close()  # a refused start leaves no connection behind (the CLI and tests carry on)
+        raise
 
 
 def _hosted_domains(config: Config) -> HostedDomains | None:
@@ -57,15 +61,19 @@ def create_app(config: Config | None = None) -> Flask:
     # First: opening the store may migrate it, and that is logged.
     logs.configure(config.log_level, config.log_flush_seconds)
     svc = create_service(config)
-    from . import web
+    try:
+        from . import web
 
-    # No app-wide /static route: the setup page's blueprint serves the only static file.
-    app = web.App(__name__, template_folder=data_dir("templates"), static_folder=None)
-    # Werkzeug refuses larger bodies with 413 before a view reads them.
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_LIMIT
-    app.extensions["autoconfig"] = svc
-    metrics.init_app(app)
-    web.init_app(app)
+        # No app-wide /static route: the setup page's blueprint serves the only static file.
+        app = web.App(__name__, template_folder=data_dir("templates"), static_folder=None)
+        # Werkzeug refuses larger bodies with 413 before a view reads them.
+        app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_LIMIT
+        app.extensions["autoconfig"] = svc
+        metrics.init_app(app)
+        web.init_app(app)  # refuses a signing setup that cannot work, among others
+    except BaseException:
+        svc.store.close()  # the start is refused: the store opened for it is closed, not left to the collector
+        raise
     logging.getLogger(__name__).info(
         "serving %s for %s; store %s", svc.config.provider.id, ", ".join(svc.config.provider.domains), svc.store.kind
     )
