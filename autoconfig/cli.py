@@ -71,6 +71,12 @@ class Context:
                 raise click.ClickException(str(exc)) from None
         return self._service
 
+    def close(self) -> None:
+        """Close the store a command opened: its connections end with the command, not at exit."""
+        if self._service is not None:
+            self._service.store.close()
+            self._service = None
+
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -141,6 +147,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     """Mail client auto-configuration service: admin commands."""
     _log_to_stderr()
     ctx.obj = Context(config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @main.command("check-config")
