@@ -20,11 +20,10 @@ Together they were a quarter of a line's instructions (callgrind).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TextIO
 
-from .forking import forget_after_fork
+from .forking import PeriodicThread, forget_after_fork
 
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
@@ -55,7 +54,8 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         super().__init__(stream)
         self.flush_seconds = flush_seconds
         self._pending: list[str] = []
-        self._writer: threading.Thread | None = None
+        # Stopped across a fork, so a fork never copies a thread that holds the stream's lock.
+        self._writer = PeriodicThread("log-flush", lambda: self.flush_seconds or 1.0, self._flush_now)
         forget_after_fork(self)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -64,8 +64,7 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
             self._pending.append(self.format(record) + self.terminator)
             if record.levelno >= logging.WARNING or self.flush_seconds <= 0:
                 self._write_pending()
-            elif self._writer is None:
-                self._writer = threading.Thread(target=self._run, name="log-flush", daemon=True)
+            elif self._writer.thread is None:
                 self._writer.start()
         except Exception:
             self.handleError(record)
@@ -82,17 +81,16 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
             self._write_pending()
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.flush_seconds or 1.0)
-            try:
-                self.flush()
-            except Exception:  # the thread must outlive a failed write, or no line would be written again
-                self.handleError(_FLUSH_FAILED)  # logging's own report on stderr (logging.raiseExceptions)
+    def _flush_now(self) -> None:
+        """The writer thread's work, every ``flush_seconds``."""
+        try:
+            self.flush()
+        except Exception:  # the thread must outlive a failed write, or no line would be written again
+            self.handleError(_FLUSH_FAILED)  # logging's own report on stderr (logging.raiseExceptions)
 
     def forget_after_fork(self) -> None:
-        """In a forked child: the parent writes its own waiting lines; threads do not survive a fork."""
-        self._pending, self._writer = [], None  # logging itself renews the handler's lock in the child
+        """In a forked child: the parent writes its own waiting lines; the child's writer starts with its first."""
+        self._pending = []  # logging itself renews the handler's lock in the child
 
 
 def configure(level: str, flush_seconds: float) -> None:

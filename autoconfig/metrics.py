@@ -29,7 +29,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 import weakref
 from bisect import bisect_left
 
@@ -37,7 +36,7 @@ from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .forking import forget_after_fork
+from .forking import PeriodicThread, forget_after_fork
 
 log = logging.getLogger(__name__)
 
@@ -203,35 +202,16 @@ def flush_all() -> None:
         registry.flush()
 
 
-class _Flusher:
-    """The process's one writer thread, started by its first counted request (in gunicorn: in each worker)."""
-
-    def __init__(self) -> None:
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        with self.lock:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
-                self.thread.start()
-                forget_after_fork(self)
-
-    @staticmethod
-    def _run() -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            try:
-                flush_all()
-            except Exception:  # the thread must outlive one failed write, or no count is written again
-                log.exception("could not write the request metrics; the last second's counts are lost")
-
-    def forget_after_fork(self) -> None:
-        """Threads do not survive a fork: the child starts its own on its first request."""
-        self.thread, self.lock = None, threading.Lock()
+def _flush_logged() -> None:
+    try:
+        flush_all()
+    except Exception:  # the thread must outlive one failed write, or no count is written again
+        log.exception("could not write the request metrics; the last second's counts are lost")
 
 
-_FLUSHER = _Flusher()
+# The process's one writer thread, started by its first counted request (in gunicorn: in each
+# worker); stopped across a fork, and started again in a child by the child's first request.
+_FLUSHER = PeriodicThread("metrics-flush", lambda: FLUSH_SECONDS, _flush_logged)
 _exit_flush_installed = False
 
 
