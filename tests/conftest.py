@@ -88,6 +88,24 @@ def app(config: Config) -> Iterator[Flask]:
     app.extensions["autoconfig"].store.close()
 
 
+MakeApp = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(write_config: Callable[..., Path]) -> Iterator[MakeApp]:
+    """``make_app(data, name=...)``: the app on that config, its store closed when the test ends."""
+    made: list[Flask] = []
+
+    def make(data: dict[str, Any], name: str = "autoconfig.toml") -> Flask:
+        app = create_app(load(write_config(data, name), env={}))
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["autoconfig"].store.close()
+
+
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()

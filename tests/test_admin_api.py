@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from autoconfig import create_app
 from autoconfig.config import load
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, MakeApp
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 URL = "/admin/v1/accounts/alice@example.net"
@@ -78,11 +78,9 @@ def test_without_the_token_nothing_changes(client: FlaskClient, headers: dict[st
     assert client.get(URL, headers=AUTH).get_json()["imap"] is False
 
 
-def test_without_a_configured_token_the_api_does_not_exist(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
+def test_without_a_configured_token_the_api_does_not_exist(config_data: dict[str, Any], make_app: MakeApp) -> None:
     del config_data["admin"]
-    client = create_app(load(write_config(config_data), env={})).test_client()
+    client = make_app(config_data).test_client()
     assert client.get(URL, headers=AUTH).status_code == 404
 
 

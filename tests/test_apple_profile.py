@@ -17,12 +17,12 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoconfig import create_app, policy
+from autoconfig import policy
 from autoconfig.address import parse_address
 from autoconfig.config import load
 from autoconfig.formats import apple
 from autoconfig.store import Switches
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.conftest import WEBMAIL_URL, Admin, MakeApp
 from tests.support.apple_schema import assert_valid_profile
 from tests.support.promises import APPLE_CONTENT_TYPE, CACHE_CONTROL
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
@@ -97,16 +97,14 @@ def test_profile_has_one_mail_payload_for_the_enabled_protocol(
     assert payload["EmailAddress"] == "alice@example.net"
 
 
-def test_config_choices_reach_the_profile(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
+def test_config_choices_reach_the_profile(config_data: dict[str, Any], make_app: MakeApp) -> None:
     config_data["servers"]["imap"] = [
         {"host": "imap.example.net", "port": 143, "socket": "STARTTLS", "username": "local-part"},
         {"host": "imap2.example.net", "port": 993, "socket": "SSL", "authentication": "password-encrypted"},
     ]
     config_data["servers"]["smtp"] = [{"host": "submit.example.net", "port": 587, "socket": "STARTTLS"}]
     config_data["apple"] = {"profile_identifier_prefix": "com.example.mail"}
-    client = create_app(load(write_config(config_data), env={})).test_client()
+    client = make_app(config_data).test_client()
     Admin(client).set("Bob@example.net", imap=True)
     profile = load_profile(fetch(client, "Bob@example.net")[2])
     payload = profile["PayloadContent"][0]
@@ -118,9 +116,9 @@ def test_config_choices_reach_the_profile(
     assert payload["PayloadIdentifier"].startswith("com.example.mail.")
 
 
-def test_local_part_user_names(config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]) -> None:
+def test_local_part_user_names(config_data: dict[str, Any], make_app: MakeApp) -> None:
     config_data["servers"]["imap"][0]["username"] = "local-part"
-    client = create_app(load(write_config(config_data), env={})).test_client()
+    client = make_app(config_data).test_client()
     Admin(client).set("Carol.Jones@example.net", imap=True)
     payload = mail_payload(client, "Carol.Jones@example.net")
     assert payload["IncomingMailServerUsername"] == "Carol.Jones"
@@ -220,11 +218,11 @@ def test_two_addresses_get_different_identifiers_and_uuids(client: FlaskClient, 
 
 
 def test_another_provider_gets_other_uuids(
-    client: FlaskClient, admin: Admin, config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
+    client: FlaskClient, admin: Admin, config_data: dict[str, Any], make_app: MakeApp
 ) -> None:
     admin.set("alice@example.net", imap=True)
     config_data["provider"]["id"] = "mail.example.com"
-    other = create_app(load(write_config(config_data, "other.toml"), env={})).test_client()
+    other = make_app(config_data, "other.toml").test_client()
     assert identifiers(other, "alice@example.net")[1] != identifiers(client, "alice@example.net")[1]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def test_check_config_reads_an_existing_sqlite_file_without_touching_it(
 
 def test_check_config_refuses_a_sqlite_file_from_a_newer_release(cli: Cli, config_data: dict[str, Any]) -> None:
     path = Path(config_data["store"]["url"].removeprefix("sqlite:///"))
-    with sqlite3.connect(path) as newer:
+    with closing(sqlite3.connect(path)) as newer:
         newer.execute("PRAGMA user_version = 99")
     result = cli("check-config")
     assert result.exit_code == 1

@@ -136,7 +136,11 @@ def test_records_load_into_knot_unchanged_and_then_check_clean(
 def test_the_demo_config_keeps_hosted_domains_off() -> None:
     config = load(ROOT / "config" / "autoconfig.toml", env={})
     assert config.dns.mx_hosts == ()
-    assert create_service(config).hosted is None
+    service = create_service(config)
+    try:
+        assert service.hosted is None
+    finally:
+        service.store.close()
 
 
 def test_defaults_come_from_the_rest_of_the_config(config: Any) -> None:

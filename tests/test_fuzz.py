@@ -47,6 +47,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     app = create_app(load(path, env={}))
     app.extensions["autoconfig"].store.update("fuzz@example.net", {"imap": True}, "test")
     yield app
+    app.extensions["autoconfig"].store.close()
 
 
 @pytest.fixture

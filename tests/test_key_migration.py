@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ CREATE INDEX accounts_by_domain ON accounts (domain, address);
 
 def sqlite_v1(tmp_path: Path) -> str:
     path = tmp_path / "accounts.sqlite3"
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         for statement in SQLITE_V1:
             conn.execute(statement)
         conn.executemany(
@@ -179,9 +180,8 @@ def test_the_migration_runs_once(v1_url: str, caplog: pytest.LogCaptureFixture) 
 
 def _row_count(url: str) -> int:
     if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
             count: int = conn.execute("SELECT count(*) FROM accounts").fetchone()[0]
-        conn.close()
         return count
     with psycopg.connect(url) as pg:
         row = pg.execute("SELECT count(*) FROM accounts").fetchone()

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,7 @@ def test_a_worker_killed_under_load_is_replaced_and_nothing_is_lost(
         body = http("GET", f"{loaded_server.url}/admin/v1/accounts/{address}", headers=AUTH)[2]
         assert (json.loads(body)["imap"], json.loads(body)["pop"]) == (imap, pop)
     database = config_data["store"]["url"].removeprefix("sqlite:///")
-    with sqlite3.connect(database) as conn:
+    with closing(sqlite3.connect(database)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 

@@ -15,9 +15,9 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoconfig import create_app, metrics
+from autoconfig import metrics
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN, Admin
+from tests.conftest import ADMIN_TOKEN, Admin, MakeApp
 from tests.support.gunicorn import GunicornServer
 from tests.test_server import http
 
@@ -34,21 +34,17 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return found
 
 
-def make_client(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], **settings: Any
-) -> FlaskClient:
+def make_client(config_data: dict[str, Any], make_app: MakeApp, **settings: Any) -> FlaskClient:
     config_data["metrics"] = {"enabled": True, **settings}
-    return create_app(load(write_config(config_data), env={})).test_client()
+    return make_app(config_data).test_client()
 
 
 def test_metrics_are_off_by_default(client: FlaskClient) -> None:
     assert client.get("/metrics").status_code == 404
 
 
-def test_outcomes_are_counted_by_format_without_addresses(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
-    client = make_client(config_data, write_config)
+def test_outcomes_are_counted_by_format_without_addresses(config_data: dict[str, Any], make_app: MakeApp) -> None:
+    client = make_client(config_data, make_app)
     Admin(client).set("served@example.net", imap=True)
     for query in ["served@example.net", "served@example.net", "nobody@example.net", "a@other.example", "bad"]:
         client.get(f"/mail/config-v1.1.xml?emailaddress={query}")
@@ -78,13 +74,13 @@ def test_outcomes_are_counted_by_format_without_addresses(
 )
 def test_every_answer_is_counted_under_its_top_level_family(
     config_data: dict[str, Any],
-    write_config: Callable[[dict[str, Any]], Path],
+    make_app: MakeApp,
     method: str,
     path: str,
     body: str | None,
     family: str,
 ) -> None:
-    client = make_client(config_data, write_config)
+    client = make_client(config_data, make_app)
     Admin(client).set("alice@example.net", imap=True)
     data = (ROOT / "config" / "examples" / body).read_bytes() if body else None
     client.open(path, method=method, data=data, content_type="text/xml" if data else None)
@@ -94,10 +90,8 @@ def test_every_answer_is_counted_under_its_top_level_family(
     assert not any(value.startswith("outlook.") for labels in counted for _, value in labels)
 
 
-def test_only_allowed_networks_may_read(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
-    client = make_client(config_data, write_config, allow_networks=["10.1.0.0/16"])
+def test_only_allowed_networks_may_read(config_data: dict[str, Any], make_app: MakeApp) -> None:
+    client = make_client(config_data, make_app, allow_networks=["10.1.0.0/16"])
     assert client.get("/metrics").status_code == 404  # from 127.0.0.1
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
 
@@ -111,9 +105,9 @@ def test_only_allowed_networks_may_read(
     ],
 )
 def test_a_configured_token_is_required(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], headers: dict[str, str], status: int
+    config_data: dict[str, Any], make_app: MakeApp, headers: dict[str, str], status: int
 ) -> None:
-    client = make_client(config_data, write_config, token=METRICS_TOKEN)
+    client = make_client(config_data, make_app, token=METRICS_TOKEN)
     assert client.get("/metrics", headers=headers).status_code == status
 
 

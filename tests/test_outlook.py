@@ -17,10 +17,9 @@ from flask.testing import FlaskClient
 from lxml import etree
 from werkzeug.test import TestResponse
 
-from autoconfig import create_app
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.conftest import WEBMAIL_URL, Admin, MakeApp
 from tests.support.outlook import (
     Protocol,
     activesync_request,
@@ -95,11 +94,9 @@ def test_every_protocol_is_spelled_out_for_outlook(client: FlaskClient, admin: A
     ]
 
 
-def test_login_name_follows_each_servers_username_setting(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
+def test_login_name_follows_each_servers_username_setting(config_data: dict[str, Any], make_app: MakeApp) -> None:
     config_data["servers"]["imap"][0]["username"] = "local-part"
-    client = create_app(load(write_config(config_data), env={})).test_client()
+    client = make_app(config_data).test_client()
     Admin(client).set("alice@example.net", imap=True)
     names = [(p.type, p.login_name) for p in protocols(post(client, "alice@example.net").data)]
     assert names == [("IMAP", "alice"), ("SMTP", "alice@example.net"), ("SMTP", "alice@example.net")]
@@ -401,10 +398,10 @@ def test_render_outlook_prints_what_outlook_gets(cli: Callable[..., Result], cli
 
 @pytest.mark.parametrize(("size", "status"), [(1024, 200), (1025, 413)])
 def test_body_cap_is_configurable_and_exact(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], size: int, status: int
+    config_data: dict[str, Any], make_app: MakeApp, size: int, status: int
 ) -> None:
     config_data["outlook"] = {"max_body_bytes": 1024}
-    client = create_app(load(write_config(config_data), env={})).test_client()
+    client = make_app(config_data).test_client()
     body = pox_request("alice@example.net")
     padded = body.replace(b"<Request>", b"<Request>" + b" " * (size - len(body)))
     assert len(padded) == size

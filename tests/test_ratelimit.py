@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from autoconfig import create_app
 from autoconfig.config import ConfigError, load
 from autoconfig.ratelimit import RateLimiter
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, MakeApp
 
 URL = "/mail/config-v1.1.xml?emailaddress=a@example.net"
 
@@ -53,21 +52,17 @@ def test_retry_after_rounds_up(seconds: float, header: int) -> None:
     assert RateLimiter.retry_after(seconds) == header
 
 
-def limited_client(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], **limits: Any
-) -> FlaskClient:
+def limited_client(config_data: dict[str, Any], make_app: MakeApp, **limits: Any) -> FlaskClient:
     config_data["limits"] = {"client_rate": 0.001, "client_burst": 3, "admin_rate": 0.001, "admin_burst": 2, **limits}
-    return create_app(load(write_config(config_data), env={})).test_client()
+    return make_app(config_data).test_client()
 
 
 def from_ip(ip: str, **headers: str) -> dict[str, Any]:
     return {"environ_base": {"REMOTE_ADDR": ip}, "headers": headers}
 
 
-def test_a_looping_client_gets_429_and_others_do_not(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
-    client = limited_client(config_data, write_config)
+def test_a_looping_client_gets_429_and_others_do_not(config_data: dict[str, Any], make_app: MakeApp) -> None:
+    client = limited_client(config_data, make_app)
     assert [client.get(URL, **from_ip("192.0.2.1")).status_code for _ in range(3)] == [404, 404, 404]
     limited = client.get(URL, **from_ip("192.0.2.1"))
     assert limited.status_code == 429
@@ -76,10 +71,8 @@ def test_a_looping_client_gets_429_and_others_do_not(
     assert client.get("/healthz", **from_ip("192.0.2.1")).status_code == 200  # health checks are never limited
 
 
-def test_admin_api_has_its_own_limit(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
-    client = limited_client(config_data, write_config)
+def test_admin_api_has_its_own_limit(config_data: dict[str, Any], make_app: MakeApp) -> None:
+    client = limited_client(config_data, make_app)
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     statuses = [
         client.get("/admin/v1/accounts/a@example.net", **from_ip("192.0.2.9", **auth)).status_code for _ in range(3)
@@ -88,20 +81,16 @@ def test_admin_api_has_its_own_limit(
     assert client.get(URL, **from_ip("192.0.2.9")).status_code == 404  # client bucket untouched
 
 
-def test_x_forwarded_for_is_ignored_without_trusted_proxies(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
-    client = limited_client(config_data, write_config)
+def test_x_forwarded_for_is_ignored_without_trusted_proxies(config_data: dict[str, Any], make_app: MakeApp) -> None:
+    client = limited_client(config_data, make_app)
     statuses = [
         client.get(URL, **from_ip("192.0.2.1", **{"X-Forwarded-For": f"198.51.100.{n}"})).status_code for n in range(4)
     ]
     assert statuses[-1] == 429, "a client cannot escape its limit by inventing X-Forwarded-For"
 
 
-def test_one_trusted_hop_limits_by_the_address_the_proxy_saw(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
-    client = limited_client(config_data, write_config, trusted_proxies=1)
+def test_one_trusted_hop_limits_by_the_address_the_proxy_saw(config_data: dict[str, Any], make_app: MakeApp) -> None:
+    client = limited_client(config_data, make_app, trusted_proxies=1)
     proxy = "127.0.0.1"
 
     def via_proxy(client_ip: str, spoofed: str = "") -> int:

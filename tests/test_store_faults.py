@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +155,9 @@ def sqlite_node(workdir: Path) -> Iterator[tuple[GunicornServer, Path]]:
 def replacement_file(database: Path) -> Path:
     """A copy of the database in which alice has POP instead of IMAP (a restored backup, say)."""
     copy_path = database.with_name("restored.sqlite3")
-    with sqlite3.connect(database) as source, sqlite3.connect(copy_path) as target:
+    with closing(sqlite3.connect(database)) as source, closing(sqlite3.connect(copy_path)) as target, target:
         source.backup(target)
         target.execute("UPDATE accounts SET imap = 0, pop = 1 WHERE address = ?", (ALICE,))
-    target.close()
     return copy_path
 
 

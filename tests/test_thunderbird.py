@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from lxml import etree
 
-from autoconfig import create_app
-from autoconfig.config import load
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.conftest import WEBMAIL_URL, Admin, MakeApp
 from tests.support.promises import CACHE_CONTROL, THUNDERBIRD_PATHS
 
 REQUIRED_SERVER_CHILDREN = ["hostname", "port", "socketType", "authentication", "username"]
@@ -103,11 +99,9 @@ def test_foreign_domain_is_404(client: FlaskClient) -> None:
     assert b"gmail" not in body
 
 
-def test_idn_domain_is_served_in_its_ascii_form(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
-) -> None:
+def test_idn_domain_is_served_in_its_ascii_form(config_data: dict[str, Any], make_app: MakeApp) -> None:
     config_data["provider"]["domains"] = ["bücher.example"]
-    app = create_app(load(write_config(config_data), env={}))
+    app = make_app(config_data)
     client = app.test_client()
     Admin(client).set("user@BÜCHER.example", imap=True)
     provider = parse_client_config(fetch(client, "user@xn--bcher-kva.example")[2])
