@@ -126,13 +126,27 @@ class GunicornServer(ManagedServer):
 
     def worker_pss_kib(self) -> dict[int, int]:
         """Proportional set size of each worker, in KiB."""
+        return self._worker_memory_kib("Pss:")
+
+    def worker_anonymous_kib(self) -> dict[int, int]:
+        """Anonymous memory of each worker (its heap and Python's objects), in KiB.
+
+        What a leak grows, and unlike PSS independent of other processes:
+        PSS divides each shared page of the interpreter and the libraries by
+        the number of processes mapping it, so it jumps when an unrelated
+        process using the same files (another test run, a finished server)
+        exits.
+        """
+        return self._worker_memory_kib("Anonymous:")
+
+    def _worker_memory_kib(self, field: str) -> dict[int, int]:
         sizes = {}
         for pid in self.worker_pids():
             try:
                 text = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
                 continue
-            sizes[pid] = next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
+            sizes[pid] = next(int(line.split()[1]) for line in text.splitlines() if line.startswith(field))
         return sizes
 
     def log_text(self) -> str:
