@@ -421,7 +421,10 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
         else:
             body = outlook.render_settings(decision.offer, decision.address)
     elif declined:
-        click.echo(svc.declined_message(), err=True)
+        text = svc.declined_message()
+        if client == "thunderbird":
+            text = thunderbird.declined_text(text, svc.config.public_url)
+        click.echo(text, err=True)
         sys.exit(1)
     elif client == "apple":
         config = svc.config

@@ -33,6 +33,8 @@ MAX_JSON_DEPTH = 16
 # Apple configuration profiles (Apple's device-management schema:
 # TopLevel.yaml and com.apple.mail.managed.yaml).
 APPLE_PROFILE_PATHS = ("/apple/mail.mobileconfig", "/mobileconfig")
+# The page for people (and the QR codes for phones); every decline points to it.
+SETUP_PATH = "/setup"
 APPLE_CONTENT_TYPE = "application/x-apple-aspen-config"
 APPLE_MAIL_PAYLOAD_TYPE = "com.apple.mail.managed"
 APPLE_ACCOUNT_TYPES = {"imap": "EmailTypeIMAP", "pop3": "EmailTypePOP"}

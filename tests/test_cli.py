@@ -63,10 +63,14 @@ def test_render_prints_what_the_client_gets(cli: Cli, client: FlaskClient) -> No
     assert '<incomingServer type="imap">' in result.output and "pop3" not in result.output
 
 
-def test_render_of_a_disabled_account_explains_and_fails(cli: Cli) -> None:
+def test_render_of_a_disabled_account_explains_and_fails(cli: Cli, client: FlaskClient) -> None:
     result = cli("render", "thunderbird", "nobody@example.net")
     assert result.exit_code == 1
     assert "enable IMAP" in result.output
+    # The very text the 404 carries, setup page included.
+    served = client.get("/mail/config-v1.1.xml?emailaddress=nobody@example.net")
+    assert served.status_code == 404
+    assert result.output == served.get_data(as_text=True)
 
 
 def test_list_and_domain_filter(cli: Cli) -> None:

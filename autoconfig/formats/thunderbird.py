@@ -16,7 +16,14 @@ from lxml.builder import E
 
 from ..config import Provider, Server
 from ..policy import Offer
-from ..spec import CLIENTCONFIG_VERSION, THUNDERBIRD_SERVER_TYPES, USERNAME_PLACEHOLDERS
+from ..spec import CLIENTCONFIG_VERSION, SETUP_PATH, THUNDERBIRD_SERVER_TYPES, USERNAME_PLACEHOLDERS
+
+
+def declined_text(declined_message: str, public_url: str) -> str:
+    """The plain text of the 404 that replaces the document (Thunderbird shows no body; admins'
+    curl and the CLI do).  It names the setup page without an address: the same bytes for
+    all-off, unknown and address-less requests, and the way to a phone's QR code."""
+    return f"{declined_message} For a phone, including a QR code for Thunderbird for Android: {public_url}{SETUP_PATH}"
 
 
 def _server(tag: str, server: Server) -> etree._Element:

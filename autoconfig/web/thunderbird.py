@@ -16,7 +16,6 @@ from ..formats import thunderbird
 from ..service import Service
 from ..spec import CACHE_CONTROL, THUNDERBIRD_CONTENT_TYPE, THUNDERBIRD_PATHS
 from . import OUTCOME_KEY, decide, family_headers, service, single_arg, text_response
-from .setup import SETUP_PATH
 
 blueprint = Blueprint("thunderbird", __name__)
 family_headers(blueprint, (("Cache-Control", CACHE_CONTROL),))
@@ -28,11 +27,7 @@ def declined(svc: Service) -> Response:
     The text names neither the address nor anything about it, so all-off,
     unknown and address-less requests get the same bytes.
     """
-    message = (
-        f"{svc.declined_message()} "
-        f"For a phone, including a QR code for Thunderbird for Android: {svc.config.public_url}{SETUP_PATH}"
-    )
-    return text_response(message, 404)
+    return text_response(thunderbird.declined_text(svc.declined_message(), svc.config.public_url), 404)
 
 
 def config_v11() -> Response:
