@@ -20,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,7 +35,10 @@ SNIPPETS = {
 POLICY_PATH = "/dovecot/auth-policy"
 # Where Dovecot is when PATH (a non-root shell's) lacks the sbin directories.
 DOVECOT_BINARIES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
-_VERSION = re.compile(r"^\s*(\d+)\.(\d+)(?:[.\-~+\w]*)")
+# ASCII digits only (\\d also takes "２.４" and "٢.٤"), a few of them (int() refuses over 4,300),
+# and the series must end there: "2.4garbage" is no Dovecot's version, "2.4.1-4 (...)" is.
+_VERSION = re.compile(r"^\s*([0-9]{1,9})\.([0-9]{1,9})(?![0-9A-Za-z])")
+_SHOWN = 80  # characters of an operator's input an error message repeats
 # Dovecot reads "#" as a comment and may expand "%", "$" and braces in a value,
 # and quotes and backslashes change how it reads one: such a secret would reach
 # this service as something other than what its config says.
@@ -56,7 +60,7 @@ def series_of(version: str) -> str:
     """``2.4.1-4 (7d8c0e5759)`` -> ``2.4``; a version of no shipped snippet is refused."""
     match = _VERSION.match(version)
     if match is None:
-        raise SnippetError(f"{version.strip()!r} is not a Dovecot version such as 2.3 or 2.4")
+        raise SnippetError(f"{_shown(version.strip())} is not a Dovecot version such as 2.3 or 2.4")
     series = f"{int(match.group(1))}.{int(match.group(2))}"
     if series not in SNIPPETS:
         known = " and ".join(SNIPPETS)
@@ -73,15 +77,31 @@ def installed_version(timeout: float = 10.0) -> str:
     if binary is None:
         raise SnippetError("Dovecot is not installed here; name its version with --dovecot-version 2.3 or 2.4")
     try:
-        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SnippetError(f"{binary} --version did not run ({exc}); name the version with --dovecot-version") from None
-    if done.returncode != 0 or not done.stdout.strip():
+        done = subprocess.run([binary, "--version"], capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
         raise SnippetError(
-            f"{binary} --version failed (exit {done.returncode}): {done.stderr.strip()[:200]}; "
-            "name the version with --dovecot-version"
+            f"{binary} --version did not answer within {timeout:g} s; name the version with --dovecot-version"
+        ) from None
+    except OSError as exc:
+        raise SnippetError(f"{binary} --version did not run ({exc}); name the version with --dovecot-version") from None
+    # Bytes, not text: whatever a "dovecot" first on PATH prints must end in a message, not a traceback.
+    stdout = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode != 0 or not stdout:
+        said = _printable(done.stderr.decode("utf-8", "replace").strip())[:200]
+        raise SnippetError(
+            f"{binary} --version failed (exit {done.returncode}): {said}; name the version with --dovecot-version"
         )
-    return done.stdout.strip().splitlines()[0]
+    return stdout.splitlines()[0]
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a terminal or a config file could act on shown as ``?``."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _shown(text: str) -> str:
+    """An operator's input, quoted and cut short, for an error message."""
+    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "...")
 
 
 def snippet_file(series: str) -> Path:
@@ -91,49 +111,106 @@ def snippet_file(series: str) -> Path:
     return inside if inside.is_file() else PACKAGE.parent / "config" / name
 
 
+# What a URL's path may hold (RFC 3986 pchar and "/"), less what Dovecot's config reads differently;
+# a label of a host name (underscores too: /etc/hosts names may have them).
+_PATH = re.compile(r"^[A-Za-z0-9\-._~!&()*+,;=:@/]*$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_MAX_HOST = 253
+
+
 def policy_url(base: str) -> str:
-    """This service's policy endpoint as Dovecot reaches it, from a base URL or the endpoint's own."""
+    """This service's policy endpoint as Dovecot reaches it, from a base URL or the endpoint's own.
+
+    Written back from its parts, each checked: a URL Dovecot would read as
+    another host, or not read at all, is refused here rather than by every
+    login's policy request (which, failing open, would leave the gate off).
+    """
+    shown = f"--url {_shown(base)}"
     if not base or not all("\x21" <= ch <= "\x7e" for ch in base):
-        raise SnippetError(f"--url {base!r}: must be an http:// or https:// URL without spaces or control characters")
+        raise SnippetError(f"{shown}: must be an http:// or https:// URL without spaces or control characters")
     if any(ch in _UNSAFE_IN_DOVECOT for ch in base):
-        raise SnippetError(f"--url {base!r}: must not contain any of {''.join(sorted(_UNSAFE_IN_DOVECOT))}")
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SnippetError(f"--url {base!r}: must be an http:// or https:// URL with a host")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise SnippetError(f"--url {base!r}: no user, query or fragment (Dovecot adds ?command=allow itself)")
+        raise SnippetError(f"{shown}: must not contain any of {''.join(sorted(_UNSAFE_IN_DOVECOT))}")
     try:
-        parts.port  # noqa: B018 - raises on a port out of range
+        parts = urlsplit(base)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ]
+        raise SnippetError(f"{shown}: not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SnippetError(f"{shown}: must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise SnippetError(f"{shown}: no user, query or fragment (Dovecot adds ?command=allow itself)")
+    try:
+        port = parts.port
     except ValueError:
-        raise SnippetError(f"--url {base!r}: the port is not a number from 1 to 65535") from None
+        port = 0
+    if port == 0:
+        raise SnippetError(f"{shown}: the port is not a number from 1 to 65535")
+    host = _host(parts.netloc, parts.hostname, shown)
+    if not _PATH.match(parts.path):
+        raise SnippetError(f"{shown}: the path may hold only letters, digits, / and -._~!&()*+,;=:@")
     path = parts.path.rstrip("/")
     if not path.endswith(POLICY_PATH):
         path += POLICY_PATH
-    return f"{parts.scheme}://{parts.netloc}{path}"
+    return f"{parts.scheme}://{host}{'' if port is None else f':{port}'}{path}"
+
+
+def _host(netloc: str, hostname: str, shown: str) -> str:
+    """The URL's host as written back: a checked IPv6 literal in brackets, an IPv4 address or a DNS name."""
+    if netloc.startswith("["):
+        try:
+            IPv6Address(hostname)
+        except ValueError:
+            raise SnippetError(f"{shown}: [{hostname}] is not an IPv6 address") from None
+        return f"[{hostname}]"  # as written (Python versions print ::ffff:a.b.c.d differently)
+    name = hostname[:-1] if hostname.endswith(".") else hostname  # a trailing dot is a DNS name's own
+    if name.replace(".", "").isdigit():
+        try:
+            return str(IPv4Address(name))
+        except ValueError:
+            raise SnippetError(f"{shown}: {_shown(hostname)} is not an IPv4 address") from None
+    if len(name) > _MAX_HOST or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        raise SnippetError(f"{shown}: {_shown(hostname)} is not a host name (letters, digits, - and _ between dots)")
+    return hostname
 
 
 def url_from_bind(bind: str) -> str:
     """gunicorn's first ``AUTOCONFIG_BIND`` address as a URL (a wildcard as loopback)."""
     first = bind.split(",")[0].strip()
+    if first.startswith("tcp://"):  # gunicorn's spelling of a plain host:port
+        first = first[len("tcp://") :]
     if not first or first.startswith(("unix:", "fd://")):
-        raise SnippetError(f"AUTOCONFIG_BIND={bind!r} is not a TCP address Dovecot can reach; give the URL with --url")
+        raise SnippetError(
+            f"AUTOCONFIG_BIND={_shown(bind)} is not a TCP address Dovecot can reach; give the URL with --url"
+        )
     host, _, port = first.rpartition(":")
-    if not port.isdigit() or not host:
-        raise SnippetError(f"AUTOCONFIG_BIND={bind!r}: expected host:port; give the URL with --url")
+    if not (port.isascii() and port.isdigit()) or not host:
+        raise SnippetError(f"AUTOCONFIG_BIND={_shown(bind)}: expected host:port; give the URL with --url")
     wildcards = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}  # noqa: S104 - read from the bind, mapped to loopback
     host = wildcards.get(host, host)
-    return policy_url(f"http://{host}:{port}")
+    try:
+        return policy_url(f"http://{host}:{port}")
+    except SnippetError as exc:
+        raise SnippetError(
+            f"AUTOCONFIG_BIND={_shown(bind)} does not give a URL Dovecot can use ({exc}); give the URL with --url"
+        ) from None
 
 
 def check_header(header: str, secret: str) -> str:
-    """The header line Dovecot sends, refused when Dovecot would read it as something else."""
-    unsafe = sorted({ch for ch in secret if ch in _UNSAFE_IN_DOVECOT})
-    if unsafe:
-        raise SnippetError(
-            f"[dovecot] api_header: the secret contains {' '.join(unsafe)}, which Dovecot's config reads "
-            "differently (a comment, a variable or a quote); choose letters, digits and -._~+/= "
-            "(for example: openssl rand -base64 32)"
-        )
+    """The header line Dovecot sends, refused when Dovecot would read it as something else.
+
+    The name as well as the secret: an HTTP token may hold # $ % and ', and
+    Dovecot reads ``X-Key#1: secret`` as the header ``X-Key`` with no secret,
+    which every policy request then fails with, and fails open.
+    """
+    for part, text, choose in (
+        ("the header name", header, "letters, digits and -"),
+        ("the secret", secret, "letters, digits and -._~+/= (for example: openssl rand -base64 32)"),
+    ):
+        unsafe = sorted({ch for ch in text if ch in _UNSAFE_IN_DOVECOT})
+        if unsafe:
+            raise SnippetError(
+                f"[dovecot] api_header: {part} contains {' '.join(unsafe)}, which Dovecot's config reads "
+                f"differently (a comment, a variable or a quote); choose {choose}"
+            )
     return f"{header}: {secret}"
 
 
@@ -165,9 +242,10 @@ def render(series: str, url: str, header_line: str, made_from: str, nonce: str |
     missing = {"auth_policy_server_url", "auth_policy_server_api_header"} - filled
     if missing:  # the shipped files are tested to have both; a hand-edited install may not
         raise SnippetError(f"{source}: no line for {', '.join(sorted(missing))} to fill in")
+    # made_from is a path: a newline in it would start a setting of its own.
     header = [
-        f"# Written by `autoconfig dovecot snippet` for Dovecot {series} from {source.name},",
-        f"# with the URL and the policy header of {made_from}: the values below are filled in.",
+        f"# Written by `autoconfig dovecot snippet` for Dovecot {series} from {_printable(source.name)},",
+        f"# with the URL and the policy header of {_printable(made_from)}: the values below are filled in.",
         "# Install it as /etc/dovecot/conf.d/95-autoconfig-policy.conf, owner root, group dovecot,",
         "# mode 0640 (it holds the secret), then run `doveadm reload`.",
         "",

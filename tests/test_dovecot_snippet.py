@@ -236,3 +236,175 @@ def test_out_writes_a_file_only_root_and_its_group_read(run: Run, tmp_path: Path
     assert settings(target.read_text())["auth_policy_server_api_header"] == HEADER
     assert result.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# -- hostile or odd input: a clear refusal (exit 1), never a traceback, never the secret -------------
+
+SECRET = HEADER.split(": ", 1)[1]
+
+
+def refused(result: Result, says: str) -> None:
+    """Refused by a ClickException: exit 1 and the message, not an exception click only caught."""
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    assert says in result.output, result.output
+    assert SECRET not in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "２.４",  # full-width digits: \d matched them, and int() read them as 2.4
+        "٢.٤",  # Arabic-Indic digits
+        "9" * 5000 + ".4",  # over int()'s 4,300 digits: a ValueError traceback
+        "2.4garbage",
+    ],
+    ids=["full-width", "arabic-indic", "5000-digits", "2.4garbage"],
+)
+def test_a_version_in_other_digits_or_with_a_tail_is_refused(run: Run, version: str) -> None:
+    result = run("--dovecot-version", version, "--url", "http://10.0.0.11:8080")
+    refused(result, "is not a Dovecot version such as 2.3 or 2.4")
+    assert len(result.output) < 400  # a long version is cut short in the message
+
+
+@pytest.mark.parametrize("version", ["2.4\n", " 2.4 ", "2.4.1-4 (7d8c0e5759)", "2.4.0~rc1", "2.3.19.1"])
+def test_a_version_with_spaces_around_or_a_release_after_is_read(run: Run, version: str) -> None:
+    result = run("--dovecot-version", version, "--url", "http://10.0.0.11:8080")
+    assert result.exit_code == 0, result.output
+    assert f"for Dovecot {version.strip()[:3]} from" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://[::1", "not a URL (Invalid IPv6 URL)"),  # urlsplit's ValueError was a traceback
+        ("http://]::1[", "not a URL"),
+        ("http://10.0.0.11:0/", "the port is not a number from 1 to 65535"),  # port 0 was written
+        ("http://@10.0.0.11/", "no user, query or fragment"),  # an empty user was written
+        ("http://:@10.0.0.11/", "no user, query or fragment"),
+        ("http://10.0.0.11/<x>", "the path may hold only"),
+        ("http://[v1.x]/", "[v1.x] is not an IPv6 address"),
+        ("http://1.2.3.4.5/", "'1.2.3.4.5' is not an IPv4 address"),
+        ("http://*:8080/", "'*' is not a host name"),
+        ("http://-policy.internal/", "is not a host name"),
+        ("http://" + "a" * 64 + ".example/", "is not a host name"),
+        ("http://" + "a" * 5000, "is not a host name"),
+    ],
+)
+def test_a_url_dovecot_would_read_as_another_host_or_not_at_all_is_refused(run: Run, url: str, says: str) -> None:
+    result = run("--dovecot-version", "2.4", "--url", url)
+    refused(result, says)
+    assert len(result.output) < 600
+
+
+@pytest.mark.parametrize(
+    ("url", "written"),
+    [
+        ("http://[::1]:08080", "http://[::1]:8080/dovecot/auth-policy"),
+        ("http://[::FFFF:192.0.2.1]/", "http://[::ffff:192.0.2.1]/dovecot/auth-policy"),
+        ("http://policy.internal.:8080", "http://policy.internal.:8080/dovecot/auth-policy"),
+        ("HTTP://Policy.Internal", "http://policy.internal/dovecot/auth-policy"),
+        ("http://xn--bcher-kva.example/", "http://xn--bcher-kva.example/dovecot/auth-policy"),
+        ("http://policy_1.internal/", "http://policy_1.internal/dovecot/auth-policy"),
+    ],
+)
+def test_a_url_is_written_back_from_its_checked_parts(run: Run, url: str, written: str) -> None:
+    result = run("--dovecot-version", "2.4", "--url", url)
+    assert result.exit_code == 0, result.output
+    assert settings(result.stdout)["auth_policy_server_url"] == written
+
+
+def test_gunicorns_tcp_spelling_of_a_bind_is_read(run: Run) -> None:
+    """gunicorn takes tcp://host:port; it was written as http://tcp://host:port."""
+    result = run("--dovecot-version", "2.3", AUTOCONFIG_BIND="tcp://127.0.0.1:8081")
+    assert result.exit_code == 0, result.output
+    assert settings(result.stdout)["auth_policy_server_url"] == "http://127.0.0.1:8081/dovecot/auth-policy"
+
+
+@pytest.mark.parametrize("bind", ["[::1:8080", "*:8080", "127.0.0.1:0", "127.0.0.1:٨٠", "0:8080"])
+def test_a_bind_that_gives_no_usable_url_asks_for_the_url(run: Run, bind: str) -> None:
+    refused(run("--dovecot-version", "2.3", AUTOCONFIG_BIND=bind), "give the URL with --url")
+
+
+@pytest.mark.parametrize("character", ["#", "%", "$", "'"])
+def test_a_header_name_dovecot_would_read_differently_is_refused(run: Run, character: str) -> None:
+    """An HTTP token may hold # $ % and ', which [dovecot] api_header accepts in the name."""
+    line = f"X-Autoconfig{character}Key: {SECRET}"
+    refused(
+        run("--dovecot-version", "2.4", AUTOCONFIG_DOVECOT_API_HEADER=line), f"the header name contains {character}"
+    )
+
+
+def test_dovecot_reads_a_hash_in_the_header_name_as_a_comment(tmp_path: Path) -> None:
+    """Why the name is checked: the header Dovecot would send has lost its secret, so every policy
+    request fails (401) and, failing open, every login goes through unasked."""
+    snippet = tmp_path / "policy.conf"
+    snippet.write_text(
+        "auth_policy_server_url = http://127.0.0.1:1/\nauth_policy_hash_nonce = n0nce\n"
+        f"auth_policy_server_api_header = X-Key#1: {SECRET}\n"
+    )
+    read = doveconf(snippet, tmp_path)
+    assert read.returncode == 0, read.stderr
+    assert re.search(r"^\s*(?:auth_policy_)?server_api_header = X-Key$", read.stdout, re.M), read.stdout
+
+
+def test_a_config_path_with_a_newline_adds_no_setting(
+    config_data: dict[str, Any], write_config: Callable[..., Path]
+) -> None:
+    """The path is named in the header comment; a newline in it began a line Dovecot would read."""
+    config_data["dovecot"] = {"api_header": HEADER, "webmail_networks": ["127.0.0.9/32"]}
+    path = write_config(config_data, "x\nauth_policy_server_timeout_msecs = 1\n#.toml")
+    result = CliRunner().invoke(
+        main, ["--config", str(path), "dovecot", "snippet", "--dovecot-version", "2.3"],
+        env={"AUTOCONFIG_BIND": "", "AUTOCONFIG_DOVECOT_API_HEADER": ""},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "auth_policy_server_timeout_msecs = 2000" in result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("auth_policy_server_timeout_msecs = 1")]
+    assert all(line.startswith("#") for line in result.stdout.splitlines()[:4])
+
+
+# -- dovecot --version, as PATH finds it -----------------------------------------------------------
+
+
+@pytest.fixture
+def fake_dovecot(tmp_path: Path) -> Callable[[str], str]:
+    """A ``dovecot`` first on PATH running ``script`` (sh); returns the PATH to use."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+
+    def make(script: str) -> str:
+        binary = directory / "dovecot"
+        binary.write_text(f"#!/bin/sh\n{script}\n")
+        binary.chmod(0o755)
+        return f"{directory}:{os.environ['PATH']}"
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("script", "says"),
+    [
+        (r"printf '\377\376 2.4\n'", "is not a Dovecot version"),  # not UTF-8: a UnicodeDecodeError traceback
+        (
+            r"printf 'broken \033[2J\n' >&2; exit 3",
+            "--version failed (exit 3): broken ?[2J;",
+        ),  # no escape reaches the terminal
+        ("exit 0", "--version failed (exit 0)"),
+        ("echo 3.0.0", "Dovecot 3.0 is not a version this service has a snippet for"),
+    ],
+    ids=["not-utf8", "escape-on-stderr", "silent", "unknown-series"],
+)
+def test_whatever_dovecot_version_prints_ends_in_a_message(
+    run: Run, fake_dovecot: Callable[[str], str], script: str, says: str
+) -> None:
+    result = run("--url", "http://10.0.0.11:8080", PATH=fake_dovecot(script))
+    refused(result, says)
+    assert "\033" not in result.output
+
+
+def test_a_dovecot_version_that_hangs_is_given_up_on(fake_dovecot: Callable[[str], str], monkeypatch: Any) -> None:
+    monkeypatch.setenv("PATH", fake_dovecot("exec sleep 30"))
+    with pytest.raises(dovecot_snippet.SnippetError, match=r"did not answer within 0\.5 s; name the version"):
+        dovecot_snippet.installed_version(timeout=0.5)
