@@ -564,23 +564,12 @@ def dovecot_snippet(ctx: Context, version: str | None, url: str | None, out: str
     if out is None:
         click.echo(written.text, nl=False)
         return
-    _write_private(Path(out), written.text)
+    try:
+        snippet.write_private(Path(out), written.text)
+    except snippet.SnippetError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{out}: Dovecot {written.series} snippet written; run `doveadm reload`", err=True)
 
 
 def _bind() -> str:
     return os.environ.get("AUTOCONFIG_BIND", "") or "127.0.0.1:8080"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Replace ``path`` whole, never readable by others, even for a moment (it holds the secret)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o640)
-            handle.write(text)
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise click.ClickException(f"{path}: {exc.strerror or exc}") from None

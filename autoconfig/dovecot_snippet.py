@@ -15,10 +15,14 @@ file Dovecot gets.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
 import shutil
+import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -251,3 +255,50 @@ def render(series: str, url: str, header_line: str, made_from: str, nonce: str |
         "",
     ]
     return Snippet(series=series, source=source, text="\n".join(header + lines) + "\n")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace the file at ``path`` whole with ``text``, never readable by others, even for a moment.
+
+    The temporary file is made by ``mkstemp`` beside the target: created
+    exclusively (a symlink or file planted under a predictable name would
+    have received the secret, and two runs would have written into one
+    file) and mode 0600 until it is 0640.  A symlink at ``path`` is
+    followed, and the file it names replaced; anything there that is not a
+    regular file (``/dev/stdout``, a fifo) is refused, since ``os.replace``
+    would swap it for a file.  A replaced file keeps its group (the header
+    asks for group dovecot).  Nothing is left behind on an error.
+    """
+    if path.name in ("", ".", ".."):
+        raise SnippetError("--out: name a file to write")
+    target = Path(os.path.realpath(path))
+    try:
+        existing: os.stat_result | None = target.stat()
+    except FileNotFoundError:
+        existing = None
+    except OSError as exc:
+        raise SnippetError(f"{path}: {exc.strerror or exc}") from None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        raise SnippetError(
+            f"{path}: not a regular file; --out replaces a file (without --out the snippet goes to standard output)"
+        )
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name[:64]}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise SnippetError(f"{path}: cannot create a file in {target.parent}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o640)
+            if existing is not None:
+                with contextlib.suppress(OSError):  # not ours to give: the new file keeps our own group
+                    os.fchown(handle.fileno(), -1, existing.st_gid)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise SnippetError(f"{path}: {exc.strerror or exc}") from None
+        raise

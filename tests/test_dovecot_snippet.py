@@ -8,10 +8,12 @@ attributes it would send.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from click.testing import CliRunner, Result
 
 from autoconfig import dovecot_snippet
 from autoconfig.cli import main
+from tests.support.gunicorn import unprivileged_prefix
 
 HEADER = "X-Autoconfig-Policy-Key: 0123456789abcdef-snippet+/="
 ROOT = Path(__file__).resolve().parent.parent
@@ -408,3 +411,121 @@ def test_a_dovecot_version_that_hangs_is_given_up_on(fake_dovecot: Callable[[str
     monkeypatch.setenv("PATH", fake_dovecot("exec sleep 30"))
     with pytest.raises(dovecot_snippet.SnippetError, match=r"did not answer within 0\.5 s; name the version"):
         dovecot_snippet.installed_version(timeout=0.5)
+
+
+# -- --out: the file with the secret -------------------------------------------------------------
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_a_file_planted_under_a_temporary_name_never_receives_the_secret(run: Run, tmp_path: Path) -> None:
+    """The temporary name was .<name>.tmp, opened without O_EXCL: a symlink there (in a directory
+    another account may write) had the snippet written through it, into any file root can write."""
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (out / ".95-autoconfig-policy.conf.tmp").symlink_to(victim)
+    result = run("--dovecot-version", "2.4", "--out", str(out / "95-autoconfig-policy.conf"))
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    assert settings((out / "95-autoconfig-policy.conf").read_text())["auth_policy_server_api_header"] == HEADER
+    assert not (out / "95-autoconfig-policy.conf").is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-fifo"])
+def test_out_refuses_what_is_not_a_regular_file(run: Run, tmp_path: Path, kind: str) -> None:
+    """os.replace swapped a device for a file: --out /dev/stdout (or /dev/null) replaced the device node."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = fifo
+    if kind == "symlink-to-fifo":
+        target = tmp_path / "link"
+        target.symlink_to(fifo)
+    refused(run("--dovecot-version", "2.4", "--out", str(target)), "not a regular file; --out replaces a file")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert leftovers(tmp_path) == []
+
+
+def test_out_through_a_symlink_replaces_the_file_it_names(run: Run, tmp_path: Path) -> None:
+    real = tmp_path / "managed" / "policy.conf"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "95-autoconfig-policy.conf"
+    link.symlink_to(real)
+    result = run("--dovecot-version", "2.3", "--out", str(link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and link.resolve() == real
+    assert settings(real.read_text())["auth_policy_server_api_header"] == HEADER
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert leftovers(real.parent) == []
+
+
+def test_out_keeps_the_group_of_the_file_it_replaces(run: Run, tmp_path: Path) -> None:
+    target = tmp_path / "95-autoconfig-policy.conf"
+    target.write_text("old\n")
+    group = 65534 if os.geteuid() == 0 else os.getegid()  # nogroup, like a group dovecot root may give
+    os.chown(target, -1, group)
+    result = run("--dovecot-version", "2.4", "--out", str(target))
+    assert result.exit_code == 0, result.output
+    assert target.stat().st_gid == group
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("missing/95-autoconfig-policy.conf", "cannot create a file in"),
+        ("", "--out: name a file to write"),
+    ],
+    ids=["parent-missing", "empty"],
+)
+def test_out_where_no_file_can_be_is_a_clear_error(run: Run, tmp_path: Path, where: str, says: str) -> None:
+    refused(run("--dovecot-version", "2.4", "--out", str(tmp_path / where) if where else ""), says)
+    assert leftovers(tmp_path) == []
+
+
+def test_out_with_the_longest_file_name_is_written(run: Run, tmp_path: Path) -> None:
+    """.<name>.tmp was 5 characters over NAME_MAX for a 255-character name: an OSError traceback."""
+    target = tmp_path / ("p" * 250 + ".conf")
+    result = run("--dovecot-version", "2.4", "--out", str(target))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert leftovers(tmp_path) == []
+
+
+def test_out_in_a_directory_it_may_not_write_is_a_clear_error(
+    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
+) -> None:
+    """Run as an account file modes apply to (root without its capabilities, as the tests run gunicorn)."""
+    config_data["dovecot"] = {"api_header": HEADER, "webmail_networks": ["127.0.0.9/32"]}
+    config = write_config(config_data)
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    closed.chmod(0o555)
+    command = [*unprivileged_prefix(), sys.executable, "-m", "autoconfig", "--config", str(config)]
+    command += ["dovecot", "snippet", "--dovecot-version", "2.4", "--out", str(closed / "policy.conf")]
+    environment = os.environ | {"AUTOCONFIG_BIND": "", "AUTOCONFIG_DOVECOT_API_HEADER": ""}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=environment, cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot create a file in {closed}: Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr and SECRET not in done.stderr + done.stdout
+    assert list(closed.iterdir()) == []
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(run: Run, tmp_path: Path, monkeypatch: Any) -> None:
+    target = tmp_path / "95-autoconfig-policy.conf"
+    target.write_text("old\n")
+    seen: list[int] = []
+
+    def full(source: str, destination: Path) -> None:
+        seen.append(stat.S_IMODE(os.stat(source).st_mode))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dovecot_snippet.os, "replace", full)
+    refused(run("--dovecot-version", "2.4", "--out", str(target)), f"{target}: No space left on device")
+    assert seen == [0o640]  # the secret's file was never more than owner-write, group-read
+    assert target.read_text() == "old\n"
+    assert leftovers(tmp_path) == []
