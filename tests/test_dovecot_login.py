@@ -51,6 +51,9 @@ PASSWORD = "correct horse"
 USERS = {
     f"{name}@example.net": PASSWORD for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 }
+# Mailboxes Dovecot's default auth_username_chars accepts and this service cannot key.
+UNKEYABLE = ["john..smith@example.net", "ivan.@example.net", "a@b@example.net"]
+USERS |= dict.fromkeys(UNKEYABLE, PASSWORD)
 AUTH_FAILED_IMAP = "[AUTHENTICATIONFAILED] Authentication failed."
 AUTH_FAILED_POP3 = "-ERR [AUTH] Authentication failed."
 
@@ -170,6 +173,17 @@ def test_both_switches_on_let_both_in_and_turning_one_off_shuts_only_it(
     switch(service, "grace@example.net", pop=False)
     assert imap_login(dovecot, "grace@example.net") == "OK"
     assert pop3_login(dovecot, "grace@example.net").startswith("-ERR [AUTH] POP is turned off")
+
+
+@pytest.mark.parametrize("login", UNKEYABLE)
+def test_a_mailbox_whose_name_the_service_cannot_key_stays_out(
+    service: GunicornServer, dovecot: DovecotServer, login: str
+) -> None:
+    """Dovecot logs these names in; the service answered "no opinion" and Dovecot let them in
+    with IMAP and POP never turned on (2.3 and 2.4 alike)."""
+    assert imap_login(dovecot, login).startswith("[ALERT] IMAP is turned off")
+    assert pop3_login(dovecot, login).startswith("-ERR [AUTH] POP is turned off")
+    service.wait_for_log(f"auth-policy: reject (imap login {login}")
 
 
 def test_a_wrong_password_fails_the_same_way_whatever_is_enabled(

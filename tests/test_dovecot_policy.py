@@ -91,12 +91,39 @@ def test_other_protocols_are_never_gated(client: FlaskClient, protocol: str) -> 
 
 @pytest.mark.parametrize(
     "login",
-    ["alice", "alice@customer.example", "", "a@b@example.net", "alice@[192.0.2.1]", "x" * 300 + "@example.net"],
-    ids=["no-domain", "not-served", "empty", "two-at", "ip-literal", "too-long"],
+    ["alice", "alice@customer.example", "", "a@b@customer.example", "alice@[192.0.2.1]", "alice@example.net@"],
+    ids=["no-domain", "not-served", "empty", "two-at-elsewhere", "ip-literal", "at-the-end"],
 )
 def test_logins_that_are_not_our_addresses_get_no_opinion(client: FlaskClient, app: Flask, login: str) -> None:
     assert ask(client, login=login).get_json() == {"status": 0}
     assert decisions(app, command="allow", protocol="imap", decision="not_ours") == 1
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize(
+    "login",
+    [
+        "john..smith@example.net",
+        "alice.@example.net",
+        ".bob@example.org",
+        "a@b@example.net",
+        "@example.net",
+        "x" * 300 + "@example.net",
+        "alice@EXAMPLE.net.",
+    ],
+    ids=["double-dot", "trailing-dot", "leading-dot", "two-at", "no-local-part", "too-long", "domain-dot"],
+)
+def test_a_login_of_our_domains_that_is_no_address_we_can_key_is_refused(
+    client: FlaskClient, app: Flask, caplog: pytest.LogCaptureFixture, login: str, protocol: str
+) -> None:
+    """Dovecot's default auth_username_chars allows dots anywhere, and a real Dovecot logs such
+    mailboxes in (tests/test_dovecot_login.py). They got "no opinion", so they were let in with
+    every switch off; no switch can ever be on for them (the admin API refuses the address)."""
+    with caplog.at_level(logging.WARNING, logger="autoconfig.web.dovecot"):
+        body = ask(client, login=login, protocol=protocol).get_json()
+    assert body == {"status": -1, "msg": refusal(protocol, WEBMAIL_URL)}
+    assert decisions(app, command="allow", protocol=protocol, decision="reject") == 1
+    assert "is in a served domain but not an address this service can hold switches for" in caplog.text
 
 
 def test_other_protocols_never_wait_for_the_store(client: FlaskClient, app: Flask, monkeypatch: Any) -> None:

@@ -18,7 +18,9 @@ differently in their configs.
 Only IMAP and POP3 logins are gated, through ``Service.decide`` and
 ``policy.offer``: the same gate the autoconfig documents pass.  Logins that
 are not addresses of our domains get "no opinion" (status 0): they are not
-accounts this service knows switches for.  When the store cannot answer we
+accounts this service knows switches for.  A login in one of our domains
+that is no address this service can key (``john..smith@``, ``a@b@``) is
+refused: Dovecot lets such names log in, and no switch can be on for them.  When the store cannot answer we
 answer 503, and Dovecot's ``auth_policy_reject_on_fail`` decides.
 
 This is the one endpoint that answers 401: its caller is a mail server
@@ -32,11 +34,12 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
+from ..address import AddressError, normalise_domain
 from ..errors import (
     BadRequest,
     ClientError,
@@ -49,16 +52,21 @@ from ..login_policy import (
     GATED_PROTOCOLS,
     NOT_OURS,
     OTHER_PROTOCOL,
+    REJECT,
     WEBMAIL,
     NotAnAddress,
     Verdict,
     WebmailNetworks,
     judge,
+    refusal,
 )
 from ..metrics import metrics
 from ..spec import JSON_CONTENT_TYPE, MAX_POLICY_BODY
 from . import service, single_arg
 from .jsonbody import read_object
+
+if TYPE_CHECKING:
+    from ..service import Service
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("dovecot", __name__, url_prefix="/dovecot")
@@ -194,9 +202,34 @@ def _judge(login: str, protocol: str, body: dict[str, Any]) -> Verdict:
     svc = service()
     try:
         decision = svc.decide(login)
-    except (BadRequest, NotServed):
+    except NotServed:
         return NOT_OURS
+    except BadRequest:
+        if not _in_a_served_domain(svc, login):
+            return NOT_OURS
+        # A mailbox of ours whose name this service cannot key (john..smith@, alice.@, a@b@,
+        # a local part over 64 octets): Dovecot's default auth_username_chars lets such logins
+        # in, and "no opinion" would let them in with every switch off.  No switch can ever be
+        # turned on for it, so it is refused like any account with the protocol off.
+        log.warning(
+            "dovecot auth-policy: %s login %s is in a served domain but not an address this service "
+            "can hold switches for; refused",
+            _loggable(protocol),
+            _loggable(login),
+        )
+        return Verdict("reject", REJECT, refusal(protocol, svc.config.webmail_url))
     return judge(decision.offer, protocol, svc.config.webmail_url)
+
+
+def _in_a_served_domain(svc: Service, login: str) -> bool:
+    """Whether what follows the login's last @ (one trailing dot aside) is a domain this service serves."""
+    _, at, domain = login.rpartition("@")
+    if not at:
+        return False
+    try:
+        return svc.serves(normalise_domain(domain.removesuffix(".")))
+    except AddressError:
+        return False
 
 
 def _context(body: dict[str, Any], protocol: str, login: str) -> str:
