@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -501,7 +502,7 @@ def test_a_save_after_the_session_ended_changes_nothing(stack: Stack, own_page: 
     open_mail_programs(own_page)
     own_page.locator("#mailprograms-imap").set_checked(True, force=True)
     assert stack.webmail.root is not None
-    with sqlite3.connect(stack.webmail.root / "db" / "roundcube.sqlite") as database:
+    with closing(sqlite3.connect(stack.webmail.root / "db" / "roundcube.sqlite")) as database, database:
         database.execute("DELETE FROM session")
     own_page.click("#mailprograms-save")
     own_page.wait_for_selector("#rcmloginuser")
