@@ -228,7 +228,13 @@ def render(series: str, url: str, header_line: str, made_from: str, nonce: str |
     try:
         template = source.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SnippetError(f"{source}: {exc.strerror or exc}: this installation lacks its shipped snippet") from None
+        # Name the wheel's place as well: an installed package has no config/ beside it, so the
+        # path that failed alone would send the operator looking in the wrong directory.
+        places = " and ".join(dict.fromkeys(str(p) for p in (PACKAGE / "snippets" / SNIPPETS[series], source)))
+        raise SnippetError(
+            f"{source}: {exc.strerror or exc}: this installation lacks its shipped snippet "
+            f"(looked for {places}); reinstall autoconfig"
+        ) from None
     values = {
         "auth_policy_server_url": url,
         "auth_policy_server_api_header": header_line,

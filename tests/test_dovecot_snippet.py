@@ -529,3 +529,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(run: Run, tmp_path:
     assert seen == [0o640]  # the secret's file was never more than owner-write, group-read
     assert target.read_text() == "old\n"
     assert leftovers(tmp_path) == []
+
+
+def test_an_installation_without_its_snippet_says_where_it_looked(run: Run, tmp_path: Path, monkeypatch: Any) -> None:
+    """A wheel whose autoconfig/snippets/ lost a file: the message named only the clone's
+    config/ path, which an installed package never has."""
+    package = tmp_path / "site-packages" / "autoconfig"
+    (package / "snippets").mkdir(parents=True)
+    monkeypatch.setattr(dovecot_snippet, "PACKAGE", package)
+    result = run("--dovecot-version", "2.4", "--url", "http://10.0.0.11:8080")
+    refused(result, "this installation lacks its shipped snippet")
+    assert f"{package}/snippets/dovecot-2.4-auth-policy.conf" in result.output
+    assert "reinstall autoconfig" in result.output
