@@ -29,8 +29,6 @@ import copy
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -42,7 +40,7 @@ import pytest
 import tomli_w
 
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
-from tests.support.gunicorn import GunicornServer
+from tests.support.gunicorn import GunicornServer, http
 from tests.support.postgres import SUPERUSER, PostgresCluster, PostgresStandby
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -116,38 +114,24 @@ def replicated(tmp_path: Path) -> Iterator[Replicated]:
 # -- speaking to a node ------------------------------------------------------------
 
 
-def call(
-    method: str, url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
 def write(node: GunicornServer, address: str, imap: bool, pop: bool) -> tuple[int, dict[str, str], bytes]:
-    return call("PATCH", f"{node.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH)
+    return http("PATCH", f"{node.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH)
 
 
 def account(node: GunicornServer, address: str) -> dict[str, Any]:
-    status, _, body = call("GET", f"{node.url}/admin/v1/accounts/{address}", headers=AUTH)
+    status, _, body = http("GET", f"{node.url}/admin/v1/accounts/{address}", headers=AUTH)
     assert status == 200, body
     return dict(json.loads(body))
 
 
 def document(node: GunicornServer, address: str) -> tuple[int, dict[str, str], bytes]:
-    return call("GET", f"{node.url}/mail/config-v1.1.xml?emailaddress={address}")
+    return http("GET", f"{node.url}/mail/config-v1.1.xml?emailaddress={address}")
 
 
 def policy(node: GunicornServer, address: str, protocol: str) -> tuple[int, dict[str, str], bytes]:
     """Dovecot's question after a correct password, as the shipped snippets send it."""
     body = {"login": address, "protocol": protocol, "remote": "192.0.2.7", "session_id": "failover", "tls": True}
-    return call("POST", f"{node.url}/dovecot/auth-policy?command=allow", body, {POLICY_HEADER: POLICY_SECRET})
+    return http("POST", f"{node.url}/dovecot/auth-policy?command=allow", body, {POLICY_HEADER: POLICY_SECRET})
 
 
 def offered(body: bytes) -> tuple[bool, bool]:
@@ -216,7 +200,7 @@ def probe(name: str, node: GunicornServer) -> list[Answer]:
         ("write", lambda: write(node, ALICE, imap=True, pop=False), check_write),
         ("policy imap", lambda: policy(node, ALICE, "imap"), check_policy(allowed=True)),
         ("policy pop3", lambda: policy(node, ALICE, "pop3"), check_policy(allowed=False)),
-        ("healthz", lambda: call("GET", f"{node.url}/healthz"), check_health),
+        ("healthz", lambda: http("GET", f"{node.url}/healthz"), check_health),
     ]
     answers = []
     for what, send, check in requests:

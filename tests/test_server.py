@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,24 +13,10 @@ from lxml import etree
 
 from autoconfig.web.pages import HTML_HEADERS
 from tests.conftest import ADMIN_TOKEN
-from tests.support.gunicorn import ROOT, GunicornServer
+from tests.support.gunicorn import ROOT, GunicornServer, http
 from tests.support.ports import wait_for
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
 from tests.support.promises import CACHE_CONTROL, THUNDERBIRD_PATHS
-
-
-def http(
-    method: str, url: str, body: dict[str, bool] | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 def set_switches(server: GunicornServer, address: str, **switches: bool) -> None:
