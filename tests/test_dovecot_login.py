@@ -37,7 +37,7 @@ import pytest
 import tomli_w
 
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
-from tests.support.dovecot import SNIPPETS, DovecotServer, installed_series, installed_version
+from tests.support.dovecot import SNIPPETS, DovecotServer, installed_series, version_preamble
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.policy_recorder import PolicyRecorder
 from tests.support.ports import free_port, wait_for
@@ -368,9 +368,7 @@ def test_the_other_versions_snippet_stops_dovecot_with_the_error_the_readme_quot
     # Debian's layout: dovecot.conf (2.4's starts with its version) includes conf.d/*.conf.
     etc = tmp_path / "etc-dovecot"
     (etc / "conf.d").mkdir(parents=True)
-    first = "" if SERIES == "2.3" else f"dovecot_config_version = {installed_version()}\n"
-    first += "" if SERIES == "2.3" else f"dovecot_storage_version = {installed_version()}\n"
-    (etc / "dovecot.conf").write_text(f"{first}!include conf.d/*.conf\n")
+    (etc / "dovecot.conf").write_text(f"{version_preamble()}!include conf.d/*.conf\n")
     installed = etc / "conf.d" / "95-autoconfig-policy.conf"
 
     def doveconf() -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 
 from autoconfig import dovecot_snippet
 from autoconfig.cli import main
+from tests.support.dovecot import installed_series, version_preamble
 from tests.support.gunicorn import unprivileged_prefix
 
 HEADER = "X-Autoconfig-Policy-Key: 0123456789abcdef-snippet+/="
@@ -43,10 +44,6 @@ def run(config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Pa
     return invoke
 
 
-def installed_dovecot() -> str:
-    return subprocess.run(["dovecot", "--version"], capture_output=True, text=True, check=True).stdout.strip()
-
-
 def settings(text: str) -> dict[str, str]:
     """The top-level ``name = value`` lines, as the command writes them."""
     found = {}
@@ -59,11 +56,8 @@ def settings(text: str) -> dict[str, str]:
 
 def doveconf(snippet: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """``doveconf -P`` of a config that includes only ``snippet`` (plus 2.4's mandatory first lines)."""
-    version = installed_dovecot().split()[0].split("-")[0]
     main_config = tmp_path / "dovecot.conf"
-    first = "" if version.startswith("2.3") else f"dovecot_config_version = {version}\n"
-    first += "" if version.startswith("2.3") else f"dovecot_storage_version = {version}\n"
-    main_config.write_text(f"{first}!include {snippet}\n")
+    main_config.write_text(f"{version_preamble()}!include {snippet}\n")
     return subprocess.run(["doveconf", "-c", str(main_config), "-P"], capture_output=True, text=True, timeout=30)
 
 
@@ -118,7 +112,7 @@ def test_the_shipped_file_is_printed_with_url_header_and_nonce_filled_in(run: Ru
 def test_without_a_version_the_installed_dovecot_chooses_and_its_doveconf_reads_it(run: Run, tmp_path: Path) -> None:
     result = run()
     assert result.exit_code == 0, result.output
-    series = dovecot_snippet.series_of(installed_dovecot())
+    series = installed_series()  # read by the fixtures' own parser, not the command's
     assert f"for Dovecot {series} from" in result.stdout
     snippet = tmp_path / "95-autoconfig-policy.conf"
     snippet.write_text(result.stdout)
@@ -139,6 +133,7 @@ def test_without_a_version_the_installed_dovecot_chooses_and_its_doveconf_reads_
         ("0.0.0.0:9000", "http://127.0.0.1:9000/dovecot/auth-policy"),
         ("[::]:9000,127.0.0.1:9001", "http://[::1]:9000/dovecot/auth-policy"),
         ("10.0.0.11:8080", "http://10.0.0.11:8080/dovecot/auth-policy"),
+        ("tcp://127.0.0.1:8081", "http://127.0.0.1:8081/dovecot/auth-policy"),  # gunicorn's own spelling
     ],
 )
 def test_the_url_defaults_to_where_gunicorn_listens(run: Run, bind: str, url: str) -> None:
@@ -153,6 +148,13 @@ def test_the_url_defaults_to_where_gunicorn_listens(run: Run, bind: str, url: st
         ("http://10.0.0.11:8080/", "http://10.0.0.11:8080/dovecot/auth-policy"),
         ("https://policy.internal/dovecot/auth-policy", "https://policy.internal/dovecot/auth-policy"),
         ("http://10.0.0.11/prefix", "http://10.0.0.11/prefix/dovecot/auth-policy"),
+        # Written back from its checked parts:
+        ("http://[::1]:08080", "http://[::1]:8080/dovecot/auth-policy"),
+        ("http://[::FFFF:192.0.2.1]/", "http://[::ffff:192.0.2.1]/dovecot/auth-policy"),
+        ("http://policy.internal.:8080", "http://policy.internal.:8080/dovecot/auth-policy"),
+        ("HTTP://Policy.Internal", "http://policy.internal/dovecot/auth-policy"),
+        ("http://xn--bcher-kva.example/", "http://xn--bcher-kva.example/dovecot/auth-policy"),
+        ("http://policy_1.internal/", "http://policy_1.internal/dovecot/auth-policy"),
     ],
 )
 def test_a_url_given_is_the_service_as_dovecot_reaches_it(run: Run, url: str, written: str) -> None:
@@ -299,30 +301,6 @@ def test_a_url_dovecot_would_read_as_another_host_or_not_at_all_is_refused(run: 
     result = run("--dovecot-version", "2.4", "--url", url)
     refused(result, says)
     assert len(result.output) < 600
-
-
-@pytest.mark.parametrize(
-    ("url", "written"),
-    [
-        ("http://[::1]:08080", "http://[::1]:8080/dovecot/auth-policy"),
-        ("http://[::FFFF:192.0.2.1]/", "http://[::ffff:192.0.2.1]/dovecot/auth-policy"),
-        ("http://policy.internal.:8080", "http://policy.internal.:8080/dovecot/auth-policy"),
-        ("HTTP://Policy.Internal", "http://policy.internal/dovecot/auth-policy"),
-        ("http://xn--bcher-kva.example/", "http://xn--bcher-kva.example/dovecot/auth-policy"),
-        ("http://policy_1.internal/", "http://policy_1.internal/dovecot/auth-policy"),
-    ],
-)
-def test_a_url_is_written_back_from_its_checked_parts(run: Run, url: str, written: str) -> None:
-    result = run("--dovecot-version", "2.4", "--url", url)
-    assert result.exit_code == 0, result.output
-    assert settings(result.stdout)["auth_policy_server_url"] == written
-
-
-def test_gunicorns_tcp_spelling_of_a_bind_is_read(run: Run) -> None:
-    """gunicorn takes tcp://host:port; it was written as http://tcp://host:port."""
-    result = run("--dovecot-version", "2.3", AUTOCONFIG_BIND="tcp://127.0.0.1:8081")
-    assert result.exit_code == 0, result.output
-    assert settings(result.stdout)["auth_policy_server_url"] == "http://127.0.0.1:8081/dovecot/auth-policy"
 
 
 @pytest.mark.parametrize("bind", ["[::1:8080", "*:8080", "127.0.0.1:0", "127.0.0.1:٨٠", "0:8080"])

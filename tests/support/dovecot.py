@@ -90,6 +90,14 @@ def installed_version() -> str:
     return match.group(1)
 
 
+def version_preamble() -> str:
+    """What a 2.4 dovecot.conf must start with (which defaults and storage format it was written
+    for); nothing for 2.3, which knows neither setting."""
+    if installed_series() == "2.3":
+        return ""
+    return f"dovecot_config_version = {installed_version()}\ndovecot_storage_version = {installed_version()}\n"
+
+
 def installed_series() -> str:
     """``2.3`` or ``2.4``: the configuration syntax the installed Dovecot reads."""
     series = ".".join(installed_version().split(".")[:2])
@@ -264,10 +272,7 @@ class DovecotServer(ManagedServer):
         # Under root, services chroot (login processes into base_dir/login,
         # anvil and ipc into base_dir/empty in 2.3); a non-root master cannot.
         chroot = "" if os.geteuid() == 0 else "\n  chroot ="
-        config = ""
-        if v24:  # both must come first; a 2.4 config says which defaults and storage format it was written for
-            config += f"dovecot_config_version = {installed_version()}\n"
-            config += f"dovecot_storage_version = {installed_version()}\n"
+        config = version_preamble()  # first, before any other setting
         config += f"""\
 base_dir = {runtime / "run"}
 state_dir = {runtime / "state"}
