@@ -122,12 +122,20 @@ class PostgresCluster(DataServer):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.dsn(name)
 
-    def _make_data(self, directory: pathlib.Path) -> None:
+    def _prepare(self, directory: pathlib.Path) -> None:
+        """The socket directory, and both owned by the user the server runs as."""
         (directory / "socket").mkdir()
         if self._run_as is not None:
             for path in (directory, directory / "socket"):
                 shutil.chown(path, self._run_as, self._run_as)
-        run_setup(
+
+    def _run_as_server(self, command: list[str], directory: pathlib.Path) -> None:
+        """A setup command (initdb, pg_basebackup) as the server's user, so what it writes is the server's."""
+        run_setup(command, cwd=directory, user=self._run_as, group=self._run_as, extra_groups=self._extra_groups)
+
+    def _make_data(self, directory: pathlib.Path) -> None:
+        self._prepare(directory)
+        self._run_as_server(
             [
                 str(pg_bin() / "initdb"),
                 f"--pgdata={directory / 'data'}",
@@ -137,10 +145,7 @@ class PostgresCluster(DataServer):
                 "--no-locale",
                 "--no-sync",
             ],
-            cwd=directory,
-            user=self._run_as,
-            group=self._run_as,
-            extra_groups=self._extra_groups,
+            directory,
         )
 
     def _spawn_and_wait(self) -> None:
@@ -216,11 +221,8 @@ class PostgresStandby(PostgresCluster):
     def _make_data(self, directory: pathlib.Path) -> None:
         if not self.primary.port:
             raise RuntimeError("the primary must be running to copy a standby from it")
-        (directory / "socket").mkdir()
-        if self._run_as is not None:
-            for path in (directory, directory / "socket"):
-                shutil.chown(path, self._run_as, self._run_as)
-        run_setup(
+        self._prepare(directory)
+        self._run_as_server(
             [
                 str(pg_bin() / "pg_basebackup"),
                 f"--pgdata={directory / 'data'}",
@@ -233,10 +235,7 @@ class PostgresStandby(PostgresCluster):
                 "--no-sync",
                 "--no-password",
             ],
-            cwd=directory,
-            user=self._run_as,
-            group=self._run_as,
-            extra_groups=self._extra_groups,
+            directory,
         )
 
     def wait_for_replay(self, timeout: float = 10.0) -> None:
