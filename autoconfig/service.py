@@ -15,7 +15,7 @@ from .address import Address, AddressError, parse_address
 from .config import Config
 from .dns.hosted import HostedDomains, LookupFailed, Rejected
 from .errors import BadRequest, NotServed, Unavailable
-from .store import Store, StoreUnavailable
+from .store import OFF, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,11 @@ class Service:
         address = self.parse(raw)
         self.check_storable(address)
         return address
+
+    @property
+    def nothing_enabled(self) -> policy.Offer:
+        """The offer of an account with every switch off, which an unknown address gets too."""
+        return self._offers[OFF]
 
     def decide(self, raw: str | None) -> Decision:
         """The policy decision for ``raw``; unknown and all-off accounts come out identical."""

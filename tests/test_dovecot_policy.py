@@ -126,6 +126,13 @@ def test_a_login_of_our_domains_that_is_no_address_we_can_key_is_refused(
     assert "is in a served domain but not an address this service can hold switches for" in caplog.text
 
 
+@pytest.mark.parametrize("protocol", ["submission", "sieve"])
+def test_such_a_login_to_another_protocol_gets_no_opinion_like_every_login_there(
+    client: FlaskClient, protocol: str
+) -> None:
+    assert ask(client, login="john..smith@example.net", protocol=protocol).get_json() == {"status": 0}
+
+
 def test_other_protocols_never_wait_for_the_store(client: FlaskClient, app: Flask, monkeypatch: Any) -> None:
     def down(key: str) -> Switches:
         raise StoreUnavailable("database is gone")

@@ -52,13 +52,11 @@ from ..login_policy import (
     GATED_PROTOCOLS,
     NOT_OURS,
     OTHER_PROTOCOL,
-    REJECT,
     WEBMAIL,
     NotAnAddress,
     Verdict,
     WebmailNetworks,
     judge,
-    refusal,
 )
 from ..metrics import metrics
 from ..spec import JSON_CONTENT_TYPE, MAX_POLICY_BODY
@@ -210,14 +208,14 @@ def _judge(login: str, protocol: str, body: dict[str, Any]) -> Verdict:
         # A mailbox of ours whose name this service cannot key (john..smith@, alice.@, a@b@,
         # a local part over 64 octets): Dovecot's default auth_username_chars lets such logins
         # in, and "no opinion" would let them in with every switch off.  No switch can ever be
-        # turned on for it, so it is refused like any account with the protocol off.
+        # turned on for it, so it is judged as an account with every switch off.
         log.warning(
             "dovecot auth-policy: %s login %s is in a served domain but not an address this service "
             "can hold switches for; refused",
             _loggable(protocol),
             _loggable(login),
         )
-        return Verdict("reject", REJECT, refusal(protocol, svc.config.webmail_url))
+        return judge(svc.nothing_enabled, protocol, svc.config.webmail_url)
     return judge(decision.offer, protocol, svc.config.webmail_url)
 
 
