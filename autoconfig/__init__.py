@@ -40,14 +40,14 @@ def create_service(config: Config | None = None) -> Service:
 
 
 def _hosted_domains(config: Config) -> HostedDomains | None:
-    """Hosted-domain detection, only when ``[dns] mx_hosts`` names the ISP's MX hosts."""
+    """Hosted-domain detection, only when some brand names its MX hosts (``[dns] mx_hosts`` with one brand)."""
     settings = config.dns
-    if not settings.hosted:
+    if not config.hosted:
         return None
     return HostedDomains(
         make_resolver(settings),
-        settings.mx_hosts,
-        own_domains=config.provider.domains,
+        {provider.id: provider.mx_hosts for provider in config.providers},
+        own_domains=config.domains,
         deny=settings.deny,
         cache_size=settings.cache_size,
         lookup_rate=settings.lookup_rate,
@@ -74,7 +74,6 @@ def create_app(config: Config | None = None) -> Flask:
     except BaseException:
         svc.store.close()  # the start is refused: the store opened for it is closed, not left to the collector
         raise
-    logging.getLogger(__name__).info(
-        "serving %s for %s; store %s", svc.config.provider.id, ", ".join(svc.config.provider.domains), svc.store.kind
-    )
+    brands = "; ".join(f"{provider.id} for {', '.join(provider.domains)}" for provider in svc.config.providers)
+    logging.getLogger(__name__).info("serving %s; store %s", brands, svc.store.kind)
     return app

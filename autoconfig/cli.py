@@ -30,11 +30,12 @@ from .dns import make_resolver
 from .dns import records as dns_records_mod
 from .dns.check import check_domains
 from .errors import ClientError, NotServed
-from .formats import apple, outlook, thunderbird
-from .service import Service
-from .signing import load_signer
+from .formats import DOCUMENTS, outlook, thunderbird
+from .service import Service, declined_message
+from .signing import load_signers
 from .spec import OUTLOOK_ERROR_NO_CONFIGURATION
-from .store import Account, ReadOnlyStore, StoreError, Switches, inspect_store
+from .store import Account, ReadOnlyStore, StoreError, inspect_store
+from .values import Provider, Switches
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -162,7 +163,7 @@ def check_config(ctx: Context) -> None:
     """
     config = _load_config(ctx)
     try:
-        signer = load_signer(config)
+        signers = load_signers(config)
         store = inspect_store(
             config.store_url,
             query=config.store_query,
@@ -172,10 +173,17 @@ def check_config(ctx: Context) -> None:
         )
     except (ConfigError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"  provider: {config.provider.id} ({config.provider.display_name})")
-    click.echo(f"  domains:  {', '.join(config.provider.domains)}")
-    for server in (*config.servers.imap, *config.servers.pop3, *config.servers.smtp):
-        click.echo(f"  {server.protocol:5} {server.host}:{server.port} {server.socket}")
+    for provider in config.providers:
+        click.echo(f"  provider: {provider.id} ({provider.display_name})")
+        click.echo(f"  domains:  {', '.join(provider.domains)}")
+        for server in provider.servers.every:
+            click.echo(f"  {server.protocol:5} {server.host}:{server.port} {server.socket}")
+        click.echo(f"  webmail:  {provider.webmail_url}")
+        if provider.mx_hosts:
+            click.echo(f"  hosted customer domains by MX: {', '.join(provider.mx_hosts)}")
+        signer = signers.get(provider.id)
+        signed = f"signed by {signer.subject} until {signer.expires:%Y-%m-%d}" if signer else "unsigned"
+        click.echo(f"  apple profiles: {signed}")
     if store.unreachable is None:
         click.echo(f"  store:    {store.summary}")
     else:
@@ -183,8 +191,6 @@ def check_config(ctx: Context) -> None:
     for line in store.details:
         click.echo(f"    {line}")
     click.echo(f"  admin API: {'enabled' if config.admin_tokens else 'disabled (no token)'}")
-    signed = f"signed by {signer.subject} until {signer.expires:%Y-%m-%d}" if signer else "unsigned"
-    click.echo(f"  apple profiles: {signed}")
     if store.unreachable is not None:
         # Not a refusal: a node started during a database outage comes up and answers 503 until it is back.
         click.echo(f"{config.source}: OK, but the store cannot be reached now; the service would start and answer 503")
@@ -409,31 +415,22 @@ def render(ctx: Context, client: str, address: str, out: str | None) -> None:
     svc = ctx.service
     try:
         # Like the server, refuse a broken signing setup whatever the address.
-        signer = load_signer(svc.config) if client == "apple" else None
+        signers = load_signers(svc.config) if client == "apple" else {}
         decision = svc.decide(address)
     except (ClientError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     declined = decision.offer.declined
-    if client == "outlook":
-        if declined:
-            message, now = svc.declined_message(), datetime.now(UTC)
-            body = outlook.render_error(OUTLOOK_ERROR_NO_CONFIGURATION, message, svc.config.provider.id, now)
-        else:
-            body = outlook.render_settings(decision.offer, decision.address)
+    message = declined_message(decision.provider)
+    if declined and client == "outlook":
+        body = outlook.render_error(OUTLOOK_ERROR_NO_CONFIGURATION, message, svc.config.public_url, datetime.now(UTC))
     elif declined:
-        text = svc.declined_message()
-        if client == "thunderbird":
-            text = thunderbird.declined_text(text, svc.config.public_url)
+        text = thunderbird.declined_text(message, svc.config.public_url) if client == "thunderbird" else message
         click.echo(text, err=True)
         sys.exit(1)
-    elif client == "apple":
-        config = svc.config
-        body = apple.render(decision.offer, config.provider, decision.address, config.apple.profile_identifier_prefix)
-        body = body if signer is None else signer.sign(body)
     else:
-        body = thunderbird.render(
-            decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
-        )
+        body = DOCUMENTS[client](decision)
+        signer = signers.get(decision.provider.id)
+        body = body if signer is None else signer.sign(body)
     if out is not None:
         Path(out).write_bytes(body)
     else:
@@ -454,7 +451,7 @@ def _domains(config: Config, given: tuple[str, ...]) -> list[str]:
             domains.append(normalise_domain(value.rstrip(".")))
         except AddressError as exc:
             raise click.BadParameter(f"{value!r}: {exc}", param_hint="DOMAIN") from None
-    return domains or list(config.provider.domains)
+    return domains or list(config.domains)
 
 
 @main.group("dns")
@@ -462,14 +459,32 @@ def dns_group() -> None:
     """The DNS records to publish, and a live check of what DNS says."""
 
 
+_BRAND_HELP = "The brand (its [[providers]] id) of a DOMAIN no brand lists, such as a hosted customer domain."
+
+
+def _brand(config: Config, brand: str | None) -> Provider | None:
+    if brand is None:
+        return None
+    for provider in config.providers:
+        if provider.id == brand:
+            return provider
+    ids = ", ".join(p.id for p in config.providers)
+    raise click.BadParameter(f"{brand!r} is no brand of {config.source} ({ids})", param_hint="--brand")
+
+
 @dns_group.command("records")
 @click.argument("domains", nargs=-1, metavar="[DOMAIN]...")
+@click.option("--brand", metavar="ID", help=_BRAND_HELP)
 @pass_context
-def dns_records(ctx: Context, domains: tuple[str, ...]) -> None:
-    """Print the zone-file lines each DOMAIN should publish (default: every served domain)."""
+def dns_records(ctx: Context, domains: tuple[str, ...], brand: str | None) -> None:
+    """Print the zone-file lines each DOMAIN should publish (default: every served domain, of every brand)."""
     config = _load_config(ctx)
+    provider = _brand(config, brand)
     try:
-        texts = [dns_records_mod.to_text(dns_records_mod.expected(config, d)) for d in _domains(config, domains)]
+        texts = [
+            dns_records_mod.to_text(dns_records_mod.expected(config, domain, provider=provider))
+            for domain in _domains(config, domains)
+        ]
     except dns_records_mod.RecordsError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("\n".join(texts), nl=False)
@@ -489,8 +504,11 @@ def _ip(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str 
 @click.option("--nameserver", callback=_ip, help="Ask this server (IP) instead of [dns] nameserver or the system's.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port of the nameserver (default: [dns] port, 53).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--brand", metavar="ID", help=_BRAND_HELP)
 @pass_context
-def dns_check(ctx: Context, domains: tuple[str, ...], nameserver: str | None, port: int | None, as_json: bool) -> None:
+def dns_check(
+    ctx: Context, domains: tuple[str, ...], nameserver: str | None, port: int | None, as_json: bool, brand: str | None
+) -> None:
     """Compare what DNS publishes for each DOMAIN with `dns records`.
 
     One line per finding.  Exit status: 0 nothing found, 1 something is wrong,
@@ -499,7 +517,10 @@ def dns_check(ctx: Context, domains: tuple[str, ...], nameserver: str | None, po
     """
     config = _load_config(ctx)
     names = _domains(config, domains)
-    findings = check_domains(config, make_resolver(config.dns, nameserver, port), names)
+    try:
+        findings = check_domains(config, make_resolver(config.dns, nameserver, port), names, _brand(config, brand))
+    except dns_records_mod.RecordsError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps({"domains": names, "findings": [f.to_dict() for f in findings]}, indent=2))
     else:

@@ -23,12 +23,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from .address import AddressError, normalise_domain
-from .spec import OUTLOOK_DEFAULT_MAX_BODY
+from .spec import DEFAULT_SRV_PRIORITIES, OUTLOOK_DEFAULT_MAX_BODY
 from .store.ldapfilter import LDAPSettings
+from .values import Apple, Provider, Server, Servers
 
 DEFAULT_PATH = Path("config/autoconfig.toml")
 ENV_CONFIG = "AUTOCONFIG_CONFIG"
@@ -57,63 +58,22 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class Server:
-    """One mail server endpoint as clients must be told about it."""
-
-    protocol: str  # "imap" | "pop3" | "smtp"
-    host: str
-    port: int
-    socket: str  # "SSL" (implicit TLS) | "STARTTLS"
-    authentication: str = "password-cleartext"
-    username: str = "address"  # "address" | "local-part"
-
-    @property
-    def implicit_tls(self) -> bool:
-        return self.socket == "SSL"
-
-
-@dataclass(frozen=True)
-class Provider:
-    id: str
-    display_name: str
-    short_name: str
-    domains: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Servers:
-    imap: tuple[Server, ...]
-    pop3: tuple[Server, ...]
-    smtp: tuple[Server, ...]
-
-
-@dataclass(frozen=True)
 class AdminToken:
     name: str
     token: str = field(repr=False)
 
 
-# RFC 6186 / RFC 8314 SRV service labels, by (protocol, socket) of a configured server.
-SRV_SERVICES = {
-    ("imap", "SSL"): "imaps",
-    ("imap", "STARTTLS"): "imap",
-    ("pop3", "SSL"): "pop3s",
-    ("pop3", "STARTTLS"): "pop3",
-    ("smtp", "SSL"): "submissions",
-    ("smtp", "STARTTLS"): "submission",
-}
-# Implicit TLS first (RFC 8314), IMAP before POP (RFC 6186 section 3.4).
-DEFAULT_SRV_PRIORITIES = {"imaps": 0, "submissions": 0, "imap": 10, "submission": 10, "pop3s": 20, "pop3": 30}
 MAX_RESOLVER_TIMEOUT = 1.0
 MAX_RESOLVER_LIFETIME = 2.0
 
 
 @dataclass(frozen=True)
 class DnsSettings:
-    """``[dns]``: the records to publish, and hosted customer domains found by MX.
+    """``[dns]``: the records to publish, and how customer domains are looked up by MX.
 
-    Hosted detection is on only when ``mx_hosts`` is not empty; everything
-    else here only feeds ``dns records`` and ``dns check``.
+    The MX hosts themselves belong to a brand (``Provider.mx_hosts``; in the
+    one-brand form ``[dns] mx_hosts``); hosted detection is on only when some
+    brand has them.  The rest here feeds ``dns records`` and ``dns check``.
     """
 
     responder: str = ""  # host name of this service (CNAME target); default: public_url's host
@@ -123,7 +83,6 @@ class DnsSettings:
     https_port: int = 443
     ttl: int = 3600
     priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SRV_PRIORITIES))
-    mx_hosts: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     nameserver: str | None = None  # None: the system resolver (/etc/resolv.conf)
     port: int = 53
@@ -132,10 +91,6 @@ class DnsSettings:
     cache_size: int = 10000
     lookup_rate: float = 20.0  # new MX lookups per second per worker process; 0 = no limit
     lookup_burst: int = 100
-
-    @property
-    def hosted(self) -> bool:
-        return bool(self.mx_hosts)
 
 
 @dataclass(frozen=True)
@@ -173,16 +128,6 @@ class DovecotPolicy:
 
 
 @dataclass(frozen=True)
-class Apple:
-    """Apple profile settings.  Signing paths are absolute (resolved against the config file's directory)."""
-
-    profile_identifier_prefix: str = ""
-    signing_certificate: Path | None = None
-    signing_key: Path | None = None
-    signing_chain: Path | None = None
-
-
-@dataclass(frozen=True)
 class Outlook:
     """Limits of the Outlook autodiscover endpoint, which takes XML from anyone."""
 
@@ -192,10 +137,8 @@ class Outlook:
 @dataclass(frozen=True)
 class Config:
     source: Path
-    provider: Provider
-    servers: Servers
+    providers: tuple[Provider, ...]  # the brands; one in the [provider] form
     public_url: str
-    webmail_url: str
     store_url: str
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
@@ -204,7 +147,6 @@ class Config:
     limits: Limits = Limits()
     metrics: MetricsSettings = MetricsSettings()
     dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
-    apple: Apple = Apple()
     dns: DnsSettings = field(default_factory=DnsSettings)
     outlook: Outlook = Outlook()
     # PostgreSQL only: connections per process, and seconds before a request gives up (503).
@@ -216,10 +158,35 @@ class Config:
     store_preset: str | None = None
     # [store.ldap]: read switches from a directory (read-only source).
     store_ldap: LDAPSettings | None = None
+    _by_domain: Mapping[str, Provider] = field(init=False, repr=False, compare=False)
+    _by_id: Mapping[str, Provider] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_domain = {domain: provider for provider in self.providers for domain in provider.domains}
+        object.__setattr__(self, "_by_domain", by_domain)
+        object.__setattr__(self, "_by_id", {provider.id: provider for provider in self.providers})
+
+    def provider_for(self, domain: str) -> Provider | None:
+        """The brand that lists ``domain`` (already normalised), or None."""
+        return self._by_domain.get(domain)
+
+    def provider_with_id(self, provider_id: str) -> Provider:
+        """The brand with this id (ids are unique: the config reader checks)."""
+        return self._by_id[provider_id]
 
     def serves(self, domain: str) -> bool:
-        """Whether ``domain`` (already normalised) is one of ours."""
-        return domain in self.provider.domains
+        """Whether ``domain`` (already normalised) is listed by one of the brands."""
+        return domain in self._by_domain
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Every listed domain, brand by brand in config order."""
+        return tuple(self._by_domain)
+
+    @property
+    def hosted(self) -> bool:
+        """Whether customer domains are found by MX: some brand names its MX hosts."""
+        return any(provider.mx_hosts for provider in self.providers)
 
 
 _LINE_BREAKS = "\t\n\r"
@@ -244,6 +211,14 @@ class _Table:
 
     def key(self, name: str) -> str:
         return f"{self._path}.{name}" if self._path else name
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def copy(self) -> _Table:
+        """The same table unread, for settings that several parts read alike (a shared default)."""
+        return _Table(self._data, self._path, self._source)
 
     def __contains__(self, name: str) -> bool:
         return name in self._data
@@ -560,18 +535,23 @@ def _check_not_blank(value: str) -> str:
     return value
 
 
-def _read_provider(table: _Table) -> Provider:
+class _Names(NamedTuple):
+    id: str
+    display_name: str
+    short_name: str
+    domains: tuple[str, ...]
+
+
+def _read_names(table: _Table) -> _Names:
     domains = _unique(table, "domains", _check_domain)
     if not domains:
         raise table.error(table.key("domains"), "must list at least one domain")
-    provider = Provider(
+    return _Names(
         id=table.string("id", check=check_hostname),
         display_name=table.string("display_name", check=_check_not_blank),
         short_name=table.string("short_name", check=_check_not_blank),
         domains=domains,
     )
-    table.finish()
-    return provider
 
 
 def _read_servers(table: _Table) -> Servers:
@@ -582,6 +562,61 @@ def _read_servers(table: _Table) -> Servers:
     if not found["imap"] and not found["pop3"]:
         raise table.error(table.key("imap"), "at least one IMAP or POP3 server is required")
     return Servers(imap=found["imap"], pop3=found["pop3"], smtp=found["smtp"])
+
+
+def _read_one_brand(root: _Table, dns: _Table, webmail_url: str, base: Path) -> Provider:
+    """The one-brand form: ``[provider]`` and ``[servers]``, with ``[apple]`` and ``[dns] mx_hosts`` its own."""
+    names_table = root.table("provider")
+    names = _read_names(names_table)
+    names_table.finish()
+    servers = _read_servers(root.table("servers"))
+    apple = _read_apple(root.table("apple", required=False), names.id, base)
+    if not webmail_url:
+        raise root.error("service.webmail_url", "is required")
+    mx_hosts = _unique(dns, "mx_hosts", check_hostname)
+    return Provider(*names, servers=servers, webmail_url=webmail_url, apple=apple, mx_hosts=mx_hosts)
+
+
+def _read_brands(root: _Table, dns: _Table, webmail_url: str, base: Path) -> tuple[Provider, ...]:
+    """The several-brands form: ``[[providers]]``, each with its own servers, webmail, Apple identity and MX hosts.
+
+    A domain, an id or an MX host belongs to one brand: two claims would
+    make the brand of a mailbox depend on the order of the file.
+    """
+    for single in ("provider", "servers"):
+        if root.has(single):
+            raise root.error(single, f"[{single}] is the one-brand form; with [[providers]], each brand has its own")
+    if dns.has("mx_hosts"):
+        raise dns.error(dns.key("mx_hosts"), "with [[providers]], each brand lists its own: providers[N].mx_hosts")
+    shared_apple = root.table("apple", required=False)
+    brands: list[Provider] = []
+    claimed: dict[str, tuple[str, str]] = {}  # domain or MX host -> (what, the brand's key)
+    tables = root.tables("providers")
+    if not tables:
+        raise root.error("providers", "must list at least one brand")
+    for index, table in enumerate(tables):
+        names = _read_names(table)
+        for other in brands:
+            if other.id == names.id:
+                raise table.error(table.key("id"), f"{names.id} is already the id of {_brand_key(brands, other)}")
+        brand_webmail = table.string("webmail_url", webmail_url or None, check=_check_url(require_https=False))
+        servers = _read_servers(table.table("servers"))
+        # A brand without its own [providers.apple] signs with the shared [apple] identity.
+        apple_table = table.table("apple") if table.has("apple") else shared_apple.copy()
+        apple = _read_apple(apple_table, names.id, base)
+        mx_hosts = _unique(table, "mx_hosts", check_hostname)
+        table.finish()
+        for what, values in (("domains", names.domains), ("mx_hosts", mx_hosts)):
+            for position, value in enumerate(values):
+                if value in claimed and claimed[value][0] == what:
+                    raise table.error(f"{table.key(what)}[{position}]", f"{value} is already in {claimed[value][1]}")
+                claimed[value] = (what, f"providers[{index}].{what}")
+        brands.append(Provider(*names, servers=servers, webmail_url=brand_webmail, apple=apple, mx_hosts=mx_hosts))
+    return tuple(brands)
+
+
+def _brand_key(brands: list[Provider], brand: Provider) -> str:
+    return f"providers[{brands.index(brand)}]"
 
 
 ENV_TOKEN_NAME = "env"  # noqa: S105 - the name of the AUTOCONFIG_ADMIN_TOKEN token (changes are by "api:env")
@@ -743,7 +778,7 @@ def _check_reverse_dns(value: str) -> str:
     return value
 
 
-def _read_apple(table: _Table, provider: Provider, base: Path) -> Apple:
+def _read_apple(table: _Table, provider_id: str, base: Path) -> Apple:
     """Relative paths are taken from the config file's directory, so a config and its key can move together."""
 
     def path(name: str) -> Path | None:
@@ -753,7 +788,7 @@ def _read_apple(table: _Table, provider: Provider, base: Path) -> Apple:
         return base / value  # an absolute value replaces base
 
     prefix = table.string(
-        "profile_identifier_prefix", ".".join(reversed(provider.id.split("."))), check=_check_reverse_dns
+        "profile_identifier_prefix", ".".join(reversed(provider_id.split("."))), check=_check_reverse_dns
     )
     certificate, key, chain = path("signing_certificate"), path("signing_key"), path("signing_chain")
     table.finish()
@@ -762,7 +797,7 @@ def _read_apple(table: _Table, provider: Provider, base: Path) -> Apple:
         raise table.error(table.key(missing), "signing needs both signing_certificate and signing_key")
     if chain is not None and certificate is None:
         raise table.error(table.key("signing_chain"), "only makes sense with signing_certificate and signing_key")
-    return Apple(prefix, certificate, key, chain)
+    return Apple(prefix, certificate, key, chain, config_key=table.path)
 
 
 def _check_ip(value: str) -> str:
@@ -787,16 +822,18 @@ def _unique(table: _Table, name: str, check: Callable[[str], str]) -> tuple[str,
     return tuple(found)
 
 
-def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings:
+def _read_dns(table: _Table, public_url: str, providers: tuple[Provider, ...]) -> DnsSettings:
+    """``[dns]`` but its ``mx_hosts``, which belong to a brand (read with it)."""
+    domains = [domain for provider in providers for domain in provider.domains]
     responder = table.string("responder", urlsplit(public_url).hostname or "", check=check_hostname)
     if table.has("own_domains"):
         own = _unique(table, "own_domains", _check_domain)
         for index, domain in enumerate(own):
-            if domain not in provider.domains:
-                raise table.error(f"{table.key('own_domains')}[{index}]", f"{domain} is not in provider.domains")
+            if domain not in domains:
+                raise table.error(f"{table.key('own_domains')}[{index}]", f"{domain} is not a domain of any brand")
     else:
         # The ISP's own zone is the one its responder lives in.
-        own = tuple(d for d in provider.domains if responder == d or responder.endswith("." + d))
+        own = tuple(d for d in domains if responder == d or responder.endswith("." + d))
     addresses = _unique(table, "addresses", _check_ip)
     autodiscover_target = table.string("autodiscover_target", responder, check=check_hostname)
     https_port = table.integer("https_port", 443, low=1, high=65535)
@@ -804,7 +841,6 @@ def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings
     prio_table = table.table("priority", required=False)
     priorities = {name: prio_table.integer(name, low, high=65535) for name, low in DEFAULT_SRV_PRIORITIES.items()}
     prio_table.finish()
-    mx_hosts = _unique(table, "mx_hosts", check_hostname)
     deny = _unique(table, "deny", _check_domain)
     nameserver = table.string("nameserver", check=_check_ip) if table.has("nameserver") else None
     port = table.integer("port", 53, low=1, high=65535)
@@ -824,7 +860,6 @@ def _read_dns(table: _Table, public_url: str, provider: Provider) -> DnsSettings
         https_port=https_port,
         ttl=ttl,
         priorities=priorities,
-        mx_hosts=mx_hosts,
         deny=deny,
         nameserver=nameserver,
         port=port,
@@ -850,12 +885,16 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     root = _Table(data, "", source)
     service = root.table("service")
     public_url = service.string("public_url", check=_check_url(require_https=True))
-    webmail_url = service.string("webmail_url", check=_check_url(require_https=False))
+    # Required in the one-brand form; with [[providers]], the default of brands without their own.
+    webmail_url = service.string("webmail_url", "", check=_check_url(require_https=False))
     log_level = service.string("log_level", "INFO", choices=LOG_LEVELS)
     log_flush_seconds = service.number("log_flush_seconds", DEFAULT_LOG_FLUSH_SECONDS, low=0.0, high=60.0)
     service.finish()
-    provider = _read_provider(root.table("provider"))
-    servers = _read_servers(root.table("servers"))
+    dns_table = root.table("dns", required=False)
+    if root.has("providers"):
+        providers = _read_brands(root, dns_table, webmail_url, source.parent)
+    else:
+        providers = (_read_one_brand(root, dns_table, webmail_url, source.parent),)
     store = _read_store(root.table("store"), env, source)
     admin_tokens = _read_admin(root.table("admin", required=False), env)
     limits = _read_limits(root.table("limits", required=False))
@@ -865,16 +904,13 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         dovecot = _read_dovecot(root.table("dovecot", required=False), dovecot_from_env)
     else:
         dovecot = None
-    apple = _read_apple(root.table("apple", required=False), provider, source.parent)
-    dns = _read_dns(root.table("dns", required=False), public_url, provider)
+    dns = _read_dns(dns_table, public_url, providers)
     outlook = _read_outlook(root.table("outlook", required=False))
     root.finish()
     return Config(
         source=source,
-        provider=provider,
-        servers=servers,
+        providers=providers,
         public_url=public_url,
-        webmail_url=webmail_url,
         store_url=store.url,
         admin_tokens=admin_tokens,
         log_level=log_level,
@@ -882,7 +918,6 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         limits=limits,
         metrics=metrics,
         dovecot=dovecot,
-        apple=apple,
         dns=dns,
         outlook=outlook,
         store_pool_size=store.pool_size,

@@ -12,16 +12,31 @@ over IMAP as the user, and it is where the user turns the switches on, so
 gating it would lock a new customer (everything off) out of the very page
 that lets them in.  It is recognised by the connection's real peer address
 alone (Dovecot's ``%{real_rip}``), never by an address a client forwards.
+
+``LoginGate.verdict`` is the whole decision for one login; the Dovecot
+blueprint (``autoconfig.web.dovecot``) only reads the request and writes the
+answer.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from socket import AF_INET, AF_INET6, inet_pton
+from typing import TYPE_CHECKING
 
+from .address import AddressError, normalise_domain
+from .errors import BadRequest, NotServed
+from .logs import loggable
 from .policy import Offer
+from .values import Provider
+
+if TYPE_CHECKING:
+    from .service import Service
+
+log = logging.getLogger(__name__)
 
 # Dovecot's service name (%s in auth_policy_request_attributes) -> Offer protocol.
 GATED_PROTOCOLS = {"imap": "imap", "pop3": "pop3"}
@@ -126,3 +141,74 @@ def judge(offer: Offer, protocol: str, webmail_url: str) -> Verdict:
     if gated in offer.protocols:
         return Verdict("allow", ACCEPT)
     return Verdict("reject", REJECT, refusal(protocol, webmail_url))
+
+
+# The attribute carrying Dovecot's %{real_rip} (2.4: %{real_remote_ip}): the peer of the connection itself.
+REAL_REMOTE = "real_remote"
+
+
+class LoginGate:
+    """One login's verdict, from its name, its protocol and the connection's real peer.
+
+    ``real_remote`` is the request's value as Dovecot sent it (``None`` when
+    it sent none); it is read only when webmail networks are configured.
+    """
+
+    def __init__(self, service: Service, webmail: WebmailNetworks) -> None:
+        self.service = service
+        self.webmail = webmail
+
+    def verdict(self, login: str, protocol: str, real_remote: object) -> Verdict:
+        if protocol not in GATED_PROTOCOLS:
+            return OTHER_PROTOCOL  # no store lookup: a store outage never touches SMTP or sieve logins
+        if self._from_webmail(real_remote):
+            return WEBMAIL  # no store lookup either: the webmail works through a store outage
+        try:
+            decision = self.service.decide(login)
+        except NotServed:
+            return NOT_OURS
+        except BadRequest:
+            provider = self._served_brand(login)
+            if provider is None:
+                return NOT_OURS
+            # A mailbox of ours whose name this service cannot key (john..smith@, alice.@, a@b@,
+            # a local part over 64 octets): Dovecot's default auth_username_chars lets such logins
+            # in, and "no opinion" would let them in with every switch off.  No switch can ever be
+            # turned on for it, so it is judged as an account with every switch off.
+            log.warning(
+                "dovecot auth-policy: %s login %s is in a served domain but not an address this service "
+                "can hold switches for; refused",
+                loggable(protocol),
+                loggable(login),
+            )
+            return judge(self.service.nothing_enabled(provider), protocol, provider.webmail_url)
+        return judge(decision.offer, protocol, decision.provider.webmail_url)
+
+    def _from_webmail(self, peer: object) -> bool:
+        """Only the connection's own peer counts: ``remote`` (``%{rip}``) is what a webmail in
+        Dovecot's login_trusted_networks forwarded through IMAP ID, and must neither grant
+        nor take away the exemption."""
+        if not self.webmail:
+            return False
+        if not isinstance(peer, str):
+            raise BadRequest(
+                f"the field {REAL_REMOTE} must be a string when [dovecot] webmail_networks is set; "
+                f"include {REAL_REMOTE}=%{{real_rip}} (Dovecot 2.4: {REAL_REMOTE} = %{{real_remote_ip}}) "
+                "in Dovecot's auth_policy_request_attributes"
+            )
+        try:
+            return self.webmail.contains(peer)
+        except NotAnAddress:
+            raise BadRequest(
+                f"the field {REAL_REMOTE} must be an IP address (Dovecot's %{{real_rip}}, in 2.4 %{{real_remote_ip}})"
+            ) from None
+
+    def _served_brand(self, login: str) -> Provider | None:
+        """The brand of what follows the login's last @ (one trailing dot aside), if any."""
+        _, at, domain = login.rpartition("@")
+        if not at:
+            return None
+        try:
+            return self.service.provider_for(normalise_domain(domain.removesuffix(".")))
+        except (AddressError, NotServed):
+            return None

@@ -113,3 +113,17 @@ def _handler(flush_seconds: float) -> BatchedStreamHandler:
     handler = BatchedStreamHandler(flush_seconds)
     handler.setFormatter(Formatter())
     return handler
+
+
+_LOGGABLE_LENGTH = 80
+
+
+def loggable(value: object) -> str:
+    """A value from a request as it may appear in a log line: short, printable, no newlines."""
+    if not isinstance(value, str) or not value:
+        return "-"
+    # Printable ASCII without the space, as str methods in C: a generator over the characters
+    # cost more than the rest of the log line (callgrind).
+    if len(value) > _LOGGABLE_LENGTH or not (value.isascii() and value.isprintable()) or " " in value:
+        return f"<{len(value)} unprintable or long characters>"
+    return value

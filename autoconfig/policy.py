@@ -13,8 +13,8 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from .config import Server, Servers
-from .store import Switches
+from .address import Address
+from .values import Provider, Server, Servers, Switches
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,25 @@ class Offer:
 
 
 DECLINED = Offer()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one request is answered with: the mailbox, its brand, and what the gate lets it see.
+
+    Every renderer takes this and nothing else (``autoconfig.formats``), so
+    no document can be written from another brand's names or servers.
+    """
+
+    address: Address
+    offer: Offer
+    provider: Provider
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The domains a document lists: the address's own first, then the brand's."""
+        domains = self.provider.domains
+        return domains if self.address.domain in domains else (self.address.domain, *domains)
 
 
 def offer(switches: Switches, servers: Servers) -> Offer:

@@ -8,22 +8,29 @@ never touches the store and a view never decides what to show.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from . import policy
 from .address import Address, AddressError, parse_address
 from .config import Config
 from .dns.hosted import HostedDomains, LookupFailed, Rejected
 from .errors import BadRequest, NotServed, Unavailable
-from .store import OFF, Store, StoreUnavailable
+from .policy import Decision
+from .store import Store, StoreUnavailable
+from .values import OFF, Provider
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Decision", "Service", "declined_message"]
 
-@dataclass(frozen=True)
-class Decision:
-    address: Address
-    offer: policy.Offer
+
+def declined_message(provider: Provider) -> str:
+    """What a user with nothing enabled (or a stranger) is told, in every format: the brand's own webmail."""
+    return (
+        "No mail settings are available for this address yet. "
+        "POP and IMAP are turned off for every mailbox until you enable them: "
+        f"sign in to webmail at {provider.webmail_url}, enable IMAP (recommended) or POP, "
+        "then set up your mail program again."
+    )
 
 
 class Service:
@@ -32,8 +39,9 @@ class Service:
     def __init__(self, config: Config, store: Store, hosted: HostedDomains | None = None) -> None:
         self.config = config
         self.store = store
-        self.hosted = hosted  # customer domains found by MX; None unless dns.mx_hosts is set
-        self._offers = policy.offer_table(config.servers)
+        self.hosted = hosted  # customer domains found by MX; None unless a brand names its MX hosts
+        # One table per brand: the switches pick the row, the brand the servers in it.
+        self._offers = {provider.id: policy.offer_table(provider.servers) for provider in config.providers}
 
     def parse(self, raw: str | None) -> Address:
         try:
@@ -41,17 +49,23 @@ class Service:
         except AddressError as exc:
             raise BadRequest(f"invalid email address: {exc}") from None
 
-    def serves(self, domain: str) -> bool:
-        """Configured domains first; then, if configured, a customer domain whose MX is ours."""
-        if self.config.serves(domain):
-            return True
-        if self.hosted is None:
-            return False
-        try:
-            return self.hosted.is_hosted(domain)
-        except LookupFailed as exc:
-            log.warning("cannot tell whether %s is hosted: %s", domain, exc)
-            raise Unavailable("cannot check this domain right now; try again shortly") from None
+    def provider_for(self, domain: str) -> Provider:
+        """The brand of ``domain``: the one listing it, else (if configured) the one whose MX hosts it uses.
+
+        ``NotServed`` for a domain of no brand; ``Unavailable`` when DNS cannot say.
+        """
+        provider = self.config.provider_for(domain)
+        if provider is not None:
+            return provider
+        if self.hosted is not None:
+            try:
+                brand = self.hosted.hosted_by(domain)
+            except LookupFailed as exc:
+                log.warning("cannot tell whether %s is hosted: %s", domain, exc)
+                raise Unavailable("cannot check this domain right now; try again shortly") from None
+            if brand is not None:
+                return self.config.provider_with_id(brand)
+        raise NotServed("this service has no mail settings for that domain")
 
     def check_storable(self, address: Address) -> None:
         """Refuse to store switches for ``address`` when no client request could ever read them.
@@ -63,7 +77,7 @@ class Service:
         """
         if self.config.serves(address.domain):
             return
-        served = f"the served domains are {', '.join(self.config.provider.domains)}"
+        served = f"the served domains are {', '.join(self.config.domains)}"
         if self.hosted is None:
             raise NotServed(
                 f"{address.domain} is not a domain this service answers for ({served}); "
@@ -83,33 +97,17 @@ class Service:
         self.check_storable(address)
         return address
 
-    @property
-    def nothing_enabled(self) -> policy.Offer:
-        """The offer of an account with every switch off, which an unknown address gets too."""
-        return self._offers[OFF]
+    def nothing_enabled(self, provider: Provider) -> policy.Offer:
+        """The offer of a mailbox of ``provider`` with every switch off, which an unknown address gets too."""
+        return self._offers[provider.id][OFF]
 
     def decide(self, raw: str | None) -> Decision:
         """The policy decision for ``raw``; unknown and all-off accounts come out identical."""
         address = self.parse(raw)
-        if not self.serves(address.domain):
-            raise NotServed("this service has no mail settings for that domain")
+        provider = self.provider_for(address.domain)
         try:
             switches = self.store.switches(address.key)
         except StoreUnavailable as exc:
             log.error("store unavailable: %s", exc)
             raise Unavailable("account settings are temporarily unavailable; try again shortly") from None
-        return Decision(address, self._offers[switches])
-
-    def domains_for(self, address: Address) -> tuple[str, ...]:
-        """The domains a document lists: the address's own first, then the provider's."""
-        domains = self.config.provider.domains
-        return domains if address.domain in domains else (address.domain, *domains)
-
-    def declined_message(self) -> str:
-        """What a user with nothing enabled (or a stranger) is told, in every format."""
-        return (
-            "No mail settings are available for this address yet. "
-            "POP and IMAP are turned off for every mailbox until you enable them: "
-            f"sign in to webmail at {self.config.webmail_url}, enable IMAP (recommended) or POP, "
-            "then set up your mail program again."
-        )
+        return Decision(address, self._offers[provider.id][switches], provider)

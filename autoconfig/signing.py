@@ -11,7 +11,7 @@ worse, serving profiles every device rejects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from .config import Config, ConfigError
+from .values import Apple
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ EXPIRY_WARNING = timedelta(days=30)
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 _ErrorFactory = Callable[[str, str], ConfigError]
+# Brand id -> its signer; a brand that signs nothing is not in it.
+Signers = Mapping[str, "Signer"]
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,28 @@ class Signer:
         return self.certificate.not_valid_after_utc
 
 
-def load_signer(config: Config, now: datetime | None = None) -> Signer | None:
-    """The configured signer, or None for unsigned profiles; ``ConfigError`` if it cannot be used."""
-    apple = config.apple
+def load_signers(config: Config, now: datetime | None = None) -> Signers:
+    """Every brand's signer (brands that share one identity share one signer); ``ConfigError`` if one cannot be used."""
+    loaded: dict[Apple, Signer] = {}
+    signers: dict[str, Signer] = {}
+    for provider in config.providers:
+        apple = provider.apple
+        if not apple.signs:
+            continue
+        if apple not in loaded:
+            loaded[apple] = load_signer(apple, config.source, now)
+        signers[provider.id] = loaded[apple]
+    return signers
+
+
+def load_signer(apple: Apple, source: Path, now: datetime | None = None) -> Signer:
+    """The signer of one brand's ``apple`` settings (which must name a certificate and a key)."""
     if apple.signing_certificate is None or apple.signing_key is None:
-        return None
+        raise ValueError("these Apple settings sign nothing")
     now = now or datetime.now(UTC)
 
     def error(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{config.source}: apple.{key}: {message}")
+        return ConfigError(f"{source}: {apple.config_key}.{key}: {message}")
 
     data = _read(apple.signing_certificate, "signing_certificate", error)
     # A "full chain" file works too: the first certificate signs, the rest travel as the chain.

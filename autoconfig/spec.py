@@ -75,3 +75,15 @@ OUTLOOK_JSON_ERROR_USER = "InvalidUser"
 OUTLOOK_JSON_ERROR_REQUEST = "InvalidRequest"
 OUTLOOK_JSON_ERROR_NOT_SERVED = "NotFound"
 OUTLOOK_JSON_ERROR_UNAVAILABLE = "ServiceUnavailable"
+
+# RFC 6186 / RFC 8314 SRV service labels, by (protocol, socket) of a configured server.
+SRV_SERVICES = {
+    ("imap", "SSL"): "imaps",
+    ("imap", "STARTTLS"): "imap",
+    ("pop3", "SSL"): "pop3s",
+    ("pop3", "STARTTLS"): "pop3",
+    ("smtp", "SSL"): "submissions",
+    ("smtp", "STARTTLS"): "submission",
+}
+# Implicit TLS first (RFC 8314), IMAP before POP (RFC 6186 section 3.4).
+DEFAULT_SRV_PRIORITIES = {"imaps": 0, "submissions": 0, "imap": 10, "submission": 10, "pop3s": 20, "pop3": 30}

@@ -149,14 +149,13 @@ def test_rendered_bytes_are_plistlibs_own(
     """The fast renderer fills a plistlib template; its bytes must be exactly what plistlib writes."""
     config_data["servers"]["imap"][0]["username"] = username
     config_data["provider"]["display_name"] = "Example & <Sons> Mail"
-    config = load(write_config(config_data), env={})
-    offer = policy.offer(switches, config.servers)
-    parsed = parse_address(address)
+    (provider,) = load(write_config(config_data), env={}).providers
+    offer = policy.offer(switches, provider.servers)
+    decision = policy.Decision(parse_address(address), offer, provider)
+    other = policy.Decision(parse_address("someone.else@example.org"), offer, provider)
     for _ in range(2):  # the second time from the cached template, after another address used it
-        rendered = apple.render(offer, config.provider, parsed, "net.example")
-        expected = plistlib.dumps(apple.profile(offer, config.provider, parsed, "net.example"), sort_keys=True)
-        assert rendered == expected
-        apple.render(offer, config.provider, parse_address("someone.else@example.org"), "net.example")
+        assert apple.render(decision) == plistlib.dumps(apple.profile(decision), sort_keys=True)
+        apple.render(other)
 
 
 # Identifiers devices already hold, pinned: a changed one makes every device add a second account.

@@ -17,10 +17,11 @@ WriteConfig = Callable[[dict[str, Any]], Path]
 
 def test_demo_config_loads_unchanged() -> None:
     config = load(ROOT / "config" / "autoconfig.toml", env={})
-    assert config.provider.domains == ("example.net",)
-    assert [(s.port, s.socket) for s in config.servers.imap] == [(993, "SSL")]
-    assert [(s.port, s.socket) for s in config.servers.pop3] == [(995, "SSL")]
-    assert [(s.port, s.socket) for s in config.servers.smtp] == [(465, "SSL"), (587, "STARTTLS")]
+    (provider,) = config.providers
+    assert provider.domains == ("example.net",)
+    assert [(s.port, s.socket) for s in provider.servers.imap] == [(993, "SSL")]
+    assert [(s.port, s.socket) for s in provider.servers.pop3] == [(995, "SSL")]
+    assert [(s.port, s.socket) for s in provider.servers.smtp] == [(465, "SSL"), (587, "STARTTLS")]
     assert config.public_url.startswith("https://")
 
 
@@ -108,7 +109,7 @@ def test_idn_domain_is_stored_in_ascii_form(
     config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path]
 ) -> None:
     config_data["provider"]["domains"] = ["Bücher.example"]
-    assert load(write_config(config_data), env={}).provider.domains == ("xn--bcher-kva.example",)
+    assert load(write_config(config_data), env={}).domains == ("xn--bcher-kva.example",)
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:

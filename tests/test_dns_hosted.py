@@ -22,7 +22,7 @@ from tests.support.dns_helpers import CountingResolver, SilentDnsServer, dns_set
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
 
-MX_HOSTS = ("mx1.example.net", "mx2.example.net")
+MX_HOSTS = {"example.net": ("mx1.example.net", "mx2.example.net")}  # brand id -> its MX hosts
 SERVED = ("example.net", "example.org")
 
 

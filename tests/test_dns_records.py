@@ -135,7 +135,7 @@ def test_records_load_into_knot_unchanged_and_then_check_clean(
 
 def test_the_demo_config_keeps_hosted_domains_off() -> None:
     config = load(ROOT / "config" / "autoconfig.toml", env={})
-    assert config.dns.mx_hosts == ()
+    assert config.providers[0].mx_hosts == ()
     service = create_service(config)
     try:
         assert service.hosted is None
@@ -160,7 +160,7 @@ BAD_DNS = [
     ({"port": 0}, "dns.port", "between 1 and 65535"),
     ({"mx_hosts": ["192.0.2.25"]}, "dns.mx_hosts[0]", "not an IP address"),
     ({"mx_hosts": ["mx1.example.net", "MX1.example.net."]}, "dns.mx_hosts[1]", "listed twice"),
-    ({"own_domains": ["example.com"]}, "dns.own_domains[0]", "not in provider.domains"),
+    ({"own_domains": ["example.com"]}, "dns.own_domains[0]", "not a domain of any brand"),
     ({"addresses": ["192.0.2.300"]}, "dns.addresses[0]", "not an IPv4 or IPv6 address"),
     ({"deny": ["not a domain"]}, "dns.deny[0]", "spaces"),
     ({"priority": {"imaps": 70000}}, "dns.priority.imaps", "between 0 and 65535"),

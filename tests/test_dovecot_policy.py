@@ -168,7 +168,7 @@ def test_login_decision_equals_what_autoconfig_advertises(
     try:
         svc = app.extensions["autoconfig"]
         svc.store.update("alice@example.net", {"imap": switches.imap, "pop": switches.pop}, "test")
-        advertised = policy.offer(switches, svc.config.servers).protocols
+        advertised = policy.offer(switches, svc.config.providers[0].servers).protocols
         document = app.test_client().get("/mail/config-v1.1.xml?emailaddress=alice@example.net")
         assert (document.status_code == 200) == bool(advertised)
         for kind in ("imap", "pop3"):

@@ -150,9 +150,10 @@ def test_other_response_schemas_get_601(
 
 # --- ActiveSync ([MS-ASCMD]) and the Error element ---------------------------------------------------------------
 
-# Error/@Id for the test config's provider id "example.net": an unsigned integer ([MS-ASCMD] 2.2.3.63),
-# the CRC-32 of the provider id in decimal (it used to be the hex 20A69DA0, which a strict reader refuses).
-SERVER_ID = "547790240"
+# Error/@Id for the test config's public URL https://autoconfig.example.net: an unsigned integer
+# ([MS-ASCMD] 2.2.3.63), the CRC-32 of the URL in decimal: the server's, whatever the brand (it used to
+# be the hex 20A69DA0, which a strict reader refuses, and then the CRC-32 of the one provider's id).
+SERVER_ID = "3955158096"
 SCHEMA_UNAVAILABLE_MESSAGE = (
     "Only Outlook's response schema 2006a is served here (no Exchange ActiveSync); use IMAP or POP."
 )
@@ -161,7 +162,7 @@ SCHEMA_UNAVAILABLE_MESSAGE = (
 ACTIVESYNC_ERROR = """<?xml version="1.0" encoding="utf-8"?>
 <Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">
   <Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006">
-    <Error Time="TIME" Id="547790240">
+    <Error Time="TIME" Id="3955158096">
       <ErrorCode>CODE</ErrorCode>
       <Message>MESSAGE</Message>
       <DebugData />

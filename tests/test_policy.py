@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from autoconfig.config import Server, Servers
 from autoconfig.policy import offer
 from autoconfig.store import Switches
+from autoconfig.values import Server, Servers
 
 IMAP = Server("imap", "imap.example.net", 993, "SSL")
 IMAP_STARTTLS = Server("imap", "imap.example.net", 143, "STARTTLS")

@@ -36,6 +36,7 @@ import dns.resolver
 import dns.rrset
 
 from ..config import Config
+from ..values import Provider
 from .hosted import MxVerdict, mx_verdict
 from .lookup import Lookup, Outcome, lookup
 from .records import HOST_LABELS, DomainRecords, expected
@@ -106,8 +107,8 @@ class Checker:
         self._targets: dict[dns.name.Name, tuple[str, str] | None] = {}
         self._responder_addresses: set[str] | None = None
 
-    def check(self, domain: str) -> list[Finding]:
-        records = expected(self.config, domain, require_addresses=False)
+    def check(self, domain: str, provider: Provider | None = None) -> list[Finding]:
+        records = expected(self.config, domain, require_addresses=False, provider=provider)
         origin = records.origin
         findings: list[Finding] = []
 
@@ -128,7 +129,7 @@ class Checker:
                 self._check_srv(rrset, finding)
         for label in HOST_LABELS:
             self._check_host(records, dns.name.from_text(label, origin), finding)
-        if self.config.dns.mx_hosts:
+        if records.provider.mx_hosts:
             self._check_mx(records, finding)
         self._check_no_pacc(origin, finding)
         return findings
@@ -272,12 +273,13 @@ class Checker:
     # -- MX ------------------------------------------------------------------------
 
     def _check_mx(self, records: DomainRecords, finding: _Report) -> None:
-        wanted = ", ".join(f"{host}." for host in self.config.dns.mx_hosts)
+        mx_hosts = records.provider.mx_hosts
+        wanted = ", ".join(f"{host}." for host in mx_hosts)
         result = lookup(self.resolver, records.origin, "MX")
         if result.failed:
             finding(COULD_NOT_CHECK, records.origin, "MX", wanted, result.outcome.value)
             return
-        verdict = mx_verdict(result.rrset, self.config.dns.mx_hosts)
+        verdict = mx_verdict(result.rrset, mx_hosts)
         found = ", ".join(r.to_text() for r in result.rrset) if result.rrset is not None else result.outcome.value
         if verdict is MxVerdict.NONE:
             finding(MISSING, records.origin, "MX", wanted, found)
@@ -297,6 +299,9 @@ def _addresses(results: list[Lookup]) -> set[str]:
     return {str(ipaddress.ip_address(r.to_text())) for result in results if result.rrset for r in result.rrset}
 
 
-def check_domains(config: Config, resolver: dns.resolver.Resolver, domains: list[str]) -> list[Finding]:
+def check_domains(
+    config: Config, resolver: dns.resolver.Resolver, domains: list[str], provider: Provider | None = None
+) -> list[Finding]:
+    """Every domain checked against the records of its brand (``provider`` for domains no brand lists)."""
     checker = Checker(config, resolver)
-    return [finding for domain in domains for finding in checker.check(domain)]
+    return [finding for domain in domains for finding in checker.check(domain, provider)]

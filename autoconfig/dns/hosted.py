@@ -6,7 +6,9 @@ most-preferred MX to ``autoconfig.<MX base domain>``, so a customer domain
 whose mail the ISP hosts reaches this service with no DNS change at the
 customer.  The rule (the same one Thunderbird applies) is: take the MX
 records with the lowest preference; every exchange among them must be one
-of ``dns.mx_hosts`` (names compared, never resolved).  A Null MX (RFC 7505),
+of a brand's MX hosts (names compared, never resolved), and the domain is
+that brand's.  An MX host belongs to one brand (the config reader checks),
+so a domain whose best MX mix two brands' hosts is no brand's.  A Null MX (RFC 7505),
 no such name and no MX at all all mean "not hosted".
 
 The domain arrives from anyone on the Internet, so before any query it must
@@ -31,7 +33,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import dns.name
@@ -89,8 +91,9 @@ class Rejected(Exception):
 
 @dataclass
 class _Entry:
-    hosted: bool | None  # None: the lookup failed
+    brand: str | None  # the id of the brand whose MX hosts the domain uses; None: not hosted
     expires: float
+    failed: bool = False  # the lookup failed: neither yes nor no
 
 
 class HostedDomains:
@@ -102,7 +105,7 @@ class HostedDomains:
     def __init__(
         self,
         resolver: dns.resolver.Resolver,
-        mx_hosts: Iterable[str],
+        mx_hosts: Mapping[str, Iterable[str]],
         own_domains: Iterable[str] = (),
         deny: Iterable[str] = (),
         cache_size: int = 10000,
@@ -111,7 +114,7 @@ class HostedDomains:
         lookup_burst: int = 1,
     ) -> None:
         self.resolver = resolver
-        self.mx_hosts = tuple(mx_hosts)
+        self.mx_hosts = {brand: tuple(hosts) for brand, hosts in mx_hosts.items() if hosts}  # brand id -> MX hosts
         self.own_domains = tuple(own_domains)
         self.deny = tuple(deny)
         self.cache_size = cache_size
@@ -141,11 +144,15 @@ class HostedDomains:
 
     def is_hosted(self, domain: str) -> bool:
         """True if ``domain``'s MX is the ISP's.  Raises ``LookupFailed`` if DNS could not say."""
+        return self.hosted_by(domain) is not None
+
+    def hosted_by(self, domain: str) -> str | None:
+        """The id of the brand whose MX hosts ``domain`` uses, or None.  ``LookupFailed`` if DNS could not say."""
         try:
             name = self.check_name(domain)
         except Rejected as exc:
             log.debug("not looked up: %s", exc)
-            return False
+            return None
         while True:
             with self._lock:
                 entry = self._cached(name)
@@ -179,10 +186,10 @@ class HostedDomains:
                 event.set()
             return self._answer(entry)
 
-    def _answer(self, entry: _Entry) -> bool:
-        if entry.hosted is None:
+    def _answer(self, entry: _Entry) -> str | None:
+        if entry.failed:
             raise LookupFailed("the resolver did not answer the MX lookup")
-        return entry.hosted
+        return entry.brand
 
     def _query(self, name: str) -> _Entry:
         result = lookup(self.resolver, name, "MX")
@@ -190,12 +197,17 @@ class HostedDomains:
         self._note(result, now)
         if result.failed:
             log.warning("MX lookup for %s failed: %s", name, result.outcome.value)
-            return _Entry(None, now + FAILURE_TTL)
-        verdict = mx_verdict(result.rrset, self.mx_hosts)
+            return _Entry(None, now + FAILURE_TTL, failed=True)
+        verdict = MxVerdict.NONE
+        for brand, hosts in self.mx_hosts.items():
+            verdict = mx_verdict(result.rrset, hosts)
+            if verdict is MxVerdict.ISP:
+                log.info("MX lookup for %s: %s (%s)", name, verdict.value, brand)
+                return _Entry(brand, now + min(float(result.ttl), POSITIVE_TTL_MAX))
+            if verdict is not MxVerdict.ELSEWHERE:
+                break  # a null MX or no MX is the same against every brand
         log.info("MX lookup for %s: %s", name, verdict.value)
-        if verdict is MxVerdict.ISP:
-            return _Entry(True, now + min(float(result.ttl), POSITIVE_TTL_MAX))
-        return _Entry(False, now + NEGATIVE_TTL)
+        return _Entry(None, now + NEGATIVE_TTL)
 
     def _cached(self, name: str) -> _Entry | None:
         entry = self._cache.get(name)

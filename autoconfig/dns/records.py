@@ -1,6 +1,6 @@
 """The DNS records each served domain should publish, derived from the config.
 
-The SRV records follow the configured servers, so DNS and the XML documents
+The SRV records follow the servers of the domain's brand, so DNS and the XML documents
 can never disagree about host names and ports: implicit TLS (``_imaps``,
 ``_submissions``, ``_pop3s``) and STARTTLS (``_imap``, ``_submission``,
 ``_pop3``) each get the configured servers, in config order, at the
@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import dns.name
 import dns.rrset
 
-from ..config import SRV_SERVICES, Config
+from ..config import Config
+from ..spec import SRV_SERVICES
+from ..values import Provider
 
 # Output order: what clients should prefer first (RFC 8314: implicit TLS).
 SRV_LABELS = ("imaps", "submissions", "imap", "submission", "pop3s", "pop3")
@@ -42,6 +44,7 @@ class DomainRecords:
     domain: str
     own: bool  # the ISP's own zone (address records) or a customer's (aliases)
     rrsets: tuple[dns.rrset.RRset, ...]  # absolute owner names
+    provider: Provider  # the brand whose servers the records name
 
     @property
     def origin(self) -> dns.name.Name:
@@ -56,11 +59,10 @@ def _absolute(host: str) -> str:
     return host if host.endswith(".") else host + "."
 
 
-def srv_rdatas(config: Config) -> dict[str, list[str]]:
-    """SRV rdata texts per service label (``imaps``...) from the configured servers."""
+def srv_rdatas(config: Config, provider: Provider) -> dict[str, list[str]]:
+    """SRV rdata texts per service label (``imaps``...) from a brand's servers."""
     texts: dict[str, list[str]] = {label: [] for label in SRV_LABELS}
-    servers = (*config.servers.imap, *config.servers.pop3, *config.servers.smtp)
-    for server in servers:
+    for server in provider.servers.every:
         label = SRV_SERVICES[(server.protocol, server.socket)]
         priority = config.dns.priorities[label] + len(texts[label])  # config order is preference order
         texts[label].append(f"{priority} {SRV_WEIGHT} {server.port} {_absolute(server.host)}")
@@ -71,19 +73,37 @@ def is_own(config: Config, domain: str) -> bool:
     return domain in config.dns.own_domains
 
 
-def expected(config: Config, domain: str, require_addresses: bool = True) -> DomainRecords:
+def brand_of(config: Config, domain: str, provider: Provider | None = None) -> Provider:
+    """``provider`` if given, else the brand listing ``domain``, else the only brand.
+
+    A hosted customer domain is listed by no brand; with several brands, which
+    servers it uses is the admin's to say (``--brand``): DNS is not asked here.
+    """
+    found = provider or config.provider_for(domain)
+    if found is not None:
+        return found
+    if len(config.providers) == 1:
+        return config.providers[0]
+    ids = ", ".join(p.id for p in config.providers)
+    raise RecordsError(f"{domain} is listed by no brand; name the brand whose MX it uses with --brand ({ids})")
+
+
+def expected(
+    config: Config, domain: str, require_addresses: bool = True, provider: Provider | None = None
+) -> DomainRecords:
     """The records ``domain`` should publish (it need not be a configured domain:
-    a hosted customer domain gets the customer form).
+    a hosted customer domain gets the customer form), with the servers of its brand (``brand_of``).
 
     Address records need ``dns.addresses``; without them ``RecordsError``, or,
     with ``require_addresses=False`` (for ``check``, which can compare with the
     responder's published addresses instead), they are left out."""
     settings = config.dns
+    provider = brand_of(config, domain, provider)
     ttl = settings.ttl
     own = is_own(config, domain)
     rrsets = [
         dns.rrset.from_text_list(srv_name(label, domain), ttl, "IN", "SRV", texts)
-        for label, texts in srv_rdatas(config).items()
+        for label, texts in srv_rdatas(config, provider).items()
     ]
     rrsets.append(
         dns.rrset.from_text_list(
@@ -101,10 +121,10 @@ def expected(config: Config, domain: str, require_addresses: bool = True) -> Dom
             rrsets.extend(_address_rrsets(config, name, require_addresses))
         else:
             rrsets.append(dns.rrset.from_text_list(name, ttl, "IN", "CNAME", [_absolute(settings.responder)]))
-    if settings.mx_hosts:
-        mx = [f"{MX_PREFERENCE} {_absolute(host)}" for host in settings.mx_hosts]
+    if provider.mx_hosts:
+        mx = [f"{MX_PREFERENCE} {_absolute(host)}" for host in provider.mx_hosts]
         rrsets.append(dns.rrset.from_text_list(dns.name.from_text(domain), ttl, "IN", "MX", mx))
-    return DomainRecords(domain, own, tuple(rrsets))
+    return DomainRecords(domain, own, tuple(rrsets), provider)
 
 
 def _address_rrsets(config: Config, name: dns.name.Name, required: bool) -> list[dns.rrset.RRset]:

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 
 from ..address import Address
-from ..config import Server
-from ..policy import Offer
+from ..policy import Decision
+from ..values import Server
 from .one_account import incoming_server, outgoing_server
 
 FORMAT_VERSION = 1
@@ -50,12 +50,13 @@ class NotRepresentable(ValueError):
     """The format cannot carry this account (it allows ASCII addresses and host names only)."""
 
 
-def payload(offer: Offer, address: Address) -> str:
-    """The QR code's text for ``address``: the one account ``offer`` allows, and no password.
+def payload(decision: Decision) -> str:
+    """The QR code's text for the decision's address: the one account its offer allows, and no password.
 
     Raises ``ValueError`` for a declined offer (it has no code) and
     ``NotRepresentable`` when the format cannot carry the address.
     """
+    offer, address = decision.offer, decision.address
     if offer.declined:
         raise ValueError("a declined offer has no QR code")
     incoming, outgoing = incoming_server(offer), outgoing_server(offer)

@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 from lxml import etree
 
 from ..address import Address
-from ..config import Provider, Server
-from ..policy import Offer
+from ..policy import Decision, Offer
 from ..spec import APPLE_ACCOUNT_TYPES, APPLE_AUTHENTICATION, APPLE_MAIL_PAYLOAD_TYPE
+from ..values import Provider, Server
 from .one_account import incoming_server, outgoing_server
 
 # Fixed for ever: changing it changes every identifier and duplicates accounts on devices.
@@ -136,8 +136,13 @@ def _skeleton(offer: Offer, provider: Provider) -> dict[str, Any]:
     }
 
 
-def profile(offer: Offer, provider: Provider, address: Address, prefix: str) -> dict[str, Any]:
+def profile(decision: Decision) -> dict[str, Any]:
     """The profile as a dictionary (what ``render`` serialises; tests validate it against Apple's schema)."""
+    provider = decision.provider
+    return _profile(decision.offer, provider, decision.address, provider.apple.profile_identifier_prefix)
+
+
+def _profile(offer: Offer, provider: Provider, address: Address, prefix: str) -> dict[str, Any]:
     document = _skeleton(offer, provider)
     for (*parents, key), value in _address_values(offer, provider, address, prefix).items():
         node: Any = document
@@ -147,8 +152,8 @@ def profile(offer: Offer, provider: Provider, address: Address, prefix: str) -> 
     return document
 
 
-def render(offer: Offer, provider: Provider, address: Address, prefix: str) -> bytes:
-    """The unsigned profile: exactly the bytes ``plistlib.dumps(profile(...), sort_keys=True)`` gives.
+def render(decision: Decision) -> bytes:
+    """The unsigned profile: exactly the bytes ``plistlib.dumps(profile(decision), sort_keys=True)`` gives.
 
     plistlib's pure-Python writer took 70 µs per profile, the largest single
     cost of an Apple request (profiled).  Only the address values differ
@@ -157,6 +162,8 @@ def render(offer: Offer, provider: Provider, address: Address, prefix: str) -> b
     and serialises it with lxml.  tests/test_apple_profile.py holds this to
     plistlib's own bytes.
     """
+    offer, provider, address = decision.offer, decision.provider, decision.address
+    prefix = provider.apple.profile_identifier_prefix
     template = _template(offer, provider, prefix)
     values = _address_values(offer, provider, address, prefix)
     with template.lock:  # one shared tree: fill and serialise without another thread in between
@@ -181,7 +188,7 @@ class _Template:
 
 @lru_cache(maxsize=64)
 def _template(offer: Offer, provider: Provider, prefix: str) -> _Template:
-    sample = profile(offer, provider, _SAMPLE, prefix)
+    sample = _profile(offer, provider, _SAMPLE, prefix)
     document = plistlib.dumps(sample, fmt=plistlib.FMT_XML, sort_keys=True)
     root = etree.fromstring(document, _TEMPLATE_PARSER)
     strings = dict(zip(_string_paths(sample), root.iter("string"), strict=True))

@@ -11,8 +11,8 @@ what may be shown at all, is still decided by ``policy.offer`` alone.
 
 from __future__ import annotations
 
-from ..config import Server
 from ..policy import Offer
+from ..values import Server
 
 # The incoming protocol a one-account format chooses, best first.
 PREFERRED_INCOMING = ("imap", "pop3")

@@ -24,8 +24,7 @@ from lxml.builder import ElementMaker
 
 from .. import xmlinput
 from ..address import Address
-from ..config import Server
-from ..policy import Offer
+from ..policy import Decision, Offer
 from ..spec import (
     AUTODISCOVER_BASE_NS,
     MOBILESYNC_REQUEST_NS,
@@ -35,6 +34,7 @@ from ..spec import (
     OUTLOOK_REQUEST_NS,
     OUTLOOK_RESPONSE_NS,
 )
+from ..values import Server
 
 _BASE = ElementMaker(namespace=AUTODISCOVER_BASE_NS, nsmap={None: AUTODISCOVER_BASE_NS})
 _OUTLOOK = ElementMaker(namespace=OUTLOOK_RESPONSE_NS, nsmap={None: OUTLOOK_RESPONSE_NS})
@@ -185,8 +185,9 @@ def _settings_template(offer: Offer) -> _Template:
     return _Template(document, login_names, threading.Lock())
 
 
-def render_settings(offer: Offer, address: Address) -> bytes:
+def render(decision: Decision) -> bytes:
     """The ``Action settings`` answer: one Protocol per server the policy gate allowed."""
+    offer, address = decision.offer, decision.address
     if offer.declined:
         raise ValueError("a declined offer is answered with error 501, not settings")
     template = _settings_template(offer)
@@ -202,17 +203,17 @@ _ERROR_MAKERS = {
 }
 
 
-def server_id(provider_id: str) -> str:
+def server_id(public_url: str) -> str:
     """``Error/@Id``: "an unsigned integer that uniquely identifies the server" ([MS-ASCMD] 2.2.3.63).
 
-    A CRC-32 of the provider id, in decimal: the same for every account and
-    request, so it tells nothing about either.
+    A CRC-32 of this service's public URL, in decimal: the same for every
+    brand, account and request, so it tells nothing about any of them.
     """
-    return str(zlib.crc32(provider_id.encode()))
+    return str(zlib.crc32(public_url.encode()))
 
 
 def render_error(
-    code: str, message: str, provider_id: str, now: datetime, response_ns: str = AUTODISCOVER_BASE_NS
+    code: str, message: str, public_url: str, now: datetime, response_ns: str = AUTODISCOVER_BASE_NS
 ) -> bytes:
     """An error answer: ``Autodiscover`` in the base namespace, ``Response`` and its ``Error`` in ``response_ns``.
 
@@ -229,7 +230,7 @@ def render_error(
                 e.Message(message),
                 e.DebugData(),
                 Time=now.strftime("%H:%M:%S"),
-                Id=server_id(provider_id),
+                Id=server_id(public_url),
             )
         )
     )

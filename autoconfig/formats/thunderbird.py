@@ -14,9 +14,9 @@ from functools import lru_cache
 from lxml import etree
 from lxml.builder import E
 
-from ..config import Provider, Server
-from ..policy import Offer
+from ..policy import Decision, Offer
 from ..spec import CLIENTCONFIG_VERSION, SETUP_PATH, THUNDERBIRD_SERVER_TYPES, USERNAME_PLACEHOLDERS
+from ..values import Provider, Server
 
 
 def declined_text(declined_message: str, public_url: str) -> str:
@@ -39,12 +39,16 @@ def _server(tag: str, server: Server) -> etree._Element:
     return element
 
 
+def render(decision: Decision) -> bytes:
+    """The document for an offer the policy gate allowed; a declined offer has no document."""
+    return _document(decision.offer, decision.provider, decision.domains)
+
+
 # The document depends only on its arguments (no address: user names are
 # placeholders), so each distinct offer is built once per worker.  Bounded,
 # because hosted customer domains make the domain list vary.
 @lru_cache(maxsize=1024)
-def render(offer: Offer, provider: Provider, domains: tuple[str, ...], webmail_url: str) -> bytes:
-    """The document for an offer the policy gate allowed; a declined offer has no document."""
+def _document(offer: Offer, provider: Provider, domains: tuple[str, ...]) -> bytes:
     if offer.declined:
         raise ValueError("a declined offer has no clientConfig document")
     document = E.clientConfig(
@@ -54,7 +58,7 @@ def render(offer: Offer, provider: Provider, domains: tuple[str, ...], webmail_u
             E.displayShortName(provider.short_name),
             *(_server("incomingServer", server) for server in offer.incoming),
             *(_server("outgoingServer", server) for server in offer.outgoing),
-            E.documentation(E.descr("Mail settings and the POP/IMAP switches", lang="en"), url=webmail_url),
+            E.documentation(E.descr("Mail settings and the POP/IMAP switches", lang="en"), url=provider.webmail_url),
             id=provider.id,
         ),
         version=CLIENTCONFIG_VERSION,

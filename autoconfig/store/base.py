@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ..values import OFF as OFF  # re-exported: the values the store returns
+from ..values import SWITCHES as SWITCHES
+from ..values import Switches as Switches
+
 if TYPE_CHECKING:
     from .rekey import Merge
-
-SWITCHES = ("imap", "pop")
 
 
 class StoreError(Exception):
@@ -42,17 +44,6 @@ class StoreReplaced(StoreUnavailable):
 
 class ReadOnlyStore(StoreError):
     """The store mirrors another system's data and takes no writes."""
-
-
-@dataclass(frozen=True)
-class Switches:
-    """What the user has enabled.  Both off unless the user turned them on."""
-
-    imap: bool = False
-    pop: bool = False
-
-
-OFF = Switches()
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ..ratelimit import RateLimiter
 from ..resources import data_dir
 from ..service import Decision, Service
 from ..spec import MAX_QUERY_STRING, TEXT_CONTENT_TYPE
+from ..values import Provider
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -105,6 +106,22 @@ def service() -> Service:
     """The ``Service`` of the app handling this request."""
     svc: Service = current_app.extensions["autoconfig"]
     return svc
+
+
+def provider_of_host(svc: Service) -> Provider:
+    """The brand a request names no mailbox of (a bare form, an address-less Thunderbird request) is shown.
+
+    The brand whose domain the Host header is in (``autoconfig.brand.example``
+    is brand.example's), else the first brand in the config.  The header is
+    only looked up, never repeated in an answer.
+    """
+    host = request.environ.get("HTTP_HOST", "").partition(":")[0].rstrip(".").lower()
+    while host:
+        provider = svc.config.provider_for(host)
+        if provider is not None:
+            return provider
+        host = host.partition(".")[2]
+    return svc.config.providers[0]
 
 
 def decide(raw: str | None) -> Decision:

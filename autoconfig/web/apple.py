@@ -13,9 +13,9 @@ from flask import Blueprint, Response, current_app
 from flask.blueprints import BlueprintSetupState
 
 from ..formats import apple
-from ..signing import Signer, load_signer
+from ..signing import Signers, load_signers
 from ..spec import APPLE_CONTENT_TYPE, APPLE_PROFILE_PATHS
-from . import decide, service, single_arg
+from . import decide, single_arg
 from .pages import decision_page, serve_html
 
 SIGNER = "autoconfig.apple_signer"
@@ -26,20 +26,19 @@ serve_html(blueprint)
 
 @blueprint.record_once
 def _load_signer(state: BlueprintSetupState) -> None:
-    state.app.extensions[SIGNER] = load_signer(state.app.extensions["autoconfig"].config)
+    state.app.extensions[SIGNER] = load_signers(state.app.extensions["autoconfig"].config)
 
 
 def profile() -> Response:
-    svc = service()
     decision = decide(single_arg("emailaddress"))
     if decision.offer.declined:
         return decision_page(decision, declined_status=404)
-    config = svc.config
-    body = apple.render(decision.offer, config.provider, decision.address, config.apple.profile_identifier_prefix)
-    signer: Signer | None = current_app.extensions[SIGNER]
+    body = apple.render(decision)
+    signers: Signers = current_app.extensions[SIGNER]
+    signer = signers.get(decision.provider.id)
     if signer is not None:
         body = signer.sign(body)
-    disposition = f'attachment; filename="{apple.filename(config.provider)}"'
+    disposition = f'attachment; filename="{apple.filename(decision.provider)}"'
     return Response(body, status=200, content_type=APPLE_CONTENT_TYPE, headers={"Content-Disposition": disposition})
 
 

@@ -39,41 +39,28 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
-from ..address import AddressError, normalise_domain
 from ..errors import (
     BadRequest,
     ClientError,
     NotFound,
-    NotServed,
     Unauthorized,
     Unavailable,
 )
-from ..login_policy import (
-    GATED_PROTOCOLS,
-    NOT_OURS,
-    OTHER_PROTOCOL,
-    WEBMAIL,
-    NotAnAddress,
-    Verdict,
-    WebmailNetworks,
-    judge,
-)
+from ..login_policy import GATED_PROTOCOLS, REAL_REMOTE, LoginGate, WebmailNetworks
+from ..logs import loggable
 from ..metrics import metrics
 from ..spec import JSON_CONTENT_TYPE, MAX_POLICY_BODY
-from . import service, single_arg
+from . import single_arg
 from .jsonbody import read_object
 
 if TYPE_CHECKING:
-    from ..service import Service
+    pass
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("dovecot", __name__, url_prefix="/dovecot")
 
 COMMANDS = ("allow", "report")
-# The attribute carrying Dovecot's %{real_rip} (2.4: %{real_remote_ip}): the peer of the connection itself.
-REAL_REMOTE = "real_remote"
 UNKNOWN = "unknown"
-_LOGGABLE_LENGTH = 80
 PREPARED = "autoconfig.dovecot"
 # What Dovecot sends, taken as it is; anything else goes through werkzeug's parsing.
 _COMMAND_QUERIES = {f"command={command}": command for command in COMMANDS}
@@ -86,12 +73,13 @@ class _Prepared:
     header: str
     environ_key: str  # the header's name in the WSGI environ
     secret: bytes
-    webmail: WebmailNetworks
+    gate: LoginGate
 
 
 @blueprint.record_once
 def _prepare(state: BlueprintSetupState) -> None:
-    settings = state.app.extensions["autoconfig"].config.dovecot
+    svc = state.app.extensions["autoconfig"]
+    settings = svc.config.dovecot
     state.app.extensions[PREPARED] = (
         None
         if settings is None
@@ -99,20 +87,9 @@ def _prepare(state: BlueprintSetupState) -> None:
             header=settings.header,
             environ_key="HTTP_" + settings.header.upper().replace("-", "_"),
             secret=settings.secret.encode(),
-            webmail=WebmailNetworks(settings.webmail_networks),
+            gate=LoginGate(svc, WebmailNetworks(settings.webmail_networks)),
         )
     )
-
-
-def _loggable(value: object) -> str:
-    """A value from the request as it may appear in a log line: short, printable, no newlines."""
-    if not isinstance(value, str) or not value:
-        return "-"
-    # Printable ASCII without the space, as str methods in C: a generator over the characters
-    # cost more than the rest of the log line (callgrind).
-    if len(value) > _LOGGABLE_LENGTH or not (value.isascii() and value.isprintable()) or " " in value:
-        return f"<{len(value)} unprintable or long characters>"
-    return value
 
 
 class _Labels:
@@ -170,74 +147,14 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _from_webmail(body: dict[str, Any]) -> bool:
-    """Only the connection's own peer counts: ``remote`` (``%{rip}``) is what a webmail in
-    Dovecot's login_trusted_networks forwarded through IMAP ID, and must neither grant
-    nor take away the exemption."""
-    prepared: _Prepared | None = current_app.extensions[PREPARED]
-    if prepared is None or not prepared.webmail:
-        return False
-    peer = body.get(REAL_REMOTE)
-    if not isinstance(peer, str):
-        raise BadRequest(
-            f"the field {REAL_REMOTE} must be a string when [dovecot] webmail_networks is set; "
-            f"include {REAL_REMOTE}=%{{real_rip}} (Dovecot 2.4: {REAL_REMOTE} = %{{real_remote_ip}}) "
-            "in Dovecot's auth_policy_request_attributes"
-        )
-    try:
-        return prepared.webmail.contains(peer)
-    except NotAnAddress:
-        raise BadRequest(
-            f"the field {REAL_REMOTE} must be an IP address (Dovecot's %{{real_rip}}, in 2.4 %{{real_remote_ip}})"
-        ) from None
-
-
-def _judge(login: str, protocol: str, body: dict[str, Any]) -> Verdict:
-    if protocol not in GATED_PROTOCOLS:
-        return OTHER_PROTOCOL  # no store lookup: a store outage never touches SMTP or sieve logins
-    if _from_webmail(body):
-        return WEBMAIL  # no store lookup either: the webmail works through a store outage
-    svc = service()
-    try:
-        decision = svc.decide(login)
-    except NotServed:
-        return NOT_OURS
-    except BadRequest:
-        if not _in_a_served_domain(svc, login):
-            return NOT_OURS
-        # A mailbox of ours whose name this service cannot key (john..smith@, alice.@, a@b@,
-        # a local part over 64 octets): Dovecot's default auth_username_chars lets such logins
-        # in, and "no opinion" would let them in with every switch off.  No switch can ever be
-        # turned on for it, so it is judged as an account with every switch off.
-        log.warning(
-            "dovecot auth-policy: %s login %s is in a served domain but not an address this service "
-            "can hold switches for; refused",
-            _loggable(protocol),
-            _loggable(login),
-        )
-        return judge(svc.nothing_enabled, protocol, svc.config.webmail_url)
-    return judge(decision.offer, protocol, svc.config.webmail_url)
-
-
-def _in_a_served_domain(svc: Service, login: str) -> bool:
-    """Whether what follows the login's last @ (one trailing dot aside) is a domain this service serves."""
-    _, at, domain = login.rpartition("@")
-    if not at:
-        return False
-    try:
-        return svc.serves(normalise_domain(domain.removesuffix(".")))
-    except AddressError:
-        return False
-
-
 def _context(body: dict[str, Any], protocol: str, login: str) -> str:
     """The request's identifying fields for the log line, as Dovecot's own log names the login."""
     context = (
-        f"{_loggable(protocol)} login {_loggable(login)}, "
-        f"session={_loggable(body.get('session_id'))} remote={_loggable(body.get('remote'))}"
+        f"{loggable(protocol)} login {loggable(login)}, "
+        f"session={loggable(body.get('session_id'))} remote={loggable(body.get('remote'))}"
     )
     if REAL_REMOTE in body:
-        context += f" real_remote={_loggable(body.get(REAL_REMOTE))}"
+        context += f" real_remote={loggable(body.get(REAL_REMOTE))}"
     return context
 
 
@@ -270,7 +187,8 @@ def _answer(labels: _Labels) -> Response:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dovecot auth-policy report: %s (%s)", outcome, _context(body, protocol, login))
         return _json(0)
-    verdict = _judge(login, protocol, body)
+    prepared: _Prepared = current_app.extensions[PREPARED]
+    verdict = prepared.gate.verdict(login, protocol, body.get(REAL_REMOTE))
     _count(labels, verdict.decision)
     if log.isEnabledFor(logging.INFO):  # the line is built only when it is written
         log.info("dovecot auth-policy: %s (%s)", verdict.decision, _context(body, protocol, login))

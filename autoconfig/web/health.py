@@ -33,7 +33,7 @@ def healthz() -> tuple[Response, int]:
         checks["store"] = "down"
     if svc.hosted is not None:
         # Recent lookups answer this; otherwise one probe, bounded by the resolver lifetime.
-        checks["resolver"] = "ok" if svc.hosted.resolver_ok(svc.config.provider.domains[0]) else "failing"
+        checks["resolver"] = "ok" if svc.hosted.resolver_ok(svc.config.domains[0]) else "failing"
     if checks["store"] != "ok":
         status = "down"
     elif all(v == "ok" for v in checks.values()):

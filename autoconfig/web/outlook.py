@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import BadRequest, ClientError, NotServed, Unavailable
 from ..formats import outlook
+from ..service import declined_message
 from ..spec import (
     AUTODISCOVER_BASE_NS,
     AUTODISCOVER_PREFIX,
@@ -103,7 +104,7 @@ def _pox_response(body: bytes, status: int = 200) -> Response:
 
 
 def _pox_error(code: str, message: str, status: int = 200, response_ns: str = AUTODISCOVER_BASE_NS) -> Response:
-    body = outlook.render_error(code, message, service().config.provider.id, datetime.now(UTC), response_ns)
+    body = outlook.render_error(code, message, service().config.public_url, datetime.now(UTC), response_ns)
     return _pox_response(body, status)
 
 
@@ -144,8 +145,8 @@ def pox_post() -> Response:
         return _pox_error(OUTLOOK_ERROR_SCHEMA_UNAVAILABLE, _SCHEMA_UNAVAILABLE, response_ns=asked.response_ns)
     if decision.offer.declined:
         # The same bytes (but for Error/@Time) for unknown and all-off accounts.
-        return _pox_error(OUTLOOK_ERROR_NO_CONFIGURATION, svc.declined_message())
-    return _pox_response(outlook.render_settings(decision.offer, decision.address))
+        return _pox_error(OUTLOOK_ERROR_NO_CONFIGURATION, declined_message(decision.provider))
+    return _pox_response(outlook.render(decision))
 
 
 _SCHEMA_UNAVAILABLE = "Only Outlook's response schema 2006a is served here (no Exchange ActiveSync); use IMAP or POP."

@@ -20,7 +20,8 @@ from ..errors import ClientError, Unavailable
 from ..formats import android
 from ..service import Decision
 from ..spec import APPLE_PROFILE_PATHS, CACHE_CONTROL
-from . import family_headers, service
+from ..values import Provider
+from . import family_headers, provider_of_host, service
 
 # No script anywhere; styles only from our own static file; QR codes are data: images.
 CONTENT_SECURITY_POLICY = (
@@ -29,15 +30,10 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def page(status: int = 200, **context: Any) -> Response:
-    """The setup template with the config's names and links filled in."""
-    config = service().config
-    html = render_template(
-        "setup.html",
-        provider=config.provider,
-        webmail_url=config.webmail_url,
-        **context,
-    )
+def page(provider: Provider | None = None, status: int = 200, **context: Any) -> Response:
+    """The setup template with a brand's names and links filled in: the mailbox's, else the Host's."""
+    provider = provider or provider_of_host(service())
+    html = render_template("setup.html", provider=provider, webmail_url=provider.webmail_url, **context)
     return Response(html, status=status, content_type="text/html; charset=utf-8")
 
 
@@ -54,8 +50,9 @@ def decision_page(decision: Decision, declined_status: int) -> Response:
     """
     address = decision.address
     if decision.offer.declined:
-        return page(status=declined_status, address=str(address), declined=True)
+        return page(decision.provider, status=declined_status, address=str(address), declined=True)
     return page(
+        decision.provider,
         address=str(address),
         local_part=address.local,
         offer=decision.offer,
@@ -71,7 +68,7 @@ def decision_page(decision: Decision, declined_status: int) -> Response:
 def _android_qr(decision: Decision) -> QrImage | None:
     """Thunderbird for Android's code for the offer, or None where its format cannot carry the address."""
     try:
-        text = android.payload(decision.offer, decision.address)
+        text = android.payload(decision)
     except android.NotRepresentable:
         return None
     return qr_image(text, "QR code: the account settings, for Thunderbird for Android")
@@ -121,7 +118,7 @@ HTML_HEADERS = (
 
 
 def _error(exc: ClientError) -> Response:
-    response = page(status=exc.status, error=exc.message)
+    response = page(status=exc.status, error=exc.message)  # the brand of the Host: no mailbox was decided
     if isinstance(exc, Unavailable):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response

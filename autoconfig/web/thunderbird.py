@@ -13,21 +13,22 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ..formats import thunderbird
-from ..service import Service
+from ..service import Service, declined_message
 from ..spec import CACHE_CONTROL, THUNDERBIRD_CONTENT_TYPE, THUNDERBIRD_PATHS
-from . import OUTCOME_KEY, decide, family_headers, service, single_arg, text_response
+from ..values import Provider
+from . import OUTCOME_KEY, decide, family_headers, provider_of_host, service, single_arg, text_response
 
 blueprint = Blueprint("thunderbird", __name__)
 family_headers(blueprint, (("Cache-Control", CACHE_CONTROL),))
 
 
-def declined(svc: Service) -> Response:
+def declined(svc: Service, provider: Provider) -> Response:
     """No document at all: a 2xx without an incoming server is rejected by the client anyway.
 
     The text names neither the address nor anything about it, so all-off,
-    unknown and address-less requests get the same bytes.
+    unknown and address-less requests of one brand get the same bytes.
     """
-    return text_response(thunderbird.declined_text(svc.declined_message(), svc.config.public_url), 404)
+    return text_response(thunderbird.declined_text(declined_message(provider), svc.config.public_url), 404)
 
 
 def config_v11() -> Response:
@@ -35,14 +36,11 @@ def config_v11() -> Response:
     raw = single_arg("emailaddress")
     if raw is None:
         request.environ[OUTCOME_KEY] = "declined"  # counted as what it is answered as
-        return declined(svc)
+        return declined(svc, provider_of_host(svc))
     decision = decide(raw)
     if decision.offer.declined:
-        return declined(svc)
-    body = thunderbird.render(
-        decision.offer, svc.config.provider, svc.domains_for(decision.address), svc.config.webmail_url
-    )
-    return Response(body, status=200, content_type=THUNDERBIRD_CONTENT_TYPE)
+        return declined(svc, decision.provider)
+    return Response(thunderbird.render(decision), status=200, content_type=THUNDERBIRD_CONTENT_TYPE)
 
 
 for _index, _path in enumerate(THUNDERBIRD_PATHS):
