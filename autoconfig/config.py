@@ -886,7 +886,9 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
     service = root.table("service")
     public_url = service.string("public_url", check=_check_url(require_https=True))
     # Required in the one-brand form; with [[providers]], the default of brands without their own.
-    webmail_url = service.string("webmail_url", "", check=_check_url(require_https=False))
+    webmail_url = (
+        service.string("webmail_url", check=_check_url(require_https=False)) if service.has("webmail_url") else ""
+    )
     log_level = service.string("log_level", "INFO", choices=LOG_LEVELS)
     log_flush_seconds = service.number("log_flush_seconds", DEFAULT_LOG_FLUSH_SECONDS, low=0.0, high=60.0)
     service.finish()
