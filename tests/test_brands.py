@@ -471,3 +471,16 @@ def test_an_app_on_two_brands_starts_and_one_brand_configs_read_as_one(
     (only,) = load(write_config(single, "single.toml"), env={}).providers
     assert only.domains == ("example.net", "example.org") and only.webmail_url == WEBMAIL_URL
     create_app(config).extensions["autoconfig"].store.close()
+
+
+def test_the_shipped_two_brand_example_answers_each_brand(tmp_path: Path, make_app: Callable[..., Flask]) -> None:
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "config" / "examples" / "brands.toml").read_text())
+    data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
+    data["admin"] = {"tokens": [{"name": "webmail", "token": ADMIN_TOKEN}]}
+    client = make_app(data).test_client()
+    for address, provider_id in (("alice@example.net", "example.net"), ("bob@brand-two.example", "brand.example")):
+        Admin(client).set(address, imap=True)
+        provider = etree.fromstring(thunderbird(client, address).data).find("emailProvider")
+        assert provider.get("id") == provider_id
