@@ -836,21 +836,22 @@ def _read_dns(table: _Table, public_url: str, providers: tuple[Provider, ...]) -
         own = tuple(d for d in domains if responder == d or responder.endswith("." + d))
     addresses = _unique(table, "addresses", _check_ip)
     autodiscover_target = table.string("autodiscover_target", responder, check=check_hostname)
-    https_port = table.integer("https_port", 443, low=1, high=65535)
-    ttl = table.integer("ttl", 3600, low=1, high=2**31 - 1)
+    defaults = DnsSettings()  # each default is declared once, in the dataclass
+    https_port = table.integer("https_port", defaults.https_port, low=1, high=65535)
+    ttl = table.integer("ttl", defaults.ttl, low=1, high=2**31 - 1)
     prio_table = table.table("priority", required=False)
-    priorities = {name: prio_table.integer(name, low, high=65535) for name, low in DEFAULT_SRV_PRIORITIES.items()}
+    priorities = {name: prio_table.integer(name, low, high=65535) for name, low in defaults.priorities.items()}
     prio_table.finish()
     deny = _unique(table, "deny", _check_domain)
     nameserver = table.string("nameserver", check=_check_ip) if table.has("nameserver") else None
-    port = table.integer("port", 53, low=1, high=65535)
-    timeout = table.number("timeout", MAX_RESOLVER_TIMEOUT, low=0.001, high=MAX_RESOLVER_TIMEOUT)
-    lifetime = table.number("lifetime", MAX_RESOLVER_LIFETIME, low=0.001, high=MAX_RESOLVER_LIFETIME)
+    port = table.integer("port", defaults.port, low=1, high=65535)
+    timeout = table.number("timeout", defaults.timeout, low=0.001, high=MAX_RESOLVER_TIMEOUT)
+    lifetime = table.number("lifetime", defaults.lifetime, low=0.001, high=MAX_RESOLVER_LIFETIME)
     if lifetime < timeout:
         raise table.error(table.key("lifetime"), f"must be at least timeout ({timeout:g}); got {lifetime:g}")
-    cache_size = table.integer("cache_size", 10000, low=1, high=10_000_000)
-    lookup_rate = table.number("lookup_rate", 20.0, low=0.0, high=1_000_000.0)
-    lookup_burst = table.integer("lookup_burst", 100, low=1, high=1_000_000)
+    cache_size = table.integer("cache_size", defaults.cache_size, low=1, high=10_000_000)
+    lookup_rate = table.number("lookup_rate", defaults.lookup_rate, low=0.0, high=1_000_000.0)
+    lookup_burst = table.integer("lookup_burst", defaults.lookup_burst, low=1, high=1_000_000)
     table.finish()
     return DnsSettings(
         responder=responder,

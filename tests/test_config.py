@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,30 @@ def test_reference_config_is_itself_valid() -> None:
     """The commented reference must never drift from what the loader accepts."""
     config = load(ROOT / "config" / "reference.toml", env={})
     assert config.admin_tokens[0].name == "webmail"
+
+
+# Every key the reader takes is named as a string literal in one of its typed getters.
+_READ_KEY = re.compile(
+    r'(?:\.(?:string|integer|number|boolean|strings|table|tables|has)\(|\bpath\(|_unique\(\w+, )\s*"([a-z_]+)"'
+)
+_OWN_MODULES = ("config.py", "store/*.py")
+
+
+def _keys_the_reader_takes() -> set[str]:
+    package = ROOT / "autoconfig"
+    sources = [path.read_text() for pattern in _OWN_MODULES for path in package.glob(pattern)]
+    return {key for source in sources for key in _READ_KEY.findall(source)}
+
+
+def test_the_reference_documents_every_option_the_reader_takes() -> None:
+    """A new option without a line in config/reference.toml fails here, not in an admin's hands."""
+    reference = (ROOT / "config" / "reference.toml").read_text()
+    keys = _keys_the_reader_takes()
+    assert {"public_url", "webmail_url", "providers", "mx_hosts", "signing_chain"} <= keys  # the scan works
+    undocumented = sorted(
+        key for key in keys if not re.search(rf"(^|[\s\[.#(]){key}(\s*=|\]|[\s.,:)])", reference, re.MULTILINE)
+    )
+    assert undocumented == [], f"options config/reference.toml does not mention: {undocumented}"
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
