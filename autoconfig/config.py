@@ -589,8 +589,9 @@ def _read_brands(root: _Table, dns: _Table, webmail_url: str, base: Path) -> tup
     if dns.has("mx_hosts"):
         raise dns.error(dns.key("mx_hosts"), "with [[providers]], each brand lists its own: providers[N].mx_hosts")
     shared_apple = root.table("apple", required=False)
+    _read_apple(shared_apple.copy(), "shared.example", base)  # checked even when every brand has its own
     brands: list[Provider] = []
-    claimed: dict[str, tuple[str, str]] = {}  # domain or MX host -> (what, the brand's key)
+    claimed: dict[tuple[str, str], str] = {}  # ("domains" or "mx_hosts", name) -> the key of the brand with it
     tables = root.tables("providers")
     if not tables:
         raise root.error("providers", "must list at least one brand")
@@ -608,9 +609,9 @@ def _read_brands(root: _Table, dns: _Table, webmail_url: str, base: Path) -> tup
         table.finish()
         for what, values in (("domains", names.domains), ("mx_hosts", mx_hosts)):
             for position, value in enumerate(values):
-                if value in claimed and claimed[value][0] == what:
-                    raise table.error(f"{table.key(what)}[{position}]", f"{value} is already in {claimed[value][1]}")
-                claimed[value] = (what, f"providers[{index}].{what}")
+                if (what, value) in claimed:
+                    raise table.error(f"{table.key(what)}[{position}]", f"{value} is already in {claimed[what, value]}")
+                claimed[what, value] = f"providers[{index}].{what}"
         brands.append(Provider(*names, servers=servers, webmail_url=brand_webmail, apple=apple, mx_hosts=mx_hosts))
     return tuple(brands)
 

@@ -27,11 +27,9 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import TYPE_CHECKING
 
-from .address import AddressError, normalise_domain
 from .errors import BadRequest, NotServed
 from .logs import loggable
 from .policy import Offer
-from .values import Provider
 
 if TYPE_CHECKING:
     from .service import Service
@@ -168,7 +166,7 @@ class LoginGate:
         except NotServed:
             return NOT_OURS
         except BadRequest:
-            provider = self._served_brand(login)
+            provider = self.service.provider_named(login, look_up=True)
             if provider is None:
                 return NOT_OURS
             # A mailbox of ours whose name this service cannot key (john..smith@, alice.@, a@b@,
@@ -202,13 +200,3 @@ class LoginGate:
             raise BadRequest(
                 f"the field {REAL_REMOTE} must be an IP address (Dovecot's %{{real_rip}}, in 2.4 %{{real_remote_ip}})"
             ) from None
-
-    def _served_brand(self, login: str) -> Provider | None:
-        """The brand of what follows the login's last @ (one trailing dot aside), if any."""
-        _, at, domain = login.rpartition("@")
-        if not at:
-            return None
-        try:
-            return self.service.provider_for(normalise_domain(domain.removesuffix(".")))
-        except (AddressError, NotServed):
-            return None

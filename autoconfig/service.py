@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from . import policy
-from .address import Address, AddressError, parse_address
+from .address import Address, AddressError, normalise_domain, parse_address
 from .config import Config
 from .dns.hosted import HostedDomains, LookupFailed, Rejected
 from .errors import BadRequest, NotServed, Unavailable
@@ -66,6 +66,28 @@ class Service:
             if brand is not None:
                 return self.config.provider_with_id(brand)
         raise NotServed("this service has no mail settings for that domain")
+
+    def provider_named(self, raw: str | None, *, look_up: bool) -> Provider | None:
+        """The brand of the domain after the last @ of ``raw`` (one trailing dot aside), or None.
+
+        For input that is no address this service can decide on (``a..b@``,
+        ``x@brand.example.``) and for failures after the brand was known: the
+        answer still speaks in the brand the domain names.  ``look_up`` also
+        asks DNS for hosted domains (``Unavailable`` if it cannot say).
+        """
+        _, at, domain = (raw or "").rpartition("@")
+        if not at:
+            return None
+        try:
+            name = normalise_domain(domain.removesuffix("."))
+        except AddressError:
+            return None
+        if not look_up:
+            return self.config.provider_for(name)
+        try:
+            return self.provider_for(name)
+        except NotServed:
+            return None
 
     def check_storable(self, address: Address) -> None:
         """Refuse to store switches for ``address`` when no client request could ever read them.

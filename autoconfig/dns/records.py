@@ -74,12 +74,14 @@ def is_own(config: Config, domain: str) -> bool:
 
 
 def brand_of(config: Config, domain: str, provider: Provider | None = None) -> Provider:
-    """``provider`` if given, else the brand listing ``domain``, else the only brand.
+    """The brand listing ``domain``, else ``provider``, else the only brand.
 
     A hosted customer domain is listed by no brand; with several brands, which
     servers it uses is the admin's to say (``--brand``): DNS is not asked here.
+    A listed domain always gets its own brand's records, whatever ``--brand``
+    says, so a listed domain can never be printed another brand's servers.
     """
-    found = provider or config.provider_for(domain)
+    found = config.provider_for(domain) or provider
     if found is not None:
         return found
     if len(config.providers) == 1:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import segno
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request
 
 from ..address import Address
 from ..errors import ClientError, Unavailable
@@ -118,7 +118,11 @@ HTML_HEADERS = (
 
 
 def _error(exc: ClientError) -> Response:
-    response = page(status=exc.status, error=exc.message)  # the brand of the Host: no mailbox was decided
+    # No decision to take the brand from: the brand the address names (a store outage, x@brand.example.),
+    # else the Host's.  Only listed domains: an error page asks DNS nothing.
+    values = request.args.getlist("emailaddress")
+    provider = service().provider_named(values[0] if len(values) == 1 else None, look_up=False)
+    response = page(provider, status=exc.status, error=exc.message)
     if isinstance(exc, Unavailable):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import copy
 import plistlib
-import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,96 +25,23 @@ from autoconfig import create_app
 from autoconfig.config import ConfigError, load
 from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL, Admin
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.brands import (
+    BRAND_WEBMAIL,
+    MAILBOXES,
+    OTHER_WEBMAIL,
+    enable,
+    get,
+    login,
+    outlook,
+    signing,
+    thunderbird,
+    verified,
+)
 from tests.support.dns_helpers import dns_settings
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
 from tests.support.pki import make_pki
 from tests.support.qr import scan_html
-
-BRAND_WEBMAIL = "https://mail.brand.example/settings"
-POLICY_HEADER = "X-Autoconfig-Policy-Key"
-POLICY_SECRET = "policy-secret-0123456789"
-
-ISP = {
-    "id": "example.net",
-    "display_name": "Example Networks Mail",
-    "short_name": "Example",
-    "domains": ["example.net", "example.org"],
-    "mx_hosts": ["mx1.example.net", "mx2.example.net"],
-    "servers": copy.deepcopy(BASE_CONFIG["servers"]),
-}
-BRAND = {
-    "id": "brand.example",
-    "display_name": "Brand Telecom Mail",
-    "short_name": "Brand",
-    "domains": ["brand.example", "brand-two.example"],
-    "webmail_url": BRAND_WEBMAIL,
-    "mx_hosts": ["mx.brand.example"],
-    "servers": {
-        "imap": [{"host": "imap.brand.example", "port": 143, "socket": "STARTTLS"}],
-        "smtp": [{"host": "smtp.brand.example", "port": 587, "socket": "STARTTLS"}],
-    },
-}
-
-# address -> (provider id, display name, incoming host, webmail the declines point to)
-MAILBOXES = {
-    "alice@example.net": ("example.net", "Example Networks Mail", "imap.example.net", WEBMAIL_URL),
-    "bob@example.org": ("example.net", "Example Networks Mail", "imap.example.net", WEBMAIL_URL),
-    "carol@brand.example": ("brand.example", "Brand Telecom Mail", "imap.brand.example", BRAND_WEBMAIL),
-    "dave@brand-two.example": ("brand.example", "Brand Telecom Mail", "imap.brand.example", BRAND_WEBMAIL),
-}
-OTHER_WEBMAIL = {WEBMAIL_URL: BRAND_WEBMAIL, BRAND_WEBMAIL: WEBMAIL_URL}
-
-
-def brands_config(tmp_path: Path) -> dict[str, Any]:
-    data = {key: copy.deepcopy(value) for key, value in BASE_CONFIG.items() if key not in ("provider", "servers")}
-    data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
-    data["providers"] = [copy.deepcopy(ISP), copy.deepcopy(BRAND)]
-    data["dovecot"] = {"api_header": f"{POLICY_HEADER}: {POLICY_SECRET}"}
-    return data
-
-
-@pytest.fixture
-def config_data(tmp_path: Path) -> dict[str, Any]:
-    return brands_config(tmp_path)
-
-
-@pytest.fixture
-def brands_app(make_app: Callable[..., Flask], config_data: dict[str, Any]) -> Flask:
-    return make_app(config_data)
-
-
-@pytest.fixture
-def client(brands_app: Flask) -> FlaskClient:
-    return brands_app.test_client()
-
-
-@pytest.fixture
-def admin(client: FlaskClient) -> Admin:
-    return Admin(client)
-
-
-def thunderbird(client: FlaskClient, address: str, **kwargs: Any) -> Any:
-    return client.get(f"/mail/config-v1.1.xml?emailaddress={quote(address)}", **kwargs)
-
-
-def outlook(client: FlaskClient, address: str) -> Any:
-    body = (
-        '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
-        f"<Request><EMailAddress>{address}</EMailAddress>"
-        "<AcceptableResponseSchema>"
-        "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
-        "</AcceptableResponseSchema></Request></Autodiscover>"
-    )
-    return client.post("/autodiscover/autodiscover.xml", data=body, content_type="text/xml")
-
-
-def login(client: FlaskClient, address: str, protocol: str = "imap") -> dict[str, Any]:
-    body = {"login": address, "protocol": protocol, "remote": "192.0.2.7", "real_remote": "192.0.2.7", "tls": True}
-    response = client.post("/dovecot/auth-policy?command=allow", json=body, headers={POLICY_HEADER: POLICY_SECRET})
-    assert response.status_code == 200, response.data
-    return dict(response.get_json())
-
 
 # -- every format, with the mailbox's own brand -------------------------------------
 
@@ -257,10 +181,10 @@ def test_each_brand_signs_with_its_own_identity_or_the_shared_one(
     """A brand's [providers.apple] is its own; a brand without one signs with the shared [apple]."""
     own, shared = make_pki(tmp_path / "own"), make_pki(tmp_path / "shared")
     config_data["providers"][1]["apple"] = {
-        **_signing(own),
+        **signing(own),
         "profile_identifier_prefix": "example.brand.profiles",
     }
-    config_data["apple"] = _signing(shared)
+    config_data["apple"] = signing(shared)
     client = make_app(config_data).test_client()
     admin = Admin(client)
     for address, pki, other, prefix in (
@@ -270,30 +194,10 @@ def test_each_brand_signs_with_its_own_identity_or_the_shared_one(
         admin.set(address, imap=True)
         signed = client.get(f"/apple/mail.mobileconfig?emailaddress={address}").data
         assert signed[:1] == b"\x30", "DER SignedData"
-        embedded = _verified(signed, pki.root_cert)
+        embedded = verified(signed, pki.root_cert)
         assert embedded is not None, f"{address}: signed by its brand's identity"
         assert plistlib.loads(embedded)["PayloadIdentifier"].startswith(prefix)
-        assert _verified(signed, other.root_cert) is None, f"{address}: not by the other brand's"
-
-
-def _signing(pki: Any) -> dict[str, str]:
-    return {
-        "signing_certificate": str(pki.signer_cert),
-        "signing_key": str(pki.signer_key),
-        "signing_chain": str(pki.chain),
-    }
-
-
-def _verified(signed: bytes, root: Path) -> bytes | None:
-    """The profile inside ``signed`` if openssl verifies it up to ``root`` (the README's command), else None."""
-    result = subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-CAfile", str(root)],
-        input=signed,
-        capture_output=True,
-        check=False,
-        timeout=30,
-    )
-    return result.stdout if result.returncode == 0 else None
+        assert verified(signed, other.root_cert) is None, f"{address}: not by the other brand's"
 
 
 # -- hosted customer domains belong to the brand whose MX they use -----------------------------
@@ -310,25 +214,6 @@ def hosted_server(
         yield server
 
 
-def _get(server: GunicornServer, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"{server.url}{path}", timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def _enable(server: GunicornServer, address: str) -> None:
-    request = urllib.request.Request(
-        f"{server.url}/admin/v1/accounts/{address}",
-        data=b'{"imap": true}',
-        method="PATCH",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
-
-
 @pytest.mark.parametrize(
     ("address", "provider_id", "host"),
     [
@@ -339,8 +224,8 @@ def _enable(server: GunicornServer, address: str) -> None:
 def test_a_hosted_customer_domain_answers_with_the_brand_of_its_mx(
     hosted_server: GunicornServer, address: str, provider_id: str, host: str
 ) -> None:
-    _enable(hosted_server, address)
-    status, body = _get(hosted_server, f"/mail/config-v1.1.xml?emailaddress={address}")
+    enable(hosted_server, address)
+    status, body = get(hosted_server, f"/mail/config-v1.1.xml?emailaddress={address}")
     assert status == 200, body
     provider = etree.fromstring(body).find("emailProvider")
     assert provider.get("id") == provider_id
@@ -348,7 +233,7 @@ def test_a_hosted_customer_domain_answers_with_the_brand_of_its_mx(
 
 
 def test_a_customer_domain_whose_mx_is_no_brand_s_is_not_served(hosted_server: GunicornServer) -> None:
-    status, _ = _get(hosted_server, "/mail/config-v1.1.xml?emailaddress=someone@elsewhere.example")
+    status, _ = get(hosted_server, "/mail/config-v1.1.xml?emailaddress=someone@elsewhere.example")
     assert status == 404
 
 
@@ -476,7 +361,7 @@ def test_an_app_on_two_brands_starts_and_one_brand_configs_read_as_one(
 def test_the_shipped_two_brand_example_answers_each_brand(tmp_path: Path, make_app: Callable[..., Flask]) -> None:
     import tomllib
 
-    data = tomllib.loads((Path(__file__).resolve().parents[1] / "config" / "examples" / "brands.toml").read_text())
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "config" / "examples" / "brands.toml").read_text())
     data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
     data["admin"] = {"tokens": [{"name": "webmail", "token": ADMIN_TOKEN}]}
     client = make_app(data).test_client()
