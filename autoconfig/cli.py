@@ -163,13 +163,7 @@ def check_config(ctx: Context) -> None:
     config = _load_config(ctx)
     try:
         signer = load_signer(config)
-        store = inspect_store(
-            config.store_url,
-            query=config.store_query,
-            preset=config.store_preset,
-            ldap=config.store_ldap,
-            timeout=config.store_timeout,
-        )
+        store = inspect_store(config.store)
     except (ConfigError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"  provider: {config.provider.id} ({config.provider.display_name})")
