@@ -24,14 +24,7 @@ __all__ = ["create_app"]
 def create_service(config: Config | None = None) -> Service:
     """Config plus an opened store: what both the web app and the CLI run on."""
     config = config or load()
-    store = open_store(
-        config.store_url,
-        query=config.store_query,
-        preset=config.store_preset,
-        ldap=config.store_ldap,
-        pool_size=config.store_pool_size,
-        timeout=config.store_timeout,
-    )
+    store = open_store(config.store)
     try:
         return Service(config, store, hosted=_hosted_domains(config))
     except BaseException:

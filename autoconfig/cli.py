@@ -164,13 +164,7 @@ def check_config(ctx: Context) -> None:
     config = _load_config(ctx)
     try:
         signers = load_signers(config)
-        store = inspect_store(
-            config.store_url,
-            query=config.store_query,
-            preset=config.store_preset,
-            ldap=config.store_ldap,
-            timeout=config.store_timeout,
-        )
+        store = inspect_store(config.store)
     except (ConfigError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     for provider in config.providers:

@@ -20,7 +20,7 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from .address import AddressError, normalise_domain
 from .spec import DEFAULT_SRV_PRIORITIES, OUTLOOK_DEFAULT_MAX_BODY
-from .store.ldapfilter import LDAPSettings
+from .store.registry import StoreSettings, check_store, check_url, read_store
 from .values import Apple, Provider, Server, Servers
 
 DEFAULT_PATH = Path("config/autoconfig.toml")
@@ -139,7 +139,7 @@ class Config:
     source: Path
     providers: tuple[Provider, ...]  # the brands; one in the [provider] form
     public_url: str
-    store_url: str
+    store: StoreSettings
     admin_tokens: tuple[AdminToken, ...] = ()
     log_level: str = "INFO"
     # Lines below WARNING are written in batches this often (autoconfig/logs.py); 0: each at once.
@@ -149,15 +149,6 @@ class Config:
     dovecot: DovecotPolicy | None = None  # None: the auth-policy endpoint answers 404
     dns: DnsSettings = field(default_factory=DnsSettings)
     outlook: Outlook = Outlook()
-    # PostgreSQL only: connections per process, and seconds before a request gives up (503).
-    store_pool_size: int = 4
-    store_timeout: int = 2
-    # [store.sql] query: read switches from an existing mail database (read-only source);
-    # store_preset names the preset it was expanded from, if any.
-    store_query: str | None = None
-    store_preset: str | None = None
-    # [store.ldap]: read switches from a directory (read-only source).
-    store_ldap: LDAPSettings | None = None
     _by_domain: Mapping[str, Provider] = field(init=False, repr=False, compare=False)
     _by_id: Mapping[str, Provider] = field(init=False, repr=False, compare=False)
 
@@ -340,179 +331,17 @@ def _check_domain(value: str) -> str:
         raise ValueError(f"{exc}: {value!r}") from None
 
 
-def _check_store_url(value: str) -> str:
-    if value.startswith(("postgresql://", "postgres://")):
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            conninfo_to_dict(value)
-        except Exception:
-            # Never echo it: a PostgreSQL URL may carry a password.
-            raise ValueError("is not a valid postgresql:// connection URL (libpq rejects it)") from None
-        return value
-    if value.startswith("mysql://"):
-        from .store.mysql import parse_url
-
-        parse_url(value)  # its errors never repeat the URL
-        return value
-    if value.startswith(LDAP_SCHEMES):
-        parts = urlsplit(value)
-        if not parts.hostname or parts.username or parts.password or parts.path not in ("", "/") or parts.query:
-            raise ValueError(
-                "must look like ldap://host[:port] or ldaps://host[:port] (base and bind DN go in [store.ldap])"
-            )
-        return value
-    if not (value.startswith("sqlite:///") and len(value) > len("sqlite:///")):
-        raise ValueError(
-            "must look like sqlite:///relative/path, sqlite:////absolute/path, "
-            "postgresql://user@host/dbname, mysql://user@host/dbname or ldap://host; "
-            f"got {value.split(':', 1)[0]!r}..."
-        )
-    return value
-
-
-LDAP_SCHEMES = ("ldap://", "ldaps://")
-SQL_SOURCE_SCHEMES = ("postgresql://", "postgres://", "mysql://")
-
-
-def _check_sql_query(value: str) -> str:
-    from .store.sql import check_query
-
-    return check_query(value)
-
-
-def _check_ldap_filter(value: str) -> str:
-    from .store.ldapfilter import check_filter
-
-    return check_filter(value)
-
-
-@dataclass(frozen=True)
-class _StoreSettings:
-    url: str
-    pool_size: int
-    timeout: int
-    query: str | None
-    preset: str | None
-    ldap: LDAPSettings | None
-
-
-def _read_store_sql(table: _Table) -> tuple[str | None, str | None]:
-    """``[store.sql]``: a hand-written ``query`` or a ``preset``, never both."""
-    from .store.presets import SQL_PRESETS
-
-    if table.has("query") and table.has("preset"):
-        raise table.error(table.key("preset"), "a preset and a hand-written query are mutually exclusive; keep one")
-    if table.has("preset"):
-        preset = table.string("preset", choices=tuple(SQL_PRESETS))
-        table.finish()
-        return SQL_PRESETS[preset].query, preset
-    query = table.string("query", check=_check_sql_query, multiline=True)
-    table.finish()
-    return query, None
-
-
-def _read_secret(table: _Table, env: Mapping[str, str], base: Path) -> str:
-    """The bind password from ``password_env`` (a variable's name) or ``password_file``, never inline."""
-    if table.has("password"):
-        raise table.error(
-            table.key("password"), "keep the password out of the config: use password_env or password_file"
-        )
-    if table.has("password_env") == table.has("password_file"):
-        raise table.error(table.key("password_env"), "set exactly one of password_env and password_file")
-    if table.has("password_env"):
-        name = table.string("password_env")
-        if name not in env:
-            raise table.error(table.key("password_env"), f"the environment variable {name} is not set")
-        return env[name]
-    path = base / table.string("password_file")
-    try:
-        secret = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise table.error(table.key("password_file"), f"cannot read {path}: {exc.strerror}") from None
-    return secret.rstrip("\r\n")
-
-
-def _read_store_ldap(table: _Table, env: Mapping[str, str], base: Path) -> LDAPSettings:
-    """``[store.ldap]``: bind, base, and a ``preset`` or a hand-written filter with its attribute and values."""
-    from .store.presets import LDAP_PRESETS
-
-    custom = ("filter", "attribute", "imap_values", "pop_values")
-    bind_dn = table.string("bind_dn")
-    password = _read_secret(table, env, base)
-    search_base = table.string("base")
-    starttls = table.boolean("starttls", False)
-    ca_file = table.string("ca_file", "")
-    preset_name: str | None = None
-    if table.has("preset"):
-        given = [name for name in custom if table.has(name)]
-        if given:
-            raise table.error(
-                table.key(given[0]), "a preset and a hand-written filter are mutually exclusive; keep one"
-            )
-        preset_name = table.string("preset", choices=tuple(LDAP_PRESETS))
-        preset = LDAP_PRESETS[preset_name]
-        search_filter, attribute = preset.filter, preset.attribute
-        imap_values, pop_values = preset.imap_values, preset.pop_values
-    else:
-        search_filter = table.string("filter", check=_check_ldap_filter)
-        attribute = table.string("attribute")
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", attribute):
-            raise table.error(table.key("attribute"), f"not an attribute name: {attribute!r}")
-        imap_values = tuple(table.strings("imap_values", []))
-        pop_values = tuple(table.strings("pop_values", []))
-        if not imap_values and not pop_values:
-            raise table.error(table.key("imap_values"), "list the attribute values that turn IMAP (or POP) on")
-    table.finish()
-    return LDAPSettings(
-        bind_dn=bind_dn,
-        password=password,
-        base=search_base,
-        filter=search_filter,
-        attribute=attribute,
-        imap_values=imap_values,
-        pop_values=pop_values,
-        starttls=starttls,
-        ca_file=str(base / ca_file) if ca_file else None,
-        preset=preset_name,
-    )
-
-
-def _read_store(store: _Table, env: Mapping[str, str], source: Path) -> _StoreSettings:
-    url = store.string("url", check=_check_store_url)
-    pool_size = store.integer("pool_size", 4, low=1, high=100)
-    timeout = store.integer("timeout", 2, low=1, high=30)
-    query = preset = ldap = None
-    if "sql" in store and "ldap" in store:
-        raise store.error(store.key("ldap"), "[store.sql] and [store.ldap] are two different sources; keep one")
-    if "sql" in store:
-        query, preset = _read_store_sql(store.table("sql"))
-    if "ldap" in store:
-        ldap = _read_store_ldap(store.table("ldap"), env, source.parent)
-    store.finish()
+def _read_store(table: _Table, env: Mapping[str, str], source: Path) -> StoreSettings:
+    """``[store]``, read by the store's own settings (``store/registry.py``); then the URL from
+    ``AUTOCONFIG_DATABASE_URL``, if set, and the checks that the URL and the source fit."""
+    store = read_store(table, env, source.parent)
     if env.get(ENV_DATABASE_URL):
         try:
-            url = _check_store_url(env[ENV_DATABASE_URL])
+            store = replace(store, url=check_url(env[ENV_DATABASE_URL]))
         except ValueError as exc:
             raise ConfigError(f"{ENV_DATABASE_URL}: {exc}") from None
-    if query is not None and not url.startswith(SQL_SOURCE_SCHEMES):
-        raise ConfigError(f"{source}: store.url: the sql source ([store.sql]) needs a postgresql:// or mysql:// URL")
-    if preset is not None:
-        from .store.presets import SQL_PRESETS
-        from .store.sql import dialect
-
-        if dialect(url) not in SQL_PRESETS[preset].dialects:
-            raise ConfigError(
-                f"{source}: store.sql.preset: {preset} is for {' or '.join(SQL_PRESETS[preset].dialects)} databases"
-            )
-    if ldap is not None and not url.startswith(LDAP_SCHEMES):
-        raise ConfigError(f"{source}: store.url: the ldap source ([store.ldap]) needs an ldap:// or ldaps:// URL")
-    if ldap is not None and ldap.starttls and url.startswith("ldaps://"):
-        raise ConfigError(f"{source}: store.ldap.starttls: ldaps:// is TLS already; use ldap:// with starttls")
-    if query is None and ldap is None and url.startswith(("mysql://", *LDAP_SCHEMES)):
-        kind = "[store.ldap]" if url.startswith(LDAP_SCHEMES) else "[store.sql] with a query or a preset"
-        raise ConfigError(f"{source}: store.url: {url.split(':', 1)[0]}:// is a read-only source; it needs {kind}")
-    return _StoreSettings(url, pool_size, timeout, query, preset, ldap)
+    check_store(store, table)
+    return store
 
 
 def _read_server(table: _Table, protocol: str) -> Server:
@@ -915,7 +744,7 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         source=source,
         providers=providers,
         public_url=public_url,
-        store_url=store.url,
+        store=store,
         admin_tokens=admin_tokens,
         log_level=log_level,
         log_flush_seconds=log_flush_seconds,
@@ -924,11 +753,6 @@ def parse(data: Mapping[str, Any], source: Path, env: Mapping[str, str] | None =
         dovecot=dovecot,
         dns=dns,
         outlook=outlook,
-        store_pool_size=store.pool_size,
-        store_timeout=store.timeout,
-        store_query=store.query,
-        store_preset=store.preset,
-        store_ldap=store.ldap,
     )
 
 

@@ -277,9 +277,9 @@ def _allowed_decisions(url: str) -> int:
 
 
 def _enable_imap_and_pop(store_url: str, users: list[str]) -> None:
-    from autoconfig.store import Switches, open_store
+    from autoconfig.store import StoreSettings, Switches, open_store
 
-    store = open_store(store_url)
+    store = open_store(StoreSettings(store_url))
     store.import_switches(((user, Switches(imap=True, pop=True)) for user in users), "bench")
     store.close()
 

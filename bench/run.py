@@ -52,7 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoconfig.store import Switches, open_store  # noqa: E402
+from autoconfig.store import StoreSettings, Switches, open_store  # noqa: E402
 from tests.support.mariadb import MariaDBServer  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 from tests.support.ports import free_port, wait_for  # noqa: E402
@@ -172,7 +172,7 @@ def make_accounts(url: str, count: int) -> None:
         for i in range(count):
             yield f"user{i}@{DOMAIN}", Switches(imap=i % 3 == 0, pop=i % 5 == 0)
 
-    store = open_store(url)
+    store = open_store(StoreSettings(url))
     store.import_switches(rows(), "bench")
     store.close()
 

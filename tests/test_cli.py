@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from autoconfig.cli import EXIT_COULD_NOT_CHECK, main
 from autoconfig.config import ENV_DATABASE_URL
-from autoconfig.store import Switches, open_store
+from autoconfig.store import StoreSettings, Switches, open_store
 from autoconfig.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from tests.support.ports import free_port
 
@@ -155,7 +155,7 @@ def test_check_config_reads_an_existing_sqlite_file_without_touching_it(
     tmp_path: Path, config_data: dict[str, Any], write_config: WriteConfig, in_use: bool
 ) -> None:
     url = config_data["store"]["url"]
-    store = open_store(url)
+    store = open_store(StoreSettings(url))
     store.import_switches([("a@example.net", Switches(imap=True)), ("b@example.net", Switches(pop=True))], "t")
     if not in_use:
         store.close()  # the last connection out removes the -wal file
@@ -215,7 +215,7 @@ def test_check_config_neither_creates_nor_migrates_postgresql_tables(
     assert "store:    postgresql (no tables yet: the service creates them at start)" in result.output
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
-    open_store(pg_dsn).close()
+    open_store(StoreSettings(pg_dsn)).close()
     assert f"store:    postgresql (schema {PG_SCHEMA_VERSION})" in _check(config_data, write_config, pg_dsn).output
 
 

@@ -154,7 +154,7 @@ def test_environment_overrides_path_store_and_token(config_path: Path, tmp_path:
     }
     config = load(env=env)
     assert config.source == config_path
-    assert config.store_url == f"sqlite:///{tmp_path}/other.sqlite3"
+    assert config.store.url == f"sqlite:///{tmp_path}/other.sqlite3"
     assert [t.name for t in config.admin_tokens] == ["webmail", "env"]
 
 

@@ -23,7 +23,7 @@ from lxml import etree
 
 from autoconfig.address import parse_address
 from autoconfig.cli import main
-from autoconfig.store import Store, Switches, open_store
+from autoconfig.store import Store, StoreSettings, Switches, open_store
 from autoconfig.store.rekey import MIGRATION_ACTOR
 from tests.conftest import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
@@ -121,7 +121,7 @@ def v1_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def migrated(v1_url: str, caplog: pytest.LogCaptureFixture) -> Iterator[tuple[Store, str]]:
     with caplog.at_level(logging.WARNING, logger="autoconfig"):
-        store = open_store(v1_url)
+        store = open_store(StoreSettings(v1_url))
     try:
         yield store, caplog.text
     finally:
@@ -166,10 +166,10 @@ def test_every_merge_is_reported_and_logged(migrated: tuple[Store, str]) -> None
 
 
 def test_the_migration_runs_once(v1_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    open_store(v1_url).close()
+    open_store(StoreSettings(v1_url)).close()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="autoconfig"):
-        again = open_store(v1_url)
+        again = open_store(StoreSettings(v1_url))
     try:
         assert again.migration_merges == ()
         assert "merged" not in caplog.text
@@ -205,7 +205,7 @@ def test_the_command_that_migrates_prints_every_merge(
 
 def test_an_export_imported_elsewhere_keeps_every_key(cli: Callable[..., Any], tmp_path: Path) -> None:
     """The issue's other symptom: an export and an import changed keys.  Now a key is its own key."""
-    source = open_store(sqlite_v1(_mkdir(tmp_path / "old")))
+    source = open_store(StoreSettings(sqlite_v1(_mkdir(tmp_path / "old"))))
     exported = "address,imap,pop\n" + "".join(
         f"{a.address},{'on' if a.switches.imap else 'off'},{'on' if a.switches.pop else 'off'}\n"
         for a in source.accounts()

@@ -20,9 +20,9 @@ from flask import Flask
 
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
-from autoconfig.store import StoreError, StoreUnavailable, Switches, open_store
+from autoconfig.store import StoreError, StoreSettings, StoreUnavailable, Switches, open_store
 from autoconfig.store.ldap import expand
-from autoconfig.store.ldapfilter import LDAPSettings
+from autoconfig.store.ldap_settings import LDAPSettings
 from autoconfig.store.presets import IREDMAIL_LDAP
 from tests.support.slapd import READER_DN, SUFFIX, SlapdServer
 from tests.support.sources import DOC, app_on_store, frozen, incoming, stopped, wait_until_recovered
@@ -147,7 +147,7 @@ def test_an_unknown_address_is_answered_byte_for_byte_like_an_entry_with_nothing
 def test_filter_metacharacters_in_the_local_part_are_values_never_filter(
     slapd: SlapdServer, branch: str, key: str, expected: Switches
 ) -> None:
-    with closing(open_store(slapd.url, ldap=settings_for(branch), timeout=1)) as store:
+    with closing(open_store(StoreSettings(slapd.url, timeout=1, source=settings_for(branch)))) as store:
         assert store.switches(key) == expected
 
 
@@ -212,7 +212,7 @@ def test_a_hand_written_filter_with_its_own_attribute_and_values(
 
 
 def test_the_source_is_read_only(slapd: SlapdServer, branch: str) -> None:
-    with closing(open_store(slapd.url, ldap=settings_for(branch))) as store:
+    with closing(open_store(StoreSettings(slapd.url, source=settings_for(branch)))) as store:
         for write in (
             lambda: store.update("both@example.net", {"imap": False}, "t"),
             lambda: store.reset("both@example.net"),
@@ -227,11 +227,11 @@ def test_the_source_is_read_only(slapd: SlapdServer, branch: str) -> None:
 
 def test_a_filter_the_directory_rejects_stops_the_start(slapd: SlapdServer, branch: str) -> None:
     with pytest.raises(StoreError, match="rejects the search"):
-        open_store(slapd.url, ldap=settings_for(branch, filter="(mail~~%(address)s)"))
+        open_store(StoreSettings(slapd.url, source=settings_for(branch, filter="(mail~~%(address)s)")))
 
 
 def test_a_wrong_bind_password_is_a_503_not_a_guess(slapd: SlapdServer, branch: str) -> None:
-    store = open_store(slapd.url, ldap=settings_for(branch, password="wrong"), timeout=1)
+    store = open_store(StoreSettings(slapd.url, timeout=1, source=settings_for(branch, password="wrong")))
     with closing(store), pytest.raises(StoreUnavailable, match="invalid credentials"):
         store.switches("both@example.net")
 
@@ -342,7 +342,7 @@ def test_the_password_can_come_from_a_file(
     store["ldap"]["password_file"] = "ldap.secret"
     config_data["store"] = store
     config = load(write_config(config_data), env={})
-    assert config.store_ldap is not None and config.store_ldap.password == "from-a-file"
+    assert isinstance(config.store.source, LDAPSettings) and config.store.source.password == "from-a-file"
     assert "from-a-file" not in repr(config)
 
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from autoconfig.cli import main
-from autoconfig.store import Switches, open_store
+from autoconfig.store import StoreSettings, Switches, open_store
 
 Cli = Callable[..., Result]
 SPECIAL = [
@@ -37,7 +37,7 @@ def every_kind_of_account(count: int) -> list[tuple[str, Switches]]:
 def test_sqlite_to_csv_to_postgresql_to_csv_loses_nothing(cli: Cli, config_path: Path, pg_dsn: str) -> None:
     sqlite_url = next(line for line in config_path.read_text().splitlines() if "sqlite:///" in line).split('"')[1]
     accounts = every_kind_of_account(10_000)
-    source = open_store(sqlite_url)
+    source = open_store(StoreSettings(sqlite_url))
     source.import_switches(accounts, "setup")
     source.update("late@example.net", {"pop": True}, "api:webmail")  # one written the ordinary way
     source.close()
@@ -58,7 +58,7 @@ def test_sqlite_to_csv_to_postgresql_to_csv_loses_nothing(cli: Cli, config_path:
     assert again.exit_code == 0, again.output
 
     assert again.output == exported.output  # byte for byte, in the same order
-    target = open_store(pg_dsn)
+    target = open_store(StoreSettings(pg_dsn))
     try:
         assert {a.address: a.switches for a in target.accounts()} == expected
     finally:
@@ -66,7 +66,7 @@ def test_sqlite_to_csv_to_postgresql_to_csv_loses_nothing(cli: Cli, config_path:
 
 
 def test_importing_the_same_file_twice_changes_no_stamp(pg_dsn: str) -> None:
-    store = open_store(pg_dsn)
+    store = open_store(StoreSettings(pg_dsn))
     try:
         rows = every_kind_of_account(10)
         store.import_switches(rows, "import:first.csv")

@@ -22,8 +22,9 @@ from flask import Flask
 
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
-from autoconfig.store import StoreError, StoreUnavailable, Switches, open_store
+from autoconfig.store import StoreError, StoreSettings, StoreUnavailable, Switches, open_store
 from autoconfig.store.presets import IREDMAIL_SQL, MAILCOW_SQL
+from autoconfig.store.sql_settings import SQLSettings
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 from tests.support.sources import DOC, app_on_store, frozen, incoming, stopped, wait_until_recovered
@@ -196,7 +197,9 @@ def test_hostile_local_parts_are_refused_before_the_database(iredmail_app: Flask
     ],
 )
 def test_the_store_treats_hostile_keys_as_plain_values(iredmail_mysql: str, key: str) -> None:
-    with closing(open_store(iredmail_mysql, query=IREDMAIL_SQL.query, preset="iredmail")) as store:
+    with closing(
+        open_store(StoreSettings(iredmail_mysql, source=SQLSettings(IREDMAIL_SQL.query, "iredmail")))
+    ) as store:
         assert store.switches(key) == Switches()
 
 
@@ -366,7 +369,9 @@ def test_the_source_is_read_only_even_for_a_query_that_tries_to_write(
     conn = mariadb.root(url.rsplit("/", 1)[1])
     conn.cursor().execute("CREATE TABLE t (a INT)")
     conn.close()
-    with closing(open_store(url, query="SELECT 1, 1 FROM t WHERE %(address)s <> ''")) as store:
+    with closing(
+        open_store(StoreSettings(url, source=SQLSettings("SELECT 1, 1 FROM t WHERE %(address)s <> ''")))
+    ) as store:
         with pytest.raises(StoreError):
             store.update("alice@example.net", {"imap": True}, "t")
 
@@ -387,7 +392,7 @@ def test_the_source_is_read_only_even_for_a_query_that_tries_to_write(
 )
 def test_a_query_mariadb_rejects_stops_the_start(iredmail_mysql: str, query: str, says: str) -> None:
     with pytest.raises(StoreError, match=says):
-        open_store(iredmail_mysql, query=query)
+        open_store(StoreSettings(iredmail_mysql, source=SQLSettings(query)))
 
 
 @pytest.fixture(scope="module")
@@ -428,7 +433,9 @@ def test_mariadb_stopped_restarted_and_too_slow(
 def test_a_source_unreachable_at_start_starts_and_answers_503() -> None:
     from tests.support.ports import free_port
 
-    store = open_store(f"mysql://ro:x@127.0.0.1:{free_port()}/mail", query=IREDMAIL_SQL.query, timeout=1)
+    store = open_store(
+        StoreSettings(f"mysql://ro:x@127.0.0.1:{free_port()}/mail", timeout=1, source=SQLSettings(IREDMAIL_SQL.query))
+    )
     with closing(store):
         with pytest.raises(StoreUnavailable):
             store.switches("alice@example.net")
@@ -514,7 +521,7 @@ def reference_example_query() -> str:
 def test_the_reference_example_query_agrees_with_the_iredmail_preset(
     iredmail_mysql: str, address: str, offered: list[str] | None
 ) -> None:
-    with closing(open_store(iredmail_mysql, query=reference_example_query())) as store:
+    with closing(open_store(StoreSettings(iredmail_mysql, source=SQLSettings(reference_example_query())))) as store:
         switches = store.switches(address.lower())
     expected = offered or []
     assert (switches.imap, switches.pop) == ("imap" in expected, "pop3" in expected)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from autoconfig.store import Store, StoreError, StoreUnavailable, Switches, open_store
+from autoconfig.store import Store, StoreError, StoreSettings, StoreUnavailable, Switches, open_store
 from autoconfig.store.postgres import SCHEMA_VERSION, PostgresStore
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster
@@ -21,7 +21,7 @@ FAIL_FAST = 10.0
 
 
 def test_a_new_database_gets_the_schema_and_its_version(pg_dsn: str) -> None:
-    store = open_store(pg_dsn)
+    store = open_store(StoreSettings(pg_dsn))
     store.close()
     with psycopg.connect(pg_dsn) as conn:
         versions = conn.execute("SELECT version FROM autoconfig_schema ORDER BY version").fetchall()
@@ -29,10 +29,10 @@ def test_a_new_database_gets_the_schema_and_its_version(pg_dsn: str) -> None:
 
 
 def test_reopening_migrates_nothing_and_keeps_every_row(pg_dsn: str) -> None:
-    first = open_store(pg_dsn)
+    first = open_store(StoreSettings(pg_dsn))
     first.update("alice@example.net", {"imap": True}, "t")
     first.close()
-    again = open_store(pg_dsn)
+    again = open_store(StoreSettings(pg_dsn))
     assert again.switches("alice@example.net") == Switches(imap=True)
     again.close()
     with psycopg.connect(pg_dsn) as conn:
@@ -54,11 +54,11 @@ def test_nodes_starting_together_migrate_once(pg_dsn: str) -> None:
 
 
 def test_a_database_from_a_newer_release_is_refused(pg_dsn: str) -> None:
-    open_store(pg_dsn).close()
+    open_store(StoreSettings(pg_dsn)).close()
     with psycopg.connect(pg_dsn) as conn:
         conn.execute("INSERT INTO autoconfig_schema (version, description) VALUES (99, 'from the future')")
     with pytest.raises(StoreError, match="schema version 99 is newer"):
-        open_store(pg_dsn)
+        open_store(StoreSettings(pg_dsn))
 
 
 def assert_each_unavailable_quickly(*calls: Callable[[], object]) -> None:
@@ -71,7 +71,9 @@ def assert_each_unavailable_quickly(*calls: Callable[[], object]) -> None:
 
 
 def test_an_unreachable_server_is_unavailable_within_seconds() -> None:
-    store = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")  # opening never blocks a start
+    store = open_store(
+        StoreSettings(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
+    )  # opening never blocks a start
     try:
         assert_each_unavailable_quickly(lambda: store.switches("alice@example.net"), store.ping)
     finally:
@@ -92,7 +94,7 @@ def wait_until_reads(store: Store, expected: Switches, address: str = "alice@exa
 
 def test_the_store_resumes_by_itself_after_an_outage(own_postgres: PostgresCluster, tmp_path: Path) -> None:
     dsn = own_postgres.create_database("outage")
-    store = open_store(dsn, timeout=1)
+    store = open_store(StoreSettings(dsn, timeout=1))
     try:
         store.update("alice@example.net", {"imap": True}, "t")
         own_postgres.stop_server()
@@ -112,7 +114,7 @@ def test_a_server_that_stops_answering_costs_the_timeout_not_the_worker(
     """A frozen server accepts the query and never answers: each lookup gives up after
     ``[store] timeout``, and the store answers again once the server does."""
     dsn = own_postgres.create_database("frozen")
-    store = open_store(dsn, timeout=1)
+    store = open_store(StoreSettings(dsn, timeout=1))
     try:
         store.update("alice@example.net", {"imap": True}, "t")
         assert store.switches("alice@example.net") == Switches(imap=True)
@@ -135,7 +137,7 @@ def test_a_nul_byte_never_reaches_libpq_where_it_would_cut_the_key_short(pg_dsn:
     """libpq ends a text parameter at its first NUL, so ``alice@example.net\\0x`` would read
     alice's row.  Addresses with control characters are refused long before (400); the
     lookup refuses one anyway rather than answer for another key."""
-    store = open_store(pg_dsn)
+    store = open_store(StoreSettings(pg_dsn))
     try:
         store.update("alice@example.net", {"imap": True}, "t")
         with pytest.raises(ValueError, match="NUL"):
@@ -149,7 +151,7 @@ def test_a_rollback_after_psycopg_prepared_its_own_statements_leaves_lookups_wor
     """psycopg prepares a query it has run five times on a connection, and after any
     ROLLBACK on that connection sends DEALLOCATE ALL, which also drops the lookup's
     statement (found by the break pass): the lookup prepares it again instead of failing."""
-    store = open_store(pg_dsn, pool_size=1)
+    store = open_store(StoreSettings(pg_dsn, pool_size=1))
     try:
         store.update("alice@example.net", {"imap": True}, "t")
         assert store.switches("alice@example.net") == Switches(imap=True)
@@ -201,7 +203,7 @@ def test_every_request_on_a_server_that_stops_answering_costs_the_timeout(
     """Not only the lookup: /healthz and the admin API ask the store too.  Without the
     deadline a frozen server held the worker until gunicorn killed it (buffering) or a
     thread for the whole freeze (gthread): found by the break pass for the ping."""
-    store = open_store(own_postgres.create_database("frozen_ops"), timeout=1)
+    store = open_store(StoreSettings(own_postgres.create_database("frozen_ops"), timeout=1))
     try:
         for address in ("alice@example.net", "bob@example.net", "carol@example.net"):
             store.update(address, {"imap": True}, "t")
@@ -232,7 +234,7 @@ def test_a_table_gone_under_a_running_store_is_503_not_a_crash(
 ) -> None:
     """Someone renames or drops the accounts table: every request that needs it gets
     StoreUnavailable (503 with Retry-After), never a 500 and never a guess; back when it is."""
-    store = open_store(pg_dsn)
+    store = open_store(StoreSettings(pg_dsn))
     try:
         store.update("alice@example.net", {"imap": True}, "t")
         with psycopg.connect(pg_dsn, autocommit=True) as conn:

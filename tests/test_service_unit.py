@@ -102,5 +102,5 @@ def test_the_environment_file_names_only_variables_the_service_reads_and_its_exa
     config.write_bytes(tomli_w.dumps(config_data).encode())
     loaded = load(config, env=env)
     assert loaded.dovecot is not None and loaded.dovecot.header == "X-Autoconfig-Policy-Key"
-    assert loaded.store_url == env[ENV_DATABASE_URL]
+    assert loaded.store.url == env[ENV_DATABASE_URL]
     assert [token.name for token in loaded.admin_tokens][-1] == "env"

@@ -24,6 +24,7 @@ from autoconfig.store import (
     Store,
     StoreError,
     StoreReplaced,
+    StoreSettings,
     StoreUnavailable,
     Switches,
     open_store,
@@ -41,7 +42,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    store = open_store(store_url)
+    store = open_store(StoreSettings(store_url))
     yield store
     store.close()
 
@@ -136,14 +137,14 @@ def test_concurrent_writers_end_with_the_last_write_of_each(store: Store) -> Non
 
 def test_a_crash_mid_import_leaves_nothing_half_written(store_url: str) -> None:
     url = store_url
-    first = open_store(url)
+    first = open_store(StoreSettings(url))
     first.update("before@example.net", {"imap": True}, "t")
     first.close()
     crash = textwrap.dedent(
         f"""
         import os
-        from autoconfig.store import open_store, Switches
-        store = open_store({url!r})
+        from autoconfig.store import StoreSettings, Switches, open_store
+        store = open_store(StoreSettings({url!r}))
         def rows():
             for i in range(1000):
                 yield f"user{{i}}@example.net", Switches(imap=True)
@@ -154,14 +155,14 @@ def test_a_crash_mid_import_leaves_nothing_half_written(store_url: str) -> None:
     )
     result = subprocess.run([sys.executable, "-c", crash], cwd=Path(__file__).parents[1], check=False)
     assert result.returncode == 9
-    store = open_store(url)
+    store = open_store(StoreSettings(url))
     assert [a.address for a in store.accounts()] == ["before@example.net"]
     store.close()
 
 
 def test_an_unreachable_database_raises_store_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "gone.sqlite3"
-    store = open_store(f"sqlite:///{path}")
+    store = open_store(StoreSettings(f"sqlite:///{path}"))
     store.update("alice@example.net", {"imap": True}, "t")
     store.close()
     path.unlink()
@@ -223,7 +224,7 @@ def test_a_sqlite_file_from_a_newer_release_is_refused_and_left_as_it_was(tmp_pa
     with closing(sqlite3.connect(path)) as newer:
         newer.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99 is newer"):
-        open_store(f"sqlite:///{path}")
+        open_store(StoreSettings(f"sqlite:///{path}"))
     with closing(sqlite3.connect(path)) as after:
         assert after.execute("PRAGMA journal_mode").fetchone()[0] == "delete", "the file was switched to WAL"
         assert after.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
@@ -231,7 +232,7 @@ def test_a_sqlite_file_from_a_newer_release_is_refused_and_left_as_it_was(tmp_pa
 
 def _open_at_the_barrier(url: str, barrier: Any) -> None:  # a multiprocessing Barrier
     barrier.wait()
-    open_store(url).close()
+    open_store(StoreSettings(url)).close()
 
 
 def test_workers_booting_together_on_a_new_sqlite_file_all_open_it(tmp_path: Path) -> None:
@@ -254,7 +255,7 @@ def test_workers_booting_together_on_a_new_sqlite_file_all_open_it(tmp_path: Pat
 
 def test_a_worker_opening_the_sqlite_file_during_an_import_does_not_wait_for_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/accounts.sqlite3"
-    importer = open_store(url)
+    importer = open_store(StoreSettings(url))
     inside, release = threading.Event(), threading.Event()
 
     def rows() -> Iterator[tuple[str, Switches]]:
@@ -267,7 +268,7 @@ def test_a_worker_opening_the_sqlite_file_during_an_import_does_not_wait_for_it(
     try:
         assert inside.wait(5)
         started = time.monotonic()
-        worker = open_store(url)
+        worker = open_store(StoreSettings(url))
         assert worker.switches("alice@example.net") == OFF, "the import is not committed yet"
         assert time.monotonic() - started < 1, "opening waited for the import's write lock"
     finally:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from autoconfig.config import ConfigError, load
+from autoconfig.store.sql_settings import SQLSettings
 
 Write = Callable[[dict[str, Any]], Path]
 QUERY = "SELECT enableimap = 1, enablepop3 = 1 FROM mailbox WHERE username = %(address)s"
@@ -26,9 +27,9 @@ def test_postgresql_urls_are_accepted_from_the_file_and_the_environment(
     config_data: dict[str, Any], write_config: Write, url: str
 ) -> None:
     config_data["store"]["url"] = url
-    assert load(write_config(config_data), env={}).store_url == url
+    assert load(write_config(config_data), env={}).store.url == url
     config_data["store"]["url"] = "sqlite:///file.sqlite3"
-    assert load(write_config(config_data), env={"AUTOCONFIG_DATABASE_URL": url}).store_url == url
+    assert load(write_config(config_data), env={"AUTOCONFIG_DATABASE_URL": url}).store.url == url
 
 
 def test_a_broken_postgresql_url_is_named_but_never_echoed(config_data: dict[str, Any], write_config: Write) -> None:
@@ -47,7 +48,7 @@ def test_a_broken_postgresql_url_is_named_but_never_echoed(config_data: dict[str
 
 
 def test_pool_settings_have_defaults(config: Any) -> None:
-    assert (config.store_pool_size, config.store_timeout, config.store_query) == (4, 2, None)
+    assert (config.store.pool_size, config.store.timeout, config.store.source) == (4, 2, None)
 
 
 @pytest.mark.parametrize(
@@ -74,18 +75,18 @@ def test_bad_store_options_name_the_key(
 
 def test_the_sql_source_is_configured_with_a_query(config_data: dict[str, Any], write_config: Write) -> None:
     config_data["store"] = {"url": "postgresql://mailreader@db.example.net/vmail", "sql": {"query": QUERY}}
-    assert load(write_config(config_data), env={}).store_query == QUERY
+    assert load(write_config(config_data), env={}).store.source == SQLSettings(QUERY)
 
 
 def test_a_missing_source_driver_is_named_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """mysqlclient and python-ldap are not in requirements.txt: a start without them says what to do."""
     import importlib.util
 
-    from autoconfig.store import StoreError, open_store
+    from autoconfig.store import StoreError, StoreSettings, open_store
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name in ("MySQLdb", "ldap") else real_find_spec(name, *a)
     )
     with pytest.raises(StoreError, match=r"mysql:// needs the mysqlclient package.*requirements-sources.txt"):
-        open_store("mysql://reader@127.0.0.1/vmail", query="SELECT 1, 1")
+        open_store(StoreSettings("mysql://reader@127.0.0.1/vmail", source=SQLSettings("SELECT 1, 1")))

@@ -31,12 +31,12 @@ from ldap.filter import escape_filter_chars
 
 from .base import StoreError, StoreUnavailable, Switches
 from .connpool import ConnectionPool, describe
-from .ldapfilter import LDAPSettings, check_filter
+from .ldap_settings import SCHEMES, LDAPSettings, check_filter
+from .settings import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT
 from .source import ReadOnlySource, address_parameters
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("ldap://", "ldaps://")
 MAX_ENTRIES = 50
 # Failures of the connection or the server, not of the filter: the connection is discarded.
 LOST = (
@@ -69,7 +69,9 @@ class LDAPSource(ReadOnlySource):
         "change IMAP/POP where the directory is managed (webmail or the mail admin tool)"
     )
 
-    def __init__(self, url: str, settings: LDAPSettings, *, pool_size: int = 4, timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, settings: LDAPSettings, *, pool_size: int = DEFAULT_POOL_SIZE, timeout: int = DEFAULT_TIMEOUT
+    ) -> None:
         if not url.startswith(SCHEMES):
             raise StoreError("the ldap source needs an ldap:// or ldaps:// URL")
         if settings.starttls and url.startswith("ldaps://"):

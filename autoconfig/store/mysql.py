@@ -19,68 +19,20 @@ runs longer (``max_statement_time``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import MySQLdb
 
 from .connpool import ConnectionPool
+from .mysql_settings import parse_url
 
 log = logging.getLogger(__name__)
 
-SCHEME = "mysql://"
-DEFAULT_PORT = 3306
 # Connection-level failures: the server is away, restarting, or too slow.  Anything
 # else the driver raises (a rejected query) leaves the connection usable.
 LOST = (MySQLdb.OperationalError, MySQLdb.InterfaceError)
 # Errors that are the query's fault even though the driver files them as OperationalError.
 QUERY_ERRORS = {1054, 1064, 1146, 1142, 1143, 1792, 3140, 4078}
-
-
-@dataclass(frozen=True)
-class MySQLURL:
-    """A parsed ``mysql://user:password@host:port/database`` (``?unix_socket=…&ssl_ca=…``)."""
-
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str = field(repr=False)
-    unix_socket: str | None = None
-    ssl_ca: str | None = None
-
-
-def parse_url(url: str) -> MySQLURL:
-    """Parse without ever putting the URL (it may hold a password) into an error."""
-    if not url.startswith(SCHEME):
-        raise ValueError("must start with mysql://")
-    try:
-        parts = urlsplit(url)
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ValueError("is not a valid mysql:// URL (check the port)") from None
-    query = parse_qs(parts.query, strict_parsing=False)
-    unknown = sorted(set(query) - {"unix_socket", "ssl_ca"})
-    if unknown:
-        raise ValueError(f"unknown mysql:// URL parameter {unknown[0]!r}; use unix_socket or ssl_ca")
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ValueError("must name the database: mysql://user:password@host:3306/database")
-    unix_socket = query.get("unix_socket", [None])[0]
-    if not parts.hostname and not unix_socket:
-        raise ValueError("must name a host (or ?unix_socket=/path)")
-    if not parts.username:
-        raise ValueError("must name the user: mysql://user:password@host/database")
-    return MySQLURL(
-        host=parts.hostname or "localhost",
-        port=port,
-        database=database,
-        user=unquote(parts.username),
-        password=unquote(parts.password or ""),
-        unix_socket=unix_socket,
-        ssl_ca=query.get("ssl_ca", [None])[0],
-    )
 
 
 def is_query_error(exc: BaseException) -> bool:
@@ -104,7 +56,7 @@ def is_lost(exc: BaseException) -> bool:
 class MySQLConnections:
     """Read-only sessions to the mail database, ``pool_size`` per process."""
 
-    def __init__(self, url: str, *, pool_size: int, timeout: float, what: str = "mail database") -> None:
+    def __init__(self, url: str, *, pool_size: int, timeout: int, what: str = "mail database") -> None:
         self.url = parse_url(url)
         self.timeout = timeout
         self.what = what
@@ -113,7 +65,7 @@ class MySQLConnections:
         )
 
     def _connect(self) -> MySQLdb.Connection:
-        seconds = max(1, round(self.timeout))
+        seconds = max(1, self.timeout)
         kwargs: dict[str, Any] = {
             "user": self.url.user,
             "password": self.url.password,

@@ -27,6 +27,7 @@ from .pglookup import Row as TextRow
 from .pglookup import RowLookup, numbered
 from .pgpool import PgConnections
 from .rekey import DESCRIPTION, Merge, Row, plan, report
+from .settings import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def migrate(conn: Conn, merges: list[Merge] | None = None) -> int:
     return found
 
 
-def inspect(url: str, timeout: float) -> str:
+def inspect(url: str, timeout: int) -> str:
     """The schema version found at ``url``, in a read-only session: nothing is created or migrated."""
     try:
         conn = psycopg.connect(
@@ -246,7 +247,7 @@ def inspect(url: str, timeout: float) -> str:
 class PostgresStore(Store):
     kind = "postgresql"
 
-    def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, timeout: int = DEFAULT_TIMEOUT) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout)
 
         # Everything a request does goes through libpq with the [store] timeout deadline

@@ -23,7 +23,6 @@ mistake this service must not make.  More than ``MAX_ROWS`` rows is a 503
 from __future__ import annotations
 
 import logging
-import re
 from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -33,7 +32,9 @@ import psycopg
 from .base import StoreError, StoreUnavailable, Switches
 from .pglookup import RowLookup, numbered
 from .pgpool import PgConnections
-from .source import ReadOnlySource, address_parameters, check_parameters
+from .settings import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT
+from .source import ReadOnlySource, address_parameters
+from .sql_settings import check_query, dialect
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,6 @@ MAX_ROWS = 50
 READ_ROWS = MAX_ROWS + 1  # what the drivers read: one more tells "too many" from "exactly the limit"
 _TRUE_TEXT = {"1", "t", "true", "y", "yes", "on"}
 _FALSE_TEXT = {"", "0", "f", "false", "n", "no", "off"}
-
-
-def check_query(query: str) -> str:
-    """Reject, at config time, a query that cannot be the one SELECT this source runs."""
-    text = query.strip().rstrip(";").strip()
-    if not re.match(r"(?is)^(select|with)\b", text):
-        raise ValueError("must be one SELECT statement (it may start with WITH)")
-    if ";" in text:
-        raise ValueError("must be a single statement: remove the ';' inside it")
-    check_parameters(text, percent_note=" (the query is a parameterised query)")
-    return text
 
 
 def _flag(value: object, column: str) -> bool:
@@ -78,7 +68,7 @@ class _Postgres:
 
     query_errors: tuple[type[BaseException], ...] = (psycopg.Error,)
 
-    def __init__(self, url: str, query: str, *, pool_size: int, timeout: float) -> None:
+    def __init__(self, url: str, query: str, *, pool_size: int, timeout: int) -> None:
         self._db = PgConnections(url, pool_size=pool_size, timeout=timeout, read_only=True, what="mail database")
         self._query = query
         text, self._names = numbered(query)
@@ -110,7 +100,7 @@ class _Postgres:
 class _MySQL:
     """The mail database on MySQL or MariaDB: mysqlclient through ``connpool``."""
 
-    def __init__(self, url: str, query: str, *, pool_size: int, timeout: float) -> None:
+    def __init__(self, url: str, query: str, *, pool_size: int, timeout: int) -> None:
         import MySQLdb
 
         from . import mysql
@@ -143,15 +133,6 @@ class _MySQL:
         self._db.pool.close()
 
 
-def dialect(url: str) -> str:
-    """Which SQL database a URL names: "postgresql" or "mysql"."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql"
-    if url.startswith("mysql://"):
-        return "mysql"
-    raise StoreError("the sql source needs a postgresql:// or mysql:// URL")
-
-
 class SQLSource(ReadOnlySource):
     kind = "sql"
     origin = "the mail database"
@@ -162,7 +143,13 @@ class SQLSource(ReadOnlySource):
     )
 
     def __init__(
-        self, url: str, query: str, *, pool_size: int = 4, timeout: float = 2.0, preset: str | None = None
+        self,
+        url: str,
+        query: str,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        timeout: int = DEFAULT_TIMEOUT,
+        preset: str | None = None,
     ) -> None:
         self.query = check_query(query)
         self.preset = preset
