@@ -48,6 +48,15 @@ def test_reading_the_config_or_rendering_loads_no_backend_and_no_driver() -> Non
     assert drivers == [], f"importing the config loads drivers: {drivers}"
 
 
+@pytest.mark.parametrize("renderer", ["thunderbird", "outlook", "apple", "android"])
+def test_a_renderer_loads_nothing_of_the_store(renderer: str) -> None:
+    """A renderer takes a Decision; the store, the service and the app factory are not its business."""
+    code = f"import json, sys\nimport autoconfig.formats.{renderer}\nprint(json.dumps(sorted(sys.modules)))\n"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True).stdout)
+    unwanted = ("autoconfig.store", "autoconfig.service", "autoconfig.app", "autoconfig.config", "autoconfig.web")
+    assert sorted(name for name in loaded if name.startswith(unwanted)) == []
+
+
 @dataclass(frozen=True)
 class FixedSettings(SourceSettings):
     name: ClassVar[str] = "fixed"
