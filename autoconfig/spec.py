@@ -87,3 +87,6 @@ SRV_SERVICES = {
 }
 # Implicit TLS first (RFC 8314), IMAP before POP (RFC 6186 section 3.4).
 DEFAULT_SRV_PRIORITIES = {"imaps": 0, "submissions": 0, "imap": 10, "submission": 10, "pop3s": 20, "pop3": 30}
+
+# The admin API (the webmail's): every path under it answers JSON.
+ADMIN_PREFIX = "/admin/v1"

@@ -1,45 +1,36 @@
-"""HTTP layer: blueprints per audience, and the checks every request passes.
+"""HTTP layer: the app setup, and the checks every request passes.
 
 Request hygiene that does not depend on the client format lives here:
-Host header syntax, query-string size, security headers, and plain-text
-answers for unknown paths and methods (no HTML page that could echo input).
+Host header syntax, query-string size, and plain-text answers for unknown
+paths and methods (no HTML page that could echo input).  ``init_app``
+registers the blueprints (one per audience) and then builds the WSGI stack
+(``stack.build``).  The blueprints take what they need from ``context``
+(the service, the decision, the body) and ``families`` (their headers and
+error pages), never from this module: imports point one way.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Flask, Request, Response, current_app, request
-from flask.blueprints import BlueprintSetupState
+from flask import Flask, Request, Response, current_app, request
 from flask.sessions import NullSession, SessionInterface
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NotFoundPath
-from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
-from werkzeug.wsgi import get_content_length
 
-from ..errors import BadRequest, ClientError, NotServed, PayloadTooLarge, TooManyRequests, Unavailable, UriTooLong
-from ..metrics import EXTENSION as METRICS
-from ..metrics import Metrics, metrics
+from ..errors import BadRequest, ClientError, TooManyRequests, UriTooLong
 from ..ratelimit import RateLimiter
 from ..resources import data_dir
-from ..service import Decision, Service
-from ..spec import MAX_QUERY_STRING, TEXT_CONTENT_TYPE
-from ..values import Provider
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+from ..spec import ADMIN_PREFIX, MAX_QUERY_STRING
+from .context import FAMILY_KEY, text_response
+from .families import FAMILY_ERRORS, FAMILY_HEADERS, family_render
 
 log = logging.getLogger(__name__)
-
-# Per-request facts the edge middleware reads after the app has answered.
-FAMILY_KEY = "autoconfig.family"  # endpoint family (blueprint name) for the metrics
-OUTCOME_KEY = "autoconfig.outcome"  # served / declined / foreign_domain, set by ``decide``
 
 
 class _NoSessions(SessionInterface):
@@ -102,101 +93,6 @@ class App(Flask):
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
 
 
-def service() -> Service:
-    """The ``Service`` of the app handling this request."""
-    svc: Service = current_app.extensions["autoconfig"]
-    return svc
-
-
-def provider_of_host(svc: Service) -> Provider:
-    """The brand a request names no mailbox of (a bare form, an address-less Thunderbird request) is shown.
-
-    The brand whose domain the Host header is in (``autoconfig.brand.example``
-    is brand.example's), else the first brand in the config.  The header is
-    only looked up, never repeated in an answer.
-    """
-    host = request.environ.get("HTTP_HOST", "").partition(":")[0].rstrip(".").lower()
-    while host:
-        provider = svc.config.provider_for(host)
-        if provider is not None:
-            return provider
-        host = host.partition(".")[2]
-    return svc.config.providers[0]
-
-
-def decide(raw: str | None) -> Decision:
-    """``Service.decide``, with the outcome noted for the request metrics."""
-    environ = request.environ
-    try:
-        decision = service().decide(raw)
-    except NotServed:
-        environ[OUTCOME_KEY] = "foreign_domain"
-        raise
-    except Unavailable:
-        metrics().store_errors.inc()
-        raise
-    environ[OUTCOME_KEY] = "declined" if decision.offer.declined else "served"
-    return decision
-
-
-def _outcome(status: int) -> str:
-    if status == 429:
-        return "rate_limited"
-    if status == 503:
-        return "unavailable"
-    if status >= 500:
-        return "error"
-    return "bad_request" if status >= 400 else "served"
-
-
-def text_response(message: str, status: int) -> Response:
-    return Response(message + "\n", status=status, content_type=TEXT_CONTENT_TYPE)
-
-
-def read_body(cap: int) -> bytes:
-    """At most ``cap`` bytes of the request body, or ``PayloadTooLarge``.
-
-    A chunked body is read no further than ``cap + 1`` bytes.  A declared
-    length is read exactly, from the server's own stream: WSGI forbids
-    reading past it and nothing here does, and werkzeug's wrapper around
-    the stream cost about 10 µs a request under load (bench/).
-    """
-    environ = request.environ
-    length = get_content_length(environ)  # None when chunked
-    if length is not None and length > cap:
-        raise _too_large(cap)
-    if length is None:
-        stream, wanted = request.stream, cap + 1
-    else:
-        stream, wanted = environ["wsgi.input"], length
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        while total < wanted:
-            chunk = stream.read(wanted - total)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except RequestEntityTooLarge:  # werkzeug's own cap (MAX_CONTENT_LENGTH) on a chunked body
-        raise _too_large(cap) from None
-    if total > cap:
-        raise _too_large(cap)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _too_large(cap: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the request body is larger than {cap} bytes")
-
-
-def single_arg(name: str) -> str | None:
-    """A query parameter that must appear at most once (two values are ambiguous, so 400)."""
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise BadRequest(f"the parameter {name} was given more than once")
-    return values[0] if values else None
-
-
 # Blueprints whose callers are trusted machines (load balancer health checks,
 # the mail server's login hook) or that have their own limit.
 UNLIMITED_BLUEPRINTS = frozenset({"health", "dovecot", "metrics"})
@@ -220,9 +116,6 @@ def _utf8_query(query: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-ADMIN_PREFIX = "/admin/v1"
 
 
 def _unrouted_family(req: Request) -> str:
@@ -280,92 +173,8 @@ def _before_request() -> None:
         raise BadRequest("the Host header is not a valid host name")
 
 
-# Sent on every answer unless the view chose its own value.
-DEFAULT_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Cache-Control", "no-store"),
-)
-FAMILY_HEADERS = "autoconfig_family_headers"  # app.extensions: blueprint name -> its own default headers
-FAMILY_ERRORS = "autoconfig_family_errors"  # app.extensions: blueprint name -> how it answers a ClientError
-
-_Defaults = tuple[tuple[str, tuple[str, str]], ...]
-
-
-def _defaults(headers: Iterable[tuple[str, str]]) -> _Defaults:
-    """``headers`` then DEFAULT_HEADERS, the first of each name winning, as (lower-case name, header)."""
-    merged: dict[str, tuple[str, str]] = {}
-    for name, value in (*headers, *DEFAULT_HEADERS):
-        merged.setdefault(name.lower(), (name, value))
-    return tuple(merged.items())
-
-
-def family_headers(blueprint: Blueprint, headers: tuple[tuple[str, str], ...]) -> None:
-    """Every answer of ``blueprint`` (its error pages and static files too) gets ``headers`` unless it set its own."""
-
-    def register(state: BlueprintSetupState) -> None:
-        state.app.extensions[FAMILY_HEADERS][state.name] = _defaults(headers)
-
-    blueprint.record_once(register)
-
-
-def family_errors(blueprint: Blueprint, render: Callable[[ClientError], Response]) -> None:
-    """Errors on ``blueprint``'s paths that no route took (404, 405) are answered by ``render`` too.
-
-    Flask's blueprint error handlers see only requests a route of the
-    blueprint took; the admin API promises JSON for every answer.
-    """
-
-    def register(state: BlueprintSetupState) -> None:
-        state.app.extensions[FAMILY_ERRORS][state.name] = render
-
-    blueprint.record_once(register)
-
-
-class _Edge:
-    """WSGI middleware around the whole app: default headers, then the request metrics.
-
-    Done at the WSGI level on the plain header list because Flask's
-    ``after_request`` hook and werkzeug's ``Headers`` cost about 20 µs per
-    request (profiled), a tenth of the whole request's time in the app.
-    Every answer passes here, error pages and unknown paths included.
-    """
-
-    def __init__(self, app: WSGIApplication, flask_app: Flask) -> None:
-        self.app = app
-        self.flask_app = flask_app
-        self.family_defaults: dict[str, _Defaults] = flask_app.extensions[FAMILY_HEADERS]
-        self.defaults = _defaults(())
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        started = time.perf_counter()
-        status_code = 500
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            nonlocal status_code
-            status_code = int(status[:3])
-            present = {name.lower() for name, _ in headers}
-            defaults = self.family_defaults.get(environ.get(FAMILY_KEY, ""), self.defaults)
-            headers.extend(header for lower, header in defaults if lower not in present)
-            return start_response(status, headers, exc_info)
-
-        try:
-            return self.app(environ, start)
-        finally:
-            family = environ.get(FAMILY_KEY, "unknown")
-            if family != "metrics":  # scrapes are not client traffic
-                outcome = environ.get(OUTCOME_KEY) or _outcome(status_code)
-                registry: Metrics = self.flask_app.extensions[METRICS]
-                registry.count_request(family, outcome, time.perf_counter() - started)
-
-
-def _family_render() -> Callable[[ClientError], Response] | None:
-    renderers: dict[str, Callable[[ClientError], Response]] = current_app.extensions[FAMILY_ERRORS]
-    return renderers.get(request.environ.get(FAMILY_KEY, ""))
-
-
 def _client_error(exc: ClientError) -> Response:
-    render = _family_render()
+    render = family_render()
     if render is not None:
         return render(exc)
     response = text_response(exc.message, exc.status)
@@ -389,7 +198,7 @@ def _http_error(exc: HTTPException) -> Response:
     message = f"{exc.code} {exc.name}"
     if allowed:
         message += f": use {', '.join(allowed)}"
-    render = _family_render()
+    render = family_render()
     response = text_response(message, exc.code or 500) if render is None else render(_HttpError(exc, message))
     if allowed:
         response.headers["Allow"] = ", ".join(allowed)  # RFC 9110, section 15.5.6: a 405 names what is allowed
@@ -402,7 +211,7 @@ def _server_error(exc: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, apple, dovecot, health, outlook, prometheus, setup, thunderbird
+    from . import admin, apple, dovecot, health, outlook, prometheus, setup, stack, thunderbird
 
     app.extensions[FAMILY_HEADERS] = {}
     app.extensions[FAMILY_ERRORS] = {}
@@ -411,12 +220,6 @@ def init_app(app: Flask) -> None:
         "client": RateLimiter(limits.client_rate, limits.client_burst),
         "admin": RateLimiter(limits.admin_rate, limits.admin_burst),
     }
-    if limits.trusted_proxies:
-        # Only the configured number of hops is believed; anything a client
-        # puts further left in X-Forwarded-For is ignored.
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=limits.trusted_proxies, x_proto=limits.trusted_proxies
-        )
     app.before_request(_before_request)
     app.register_error_handler(ClientError, _client_error)
     app.register_error_handler(HTTPException, _http_error)
@@ -431,4 +234,4 @@ def init_app(app: Flask) -> None:
     setup.blueprint.static_folder = data_dir("static")
     app.register_blueprint(setup.blueprint)
     app.register_blueprint(outlook.blueprint)
-    app.wsgi_app = _Edge(app.wsgi_app, app)  # type: ignore[method-assign]
+    stack.build(app)

@@ -18,9 +18,10 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from ..errors import BadRequest, ClientError, Conflict, NotFound, Unauthorized, Unavailable
 from ..metrics import metrics
-from ..spec import MAX_ADMIN_BODY
+from ..spec import ADMIN_PREFIX, MAX_ADMIN_BODY
 from ..store import SWITCHES, Account, ReadOnlyStore, StoreUnavailable
-from . import ADMIN_PREFIX, family_errors, service
+from .context import service
+from .families import family_errors
 from .jsonbody import read_object
 
 log = logging.getLogger(__name__)

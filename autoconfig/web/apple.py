@@ -15,7 +15,7 @@ from flask.blueprints import BlueprintSetupState
 from ..formats import apple
 from ..signing import Signers, load_signers
 from ..spec import APPLE_CONTENT_TYPE, APPLE_PROFILE_PATHS
-from . import decide, single_arg
+from .context import decide, single_arg
 from .pages import decision_page, serve_html
 
 SIGNER = "autoconfig.apple_signer"

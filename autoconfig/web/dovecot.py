@@ -50,7 +50,7 @@ from ..login_policy import GATED_PROTOCOLS, REAL_REMOTE, LoginGate, WebmailNetwo
 from ..logs import loggable
 from ..metrics import metrics
 from ..spec import JSON_CONTENT_TYPE, MAX_POLICY_BODY
-from . import single_arg
+from .context import single_arg
 from .jsonbody import read_object
 
 if TYPE_CHECKING:

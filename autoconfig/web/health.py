@@ -15,7 +15,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from ..store import StoreReplaced, StoreUnavailable
-from . import service
+from .context import service
 
 blueprint = Blueprint("health", __name__)
 

@@ -23,7 +23,7 @@ from flask import request
 
 from ..errors import BadRequest, UnsupportedMediaType
 from ..spec import MAX_JSON_DEPTH
-from . import read_body
+from .context import read_body
 
 JSON_MIMETYPE = "application/json"
 _PLAIN_CONTENT_TYPES = frozenset({JSON_MIMETYPE, f"{JSON_MIMETYPE}; charset=utf-8"})

@@ -16,12 +16,10 @@ included) are folded to lower case before routing
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from flask import Blueprint, Flask, Response, jsonify, request
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import BadRequest, ClientError, NotServed, Unavailable
@@ -29,7 +27,6 @@ from ..formats import outlook
 from ..service import declined_message
 from ..spec import (
     AUTODISCOVER_BASE_NS,
-    AUTODISCOVER_PREFIX,
     AUTODISCOVER_V1,
     CACHE_CONTROL,
     OUTLOOK_CONTENT_TYPE,
@@ -48,52 +45,20 @@ from ..spec import (
     OUTLOOK_POX_PATH,
     OUTLOOK_REQUEST_MIMETYPES,
 )
-from . import decide, family_headers, read_body, service, single_arg
+from .context import decide, read_body, service, single_arg
+from .families import family_headers
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    pass
 
 blueprint = Blueprint("outlook", __name__)
 family_headers(blueprint, (("Cache-Control", CACHE_CONTROL),))
 _pox = Blueprint("pox", __name__)
 _json = Blueprint("json", __name__)
 
-_PREFIX_LENGTH = len(AUTODISCOVER_PREFIX)
-
 
 class InvalidProtocol(BadRequest):
     """The JSON pointer was asked for a protocol other than AutodiscoverV1."""
-
-
-class _FoldAutodiscoverCase:
-    """WSGI middleware: ``/AutoDiscover/AutoDiscover.XML`` routes as ``/autodiscover/autodiscover.xml``,
-    and ``/AutoDiscover/AutoDiscover.JSON/V1.0/<address>`` as ``/autodiscover/autodiscover.json/v1.0/<address>``.
-
-    Only those segments are folded; the address in the JSON v1.0 path
-    reaches the view as sent.
-    """
-
-    def __init__(self, app: WSGIApplication) -> None:
-        self.app = app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path: str = environ.get("PATH_INFO", "")
-        # Every request passes here, so plain string tests instead of a regular
-        # expression (which cost about 10 µs a request under load; bench/).
-        if path[:_PREFIX_LENGTH].lower() == AUTODISCOVER_PREFIX:
-            end = path.find("/", _PREFIX_LENGTH)
-            if end > 0 and path[:end].lower() == OUTLOOK_JSON_PATH:
-                end = path.find("/", end + 1)  # the version segment too: /AutoDiscover.JSON/V1.0/<address>
-            head = path if end < 0 else path[:end]
-            if head.isascii() and not head.islower():  # ASCII only: Unicode case mapping can change lengths
-                environ["PATH_INFO"] = head.lower() + path[len(head) :]
-        return self.app(environ, start_response)
-
-
-@blueprint.record_once
-def _fold_case(state: BlueprintSetupState) -> None:
-    app = cast(Flask, state.app)
-    app.wsgi_app = _FoldAutodiscoverCase(app.wsgi_app)  # type: ignore[method-assign]
 
 
 # --- POX --------------------------------------------------------------------------------------------------------

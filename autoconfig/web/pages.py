@@ -21,7 +21,8 @@ from ..formats import android
 from ..service import Decision
 from ..spec import APPLE_PROFILE_PATHS, CACHE_CONTROL
 from ..values import Provider
-from . import family_headers, provider_of_host, service
+from .context import provider_of_host, service
+from .families import family_headers
 
 # No script anywhere; styles only from our own static file; QR codes are data: images.
 CONTENT_SECURITY_POLICY = (

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import NotFound
 from ..metrics import metrics
-from . import service
+from .context import service
 
 blueprint = Blueprint("metrics", __name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from ..spec import SETUP_PATH
-from . import decide, single_arg
+from .context import decide, single_arg
 from .pages import decision_page, page, serve_html
 
 # static_folder is set by ``init_app``: where static/ is depends on how the package was installed.

@@ -16,7 +16,8 @@ from ..formats import thunderbird
 from ..service import Service, declined_message
 from ..spec import CACHE_CONTROL, THUNDERBIRD_CONTENT_TYPE, THUNDERBIRD_PATHS
 from ..values import Provider
-from . import OUTCOME_KEY, decide, family_headers, provider_of_host, service, single_arg, text_response
+from .context import OUTCOME_KEY, decide, provider_of_host, service, single_arg, text_response
+from .families import family_headers
 
 blueprint = Blueprint("thunderbird", __name__)
 family_headers(blueprint, (("Cache-Control", CACHE_CONTROL),))
