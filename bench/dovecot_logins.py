@@ -4,7 +4,7 @@
                                    [--clients 8] [--users 200] [--max-seconds 60]
                                    [--out bench/results/dovecot-logins.txt]
 
-Two Dovecot instances run side by side on loopback, alike in everything
+Two Dovecot instances (three with ``--also-closing``) run side by side on loopback, alike in everything
 (passwd-file passdb, static userdb, maildirs, tests/support/dovecot.py)
 but one: the second carries the shipped snippet for the installed version
 (config/dovecot-2.3-auth-policy.conf or config/dovecot-2.4-auth-policy.conf)
@@ -74,6 +74,7 @@ from tests.test_dovecot_login import dovecot_settings  # noqa: E402  (the shippe
 
 PASSWORD = "bench-password"
 TARGET_OVERHEAD = 0.10
+CLOSING = "hook, closing"
 WARM_UP = 50
 METRICS = "\n[metrics]\nenabled = true\n"  # loopback only (the default allow_networks)
 _DECISIONS = re.compile(
@@ -270,6 +271,11 @@ def main() -> int:
         action="store_true",
         help="implicit TLS (IMAPS/POP3S) and SHA512-CRYPT passwords, as an ISP runs it",
     )
+    parser.add_argument(
+        "--also-closing",
+        action="store_true",
+        help=f"a third instance, '{CLOSING}': the hook with the service closing each connection (--keep-alive 0)",
+    )
     parser.add_argument("--logins", type=int, default=1000, help="logins per instance and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=8, help="concurrent connections")
@@ -302,29 +308,40 @@ def main() -> int:
             DovecotServer(work / "dovecot-hooked", passwords, extra_config=snippet, tls=tls, passdb_scheme=scheme)
         )
         instances = {"without hook": (plain, None), "with hook": (hooked, autoconfig_pid)}
-        hooked_logins = 0
+        urls = {"with hook": url}
+        if args.also_closing:  # the same service closing each connection after its answer, as before issue 24
+            closing_env = {**env, "GUNICORN_CMD_ARGS": "--keep-alive 0"}
+            closing_pid, urls[CLOSING] = stack.enter_context(gunicorn("wsgi:app", closing_env, work / "closing.log"))
+            snippet = dovecot_settings(f"{urls[CLOSING]}/dovecot/auth-policy", api_header(), reject_on_fail=False)
+            closing = stack.enter_context(
+                DovecotServer(work / "dovecot-closing", passwords, extra_config=snippet, tls=tls, passdb_scheme=scheme)
+            )
+            instances[CLOSING] = (closing, closing_pid)
+        asked = dict.fromkeys(urls, 0)
         for name, (dovecot, _) in instances.items():  # maildirs made, caches and connections warm
             port = dovecot.imap_port if args.protocol == "imap" else dovecot.pop3_port
             if args.realistic:
                 port = dovecot.imaps_port if args.protocol == "imap" else dovecot.pop3s_port
             done, _ = run_logins(LOGINS[args.protocol], port, users, WARM_UP, args.clients, args.max_seconds)
-            hooked_logins += done if name == "with hook" else 0
+            if name in asked:
+                asked[name] += done
         runs: dict[str, list[Run]] = {name: [] for name in instances}
         names = list(instances)
         for round_number in range(args.rounds):
             for name in names if round_number % 2 == 0 else names[::-1]:
                 dovecot, pid = instances[name]
                 runs[name].append(measure(dovecot, pid, args, users))
-        hooked_logins += sum(run.logins for run in runs["with hook"])
         # The shipped snippet lets a login through when the hook fails (auth_policy_reject_on_fail = no),
         # so the figures count only if autoconfig decided every one of them.
         time.sleep(1.5)  # each worker writes its tally of decisions once a second
-        decided = _allowed_decisions(url)
         lines = report(runs, args)
-        lines.append(
-            f"{'PASS' if decided == hooked_logins else 'FAIL'}  autoconfig decided {decided} of the "
-            f"{hooked_logins} logins through the hooked Dovecot (allow, from its metrics)"
-        )
+        for name, service_url in urls.items():
+            asked[name] += sum(run.logins for run in runs[name])
+            decided = _allowed_decisions(service_url)
+            lines.append(
+                f"{'PASS' if decided == asked[name] else 'FAIL'}  autoconfig decided {decided} of the "
+                f"{asked[name]} logins through the Dovecot {name} (allow, from its metrics)"
+            )
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -346,6 +363,11 @@ def _enable_imap_and_pop(store_url: str, users: list[str]) -> None:
     store.close()
 
 
+def _median_ms(runs: list[Run]) -> str:
+    values = sorted(run.autoconfig_cpu * 1000 / run.logins for run in runs)
+    return f"{statistics.median(values):.2f} ms (range {values[0]:.2f} to {values[-1]:.2f})"
+
+
 def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
     lines = [
         f"# python -m bench.dovecot_logins {' '.join(sys.argv[1:])}",
@@ -364,6 +386,7 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
                 f"{run.others_cpu / run.seconds / (os.cpu_count() or 1):>29.0%}"
             )
     plain, hooked = runs["without hook"], runs["with hook"]
+    closing = runs.get(CLOSING)
     rate_overheads = sorted(1 - h.rate / p.rate for p, h in zip(plain, hooked, strict=True))
     cpu_overheads = sorted(h.cpu_ms_per_login / p.cpu_ms_per_login - 1 for p, h in zip(plain, hooked, strict=True))
     rate, cpu = statistics.median(rate_overheads), statistics.median(cpu_overheads)
@@ -378,6 +401,19 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
         f"with it {statistics.median(r.rate for r in hooked):.1f} (medians)",
         f"info  CPU per login (Dovecot + autoconfig): {cpu:+.0%} with the hook "
         f"(median of {args.rounds} paired rounds, range {cpu_overheads[0]:+.0%} to {cpu_overheads[-1]:+.0%})",
+        f"info  autoconfig CPU per login {_median_ms(hooked)} with connections kept"
+        + (f", {_median_ms(closing)} closing each one" if closing else ""),
+    ]
+    if closing:
+        closing_rates = sorted(1 - c.rate / p.rate for p, c in zip(plain, closing, strict=True))
+        closing_cpu = sorted(c.cpu_ms_per_login / p.cpu_ms_per_login - 1 for p, c in zip(plain, closing, strict=True))
+        lines.append(
+            f"info  {CLOSING} (the service closing each connection, as before issue 24): the hook costs "
+            f"{statistics.median(closing_rates):.0%} of the login rate (range {closing_rates[0]:.0%} to "
+            f"{closing_rates[-1]:.0%}), CPU per login {statistics.median(closing_cpu):+.0%} "
+            f"(range {closing_cpu[0]:+.0%} to {closing_cpu[-1]:+.0%})"
+        )
+    lines += [
         f"{'PASS' if rate <= TARGET_OVERHEAD else 'FAIL'}  the hook costs {rate:.0%} of Dovecot's own login rate "
         f"(median of {args.rounds} paired rounds, range {rate_overheads[0]:.0%} to {rate_overheads[-1]:.0%}; "
         f"target <= {TARGET_OVERHEAD:.0%})",
