@@ -25,6 +25,27 @@ while it is being read.  Only bodies are handed over so: the endpoints
 that take large ones check their caller's secret first.  A head over
 64 KiB, which any client could send, gets ``431`` from the loop itself.
 
+Connections are kept alive.  Dovecot's HTTP client asks about every IMAP
+and POP3 login on a connection it keeps open (HTTP/1.1, ``Connection:
+Keep-Alive``); closing after each answer made every login pay a new TCP
+connection on both sides, most of what a decision cost through Dovecot
+beyond its cost under wrk.  So once a request is answered and both sides
+allow it (HTTP/1.1 without ``Connection: close``, or 1.0 with
+``keep-alive``; an answer gunicorn's ``Response`` frames by Content-Length
+or chunks; a request read whole, so where the next one starts is known;
+a worker not stopping), the connection goes back into the loop.  Bytes
+already read past the answered request (pipelining) start the next one,
+which is served from the loop after the other connections had their turn.
+An idle connection waits ``keepalive`` seconds (config/gunicorn.conf.py:
+longer than Dovecot keeps its own, so that Dovecot is the one to close)
+and is then closed without a word; its next request is buffered whole and
+gets 408 ``read_timeout`` seconds after its first byte, as on a new
+connection.  Idle connections cost a buffer, never a worker: each worker
+keeps at most MAX_IDLE, closing the oldest beyond that, and closes idle
+ones before it stops accepting for want of descriptors.  A stopping worker
+closes its idle connections within STOP_IDLE_LINGER, answering a request
+that arrives meanwhile with ``Connection: close``.
+
 Production still puts nginx in front (config/nginx/autoconfig.conf): TLS,
 and the buffering of slow clients on the scale of a whole site.
 """
@@ -40,9 +61,11 @@ import socket
 import struct
 import time
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 from gunicorn import http
+from gunicorn.http import wsgi
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout as _HTTPRequestTimeout
 
@@ -69,6 +92,14 @@ ACCEPT_BATCH = 16
 ACCEPT_PAUSE = 0.1
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RECV_SIZE = 65536
+# Kept-alive connections waiting for their next request, per worker: beyond this the oldest is
+# closed.  A Dovecot auth process opens at most 100 (its max_parallel_connections), so this holds
+# a few Dovecot servers' connections, well inside systemd's 1024 descriptors; out of descriptors,
+# a worker closes idle connections before it stops accepting.
+MAX_IDLE = 256
+# A stopping worker keeps its idle connections this long (at most their keep-alive time), so a
+# request already on its way on one is answered (with "Connection: close"), not cut off.
+STOP_IDLE_LINGER = 1.0
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -232,6 +263,11 @@ class ReplaySocket(socket.socket):
         self._buffered, self._deadline, self._continue_sent = buffered, deadline, continue_sent
         return self
 
+    def take_buffered(self) -> bytes:
+        """What the event loop read that the parser has not asked for (the start of a pipelined request)."""
+        buffered, self._buffered = self._buffered, b""
+        return buffered
+
     def recv(self, size: int, flags: int = 0, /) -> bytes:
         buffered = self._buffered
         if buffered:
@@ -319,11 +355,21 @@ class _Pending:
             pass
 
 
+class _Idle:
+    """A kept-alive connection waiting for its next request (until ``deadline``, then closed)."""
+
+    __slots__ = ("addr", "deadline", "listener", "sock")
+
+    def __init__(self, sock: ReplaySocket, addr: Any, listener: Any, deadline: float) -> None:
+        self.sock, self.addr, self.listener, self.deadline = sock, addr, listener, deadline
+
+
 class BufferingWorker(SyncWorker):  # type: ignore[misc]
     """gunicorn's sync worker, fed only complete requests (see the module docstring)."""
 
     read_timeout = DEFAULT_READ_TIMEOUT  # config/gunicorn.conf.py sets it from AUTOCONFIG_READ_TIMEOUT
     _buffering = True
+    _may_keep = False  # whether the request being served may leave its connection open
 
     def run(self) -> None:
         if self.cfg.is_ssl:  # TLS belongs to the proxy in front; the plain sync worker handles it
@@ -334,11 +380,16 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         self._selector = selectors.DefaultSelector()
         self._pending: dict[int, _Pending] = {}
         self._pending_order: deque[_Pending] = deque()
+        self._ready: deque[_Pending] = deque()  # pending requests already buffered whole (pipelined)
+        self._idle: dict[int, _Idle] = {}
+        self._idle_order: deque[_Idle] = deque()
+        self._idle_capped = False
         self._lingering: dict[int, tuple[socket.socket, float, list[int]]] = {}
         self._linger_order: deque[tuple[int, socket.socket, float]] = deque()
         self._accepting = False
         self._accept_resume = 0.0  # while out of file descriptors: when to try accepting again
         self._max_pending = max(1, self.cfg.worker_connections)
+        self._keepalive = float(self.cfg.keepalive or 0)
         for listener in self.sockets:
             listener.setblocking(False)
         self._selector.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
@@ -348,6 +399,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         finally:
             for pending in list(self._pending.values()):
                 self._drop(pending)
+            for idle in list(self._idle.values()):
+                self._close_idle(idle)
             for sock, _deadline, _drained in list(self._lingering.values()):
                 self._unlinger(sock)
             self._selector.close()
@@ -355,10 +408,12 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
     # -- the loop ------------------------------------------------------------
 
     def _loop(self) -> None:
-        while self.alive or self._pending:
+        while self.alive or self._pending or self._idle:
             self.notify()
-            if not self.alive and self._accepting:
-                self._accept(False)  # stopping: finish what has started, take nothing new
+            if not self.alive:
+                if self._accepting:
+                    self._accept(False)  # stopping: finish what has started, take nothing new
+                self._cap_idle()
             for key, _events in self._selector.select(self._wait()):
                 data = key.data
                 if data == "pipe":  # a signal arrived (gunicorn's wakeup fd)
@@ -368,8 +423,11 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                     self._accept_some(key.fileobj)
                 elif isinstance(data, _Pending):
                     self._receive(data)
+                elif isinstance(data, _Idle):
+                    self._wake(data)
                 else:
                     self._drain(key.fileobj)
+            self._serve_ready()
             self._expire()
             if not self._accepting and self.alive and len(self._pending) < self._max_pending:
                 self._accept(True)  # after a pause for file descriptors
@@ -377,10 +435,14 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 return
 
     def _wait(self) -> float:
+        if self._ready:
+            return 0.0
         wait = self.timeout or 0.5
         now = time.monotonic()
         if self._pending_order:
             wait = min(wait, self._pending_order[0].deadline - now)
+        if self._idle_order:
+            wait = min(wait, self._idle_order[0].deadline - now)
         if self._linger_order:
             wait = min(wait, self._linger_order[0][2] - now)
         if not self._accepting and self._accept_resume > now:
@@ -410,6 +472,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                     return
                 if exc.errno in _OUT_OF_FDS:
+                    if self._close_oldest_idle(ACCEPT_BATCH):
+                        continue  # descriptors freed: a waiting request beats a connection with none
                     self.log.warning("Not accepting for %g s: %s (%d pending)", ACCEPT_PAUSE, exc, len(self._pending))
                     self._accept(False)
                     self._accept_resume = time.monotonic() + ACCEPT_PAUSE
@@ -419,10 +483,13 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             pending = _Pending(sock, addr, listener, time.monotonic() + self.read_timeout)
             # Most requests are already here: serve them without a trip through the selector.
             if not self._receive(pending, registered=False):
-                self._pending[sock.fileno()] = pending
-                self._pending_order.append(pending)
-                self._selector.register(sock, selectors.EVENT_READ, pending)
+                self._add_pending(pending)
         self._accept(self.alive and len(self._pending) < self._max_pending)
+
+    def _add_pending(self, pending: _Pending) -> None:
+        self._pending[pending.sock.fileno()] = pending
+        self._pending_order.append(pending)
+        self._selector.register(pending.sock, selectors.EVENT_READ, pending)
 
     def _receive(self, pending: _Pending, registered: bool = True) -> bool:
         """Read what has arrived; serve the request once complete.  True when the connection is done with."""
@@ -438,6 +505,11 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             sock.close()
             return True
         pending.data += chunk
+        return self._advance(pending, registered)
+
+    def _advance(self, pending: _Pending, registered: bool) -> bool:
+        """Serve the request if all of it is buffered.  True when the connection is done with."""
+        sock = pending.sock
         try:
             complete = pending.complete()
         except HeadTooLarge:
@@ -453,6 +525,13 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         sock.prime(bytes(pending.data), pending.deadline, pending.continue_sent)
         self.handle(pending.listener, sock, pending.addr, complete=bool(complete))
         return True
+
+    def _serve_ready(self) -> None:
+        """Serve pipelined requests that were buffered whole behind an answered one, one per connection per turn."""
+        for _ in range(len(self._ready)):
+            pending = self._ready.popleft()
+            if self._pending.get(pending.sock.fileno()) is pending:
+                self._advance(pending, registered=True)
 
     def _forget(self, pending: _Pending, registered: bool) -> None:
         if registered:
@@ -474,6 +553,13 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 self._linger(pending.sock)
         while order and self._pending.get(order[0].sock.fileno()) is not order[0]:
             order.popleft()  # served or gone: forget its place in line
+        idle_order = self._idle_order
+        while idle_order and idle_order[0].deadline <= now:
+            idle = idle_order.popleft()
+            if self._idle.get(idle.sock.fileno()) is idle:
+                self._close_idle(idle)  # kept long enough: closed without a word, as HTTP has it
+        while idle_order and self._idle.get(idle_order[0].sock.fileno()) is not idle_order[0]:
+            idle_order.popleft()
         lingering = self._linger_order
         while lingering and lingering[0][2] <= now:
             fd, sock, _deadline = lingering.popleft()
@@ -484,29 +570,153 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         self._forget(pending, True)
         pending.sock.close()
 
+    # -- kept-alive connections ----------------------------------------------
+
+    def _keep(self, sock: ReplaySocket, addr: Any, listener: Any, leftover: bytes) -> None:
+        """Put an answered connection back into the loop: idle until its next request, or pending
+        with the start of a pipelined one already read."""
+        if leftover:
+            pending = _Pending(sock, addr, listener, time.monotonic() + self.read_timeout)
+            pending.data += leftover
+            self._add_pending(pending)
+            self._ready.append(pending)  # served from the loop, after the others have had their turn
+            return
+        idle = _Idle(sock, addr, listener, time.monotonic() + self._keepalive)
+        self._idle[sock.fileno()] = idle
+        self._idle_order.append(idle)
+        self._selector.register(sock, selectors.EVENT_READ, idle)
+        if len(self._idle) > MAX_IDLE:
+            self._close_oldest_idle(len(self._idle) - MAX_IDLE)
+
+    def _wake(self, idle: _Idle) -> None:
+        """Bytes (or the end) on an idle connection: its next request starts, with the read deadline from now."""
+        sock = idle.sock
+        try:
+            chunk = socket.socket.recv(sock, RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:  # the client closed its idle connection, as clients do
+            self._close_idle(idle)
+            return
+        del self._idle[sock.fileno()]
+        pending = _Pending(sock, idle.addr, idle.listener, time.monotonic() + self.read_timeout)
+        pending.data += chunk
+        self._pending[sock.fileno()] = pending
+        self._pending_order.append(pending)
+        self._selector.modify(sock, selectors.EVENT_READ, pending)
+        self._advance(pending, registered=True)
+
+    def _close_idle(self, idle: _Idle) -> None:
+        self._idle.pop(idle.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(idle.sock)
+        idle.sock.close()
+
+    def _close_oldest_idle(self, count: int) -> int:
+        closed = 0
+        while closed < count and self._idle_order:
+            idle = self._idle_order.popleft()
+            if self._idle.get(idle.sock.fileno()) is idle:
+                self._close_idle(idle)
+                closed += 1
+        return closed
+
+    def _cap_idle(self) -> None:
+        """Stopping: every idle connection closes within STOP_IDLE_LINGER (once; the order stays sorted)."""
+        if self._idle_capped:
+            return
+        self._idle_capped = True
+        deadline = time.monotonic() + STOP_IDLE_LINGER
+        for idle in self._idle_order:
+            idle.deadline = min(idle.deadline, deadline)
+
     # -- serving and closing -------------------------------------------------
 
     def handle(self, listener: Any, client: Any, addr: Any, complete: bool = True) -> None:
-        """gunicorn's sync ``handle``, but closing through the event loop instead of waiting for the client."""
+        """gunicorn's sync ``handle``, but closing (or keeping the connection) through the event loop."""
         if not self._buffering:
             SyncWorker.handle(self, listener, client, addr)
             return
         req = None
+        keep = False
+        parser = None
+        # Only a request read whole may leave its connection open: where the next one starts is known.
+        self._may_keep = complete and self.alive and self._keepalive > 0
         try:
             parser = http.get_parser(self.cfg, client, addr)
             req = next(parser)
-            self.handle_request(listener, req, client, addr)
+            keep = bool(self.handle_request(listener, req, client, addr)) and self._may_keep
+            # A body the application did not read is still in the buffer: skip it, so that what
+            # follows is the next request.  It was all read, so this waits for nothing.
+            keep = keep and parser.finish_body(deadline=time.monotonic() + 0.1)
         except http.errors.NoMoreData as exc:
             self.log.debug("Ignored premature client disconnection. %s", exc)
         except StopIteration as exc:
             self.log.debug("Closing connection. %s", exc)
         except OSError as exc:
+            keep = False
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 self.log.exception("Socket error processing request.")
         except BaseException as exc:  # as gunicorn does: the client gets an answer, the worker goes on
+            keep = False
             self.handle_error(req, client, addr, exc)
         finally:
-            self._close(client, complete)
+            if keep and parser is not None and client.fileno() >= 0:
+                self._keep(client, addr, listener, parser.unreader.take_buffered() + client.take_buffered())
+            else:
+                self._close(client, complete)
+
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> bool | None:
+        """gunicorn's sync ``handle_request``, without its forced close: True when the connection may stay open.
+
+        The response says ``Connection: close`` when the request asked for it (or is HTTP/1.0
+        without keep-alive), when the worker is stopping, when keep-alive is off or the request
+        was not read whole; gunicorn's ``Response.should_close`` also closes an answer it could
+        not frame (no Content-Length and not chunked).
+        """
+        if not self._buffering:
+            SyncWorker.handle_request(self, listener, req, client, addr)
+            return None
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(req, client, addr, listener.getsockname(), self.cfg)
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            if not (self._may_keep and self.alive):
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            return not resp.should_close()
+        except OSError:
+            raise  # the client went away: handle() says so, no error answer
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # Part of an answer went out: a second one on the same connection would corrupt it.
+                self.log.exception("Error handling request")
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if isinstance(exc, RequestTimeout):

@@ -18,7 +18,9 @@ client: a few clients that send half a request and stop held every worker
 for 30 s.  The buffering worker is the sync worker fed only complete
 requests: each worker reads arriving requests in an event loop and answers
 408 to one not complete AUTOCONFIG_READ_TIMEOUT seconds after it connected,
-so a slow client holds a buffer, never a worker.  Production still puts
+so a slow client holds a buffer, never a worker.  An answered connection goes back into that
+loop until its next request (keep-alive, ``keepalive`` below): Dovecot asks about every IMAP and
+POP3 login on the connection it keeps, instead of a new TCP connection per login.  Production still puts
 nginx in front (config/nginx/autoconfig.conf) for TLS.  ``sync`` and
 ``gthread`` remain selectable; neither has a read deadline, so use them
 only behind a buffering proxy.  gthread suits hosted-domain detection
@@ -47,7 +49,16 @@ if worker_class == _WORKER_CLASSES["buffering"]:
     _read_timeout = read_timeout(os.environ.get("AUTOCONFIG_READ_TIMEOUT"))
 timeout = 30
 graceful_timeout = 10
-keepalive = 5
+# How long the buffering worker keeps an answered connection open for its next request (an idle
+# connection costs a buffer in the worker's event loop, never the worker; at most
+# autoconfig.worker.MAX_IDLE per worker).  Dovecot's HTTP client keeps its connection to the
+# policy endpoint idle for up to 10 s (max_idle_time in 2.3's auth-policy.c, hard-coded;
+# http_client_max_idle_time = 10s in 2.4's auth_policy filter) and does not retry a request lost
+# with its connection: had the service closed first, a question crossing the close would fail,
+# and with auth_policy_reject_on_fail = no the login would go in unasked.  So the service waits
+# longer than Dovecot, and Dovecot is the one that closes.  nginx's upstream keepalive_timeout
+# (config/nginx/autoconfig.conf) is shorter than this for the same reason.
+keepalive = 15
 
 # Clients send small requests; anything bigger is hostile or broken.  The app
 # answers oversized query strings itself (414, with the headers every answer

@@ -54,11 +54,32 @@ def connect(server: GunicornServer) -> socket.socket:
 
 
 def read_answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    chunks = []
+    """Everything the server sends until it closes the connection or has sent one final answer
+    (interim 100s included) whole by its Content-Length: an answer to HTTP/1.1 without
+    ``Connection: close`` leaves the connection open for the next request."""
+    data = b""
     while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+        data += chunk
+        if answer_end(data) is not None:
+            break
+    return data
+
+
+def answer_end(data: bytes, start: int = 0) -> int | None:
+    """Where the first final answer from ``start`` on ends, once all of it is in ``data``."""
+    while True:
+        head_end = data.find(b"\r\n\r\n", start)
+        if head_end < 0:
+            return None
+        head = data[start:head_end].lower()
+        if head.startswith(b"http/1.1 1"):  # an interim answer: the final one follows
+            start = head_end + 4
+            continue
+        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        if b"content-length" not in fields:
+            return None  # framed by the close
+        end = head_end + 4 + int(fields[b"content-length"])
+        return end if len(data) >= end else None
 
 
 def status_of(answer: bytes) -> int:

@@ -122,7 +122,12 @@ class DovecotServer(ManagedServer):
     logs in as ``user``); ``login_trusted_networks`` may forward their
     clients' addresses (IMAP ID); with ``haproxy_trusted_networks``, IMAP
     also listens on :attr:`haproxy_port` for load balancers speaking the
-    PROXY protocol from those networks. ``extra_config`` is appended
+    PROXY protocol from those networks. With ``tls`` (a certificate and its
+    key, PEM files), IMAP and POP3 also listen with implicit TLS on
+    :attr:`imaps_port` and :attr:`pop3s_port` (IMAPS and POP3S, as an ISP
+    runs them). ``passdb_scheme`` is how the passdb stores the passwords:
+    ``PLAIN``, or a scheme ``doveadm pw`` knows (``SHA512-CRYPT``, as an ISP
+    stores them), each user's hash made once at start. ``extra_config`` is appended
     verbatim, so it must be in the installed version's syntax: the shipped
     snippet of :func:`installed_series`, as a test exercises it as is.
     """
@@ -141,6 +146,8 @@ class DovecotServer(ManagedServer):
         master_users: Mapping[str, str] | None = None,
         login_trusted_networks: Sequence[str] = (),
         haproxy_trusted_networks: Sequence[str] = (),
+        tls: tuple[pathlib.Path, pathlib.Path] | None = None,
+        passdb_scheme: str = "PLAIN",
     ):
         for login, password in (users | dict(master_users or {})).items():
             if not login or any(c in login + password for c in ":\n\r"):
@@ -160,10 +167,15 @@ class DovecotServer(ManagedServer):
         self.master_users = dict(master_users or {})
         self.login_trusted_networks = list(login_trusted_networks)
         self.haproxy_trusted_networks = list(haproxy_trusted_networks)
+        self.tls = tls
+        self.passdb_scheme = passdb_scheme
+        self._hashes: dict[str, str] = {}  # password -> its stored form, made once
         self.series = installed_series()
         self.imap_port = 0
         self.pop3_port = 0
         self.haproxy_port = 0  # set while running with haproxy_trusted_networks
+        self.imaps_port = 0  # set while running with tls
+        self.pop3s_port = 0
         self._runtime_dir: pathlib.Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -187,6 +199,8 @@ class DovecotServer(ManagedServer):
                 self.imap_port, self.pop3_port = free_port(), free_port()
                 if self.haproxy_trusted_networks:
                     self.haproxy_port = free_port()
+                if self.tls is not None:
+                    self.imaps_port, self.pop3s_port = free_port(), free_port()
                 try:
                     self._spawn_and_wait()
                     return
@@ -226,9 +240,28 @@ class DovecotServer(ManagedServer):
         # the passwords are throw-away test credentials.
         for name, accounts in (("users", self.users), ("masters", self.master_users)):
             passwd = runtime / name
-            passwd.write_text("".join(f"{login}:{{PLAIN}}{password}\n" for login, password in accounts.items()))
+            passwd.write_text("".join(f"{login}:{self._stored(password)}\n" for login, password in accounts.items()))
             passwd.chmod(0o644)
         return runtime
+
+    def _stored(self, password: str) -> str:
+        """The passdb's form of ``password``: ``{PLAIN}password``, or its hash in ``passdb_scheme``
+        (one ``doveadm pw`` per distinct password: users sharing one share its salt, which costs
+        each login's verification the same)."""
+        if self.passdb_scheme == "PLAIN":
+            return f"{{PLAIN}}{password}"
+        if password not in self._hashes:
+            made = subprocess.run(
+                ["doveadm", "pw", "-s", self.passdb_scheme, "-p", password],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout.strip()
+            if not made.startswith(f"{{{self.passdb_scheme}}}"):
+                raise RuntimeError(f"doveadm pw -s {self.passdb_scheme} said {made!r}")
+            self._hashes[password] = made
+        return self._hashes[password]
 
     def _remove_runtime_dir(self) -> None:
         runtime, self._runtime_dir = self._runtime_dir, None
@@ -262,7 +295,16 @@ class DovecotServer(ManagedServer):
     def _greets(self) -> bool:
         """True once IMAP and POP3 both send a greeting."""
         imap_ready = _greeting(self.imap_port).startswith(b"* OK")
-        return imap_ready and _greeting(self.pop3_port).startswith(b"+OK")
+        ready = imap_ready and _greeting(self.pop3_port).startswith(b"+OK")
+        if self.tls is not None and ready:  # the TLS listeners are up once they accept
+            for port in (self.imaps_port, self.pop3s_port):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return ready
+
+    def _ssl_settings(self, v24: bool) -> str:
+        """``ssl = no``, or the certificate for the implicit-TLS listeners (plain IMAP and POP3 stay
+        plain: ``ssl = yes`` offers STARTTLS there without requiring it)."""
+        return _ssl_settings_text(self.tls, v24)
 
     def _config(self, runtime: pathlib.Path) -> str:
         """The whole config: this server in the installed version's syntax, then ``extra_config``."""
@@ -280,7 +322,7 @@ instance_name = autoconfig-test-{runtime.name}
 log_path = {self.log_path}
 listen = {self.address}
 protocols = imap pop3
-ssl = no
+{self._ssl_settings(v24)}
 {"auth_allow_cleartext = yes" if v24 else "disable_plaintext_auth = no"}
 auth_mechanisms = plain login
 auth_verbose = yes
@@ -343,13 +385,14 @@ userdb {{
     port = {self.haproxy_port}
     haproxy = yes
   }}"""
+        tls_listener = "" if self.tls is None else "\n    ssl = yes"
         config += f"""\
 service imap-login {{{chroot}
   inet_listener imap {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {self.imaps_port}{tls_listener}
   }}{proxied}
 }}
 service pop3-login {{{chroot}
@@ -357,7 +400,7 @@ service pop3-login {{{chroot}
     port = {self.pop3_port}
   }}
   inet_listener pop3s {{
-    port = 0
+    port = {self.pop3s_port}{tls_listener}
   }}
 }}
 """
@@ -386,6 +429,15 @@ auth_policy_reject_on_fail = {"yes" if self.reject_on_fail else "no"}
             if self.policy_api_header is not None:
                 config += f"auth_policy_server_api_header = {self.policy_api_header}\n"
         return config + self.extra_config
+
+
+def _ssl_settings_text(tls: tuple[pathlib.Path, pathlib.Path] | None, v24: bool) -> str:
+    if tls is None:
+        return "ssl = no"
+    cert, key = tls
+    if v24:
+        return f"ssl = yes\nssl_server_cert_file = {cert}\nssl_server_key_file = {key}"
+    return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
 
 
 def _mail_user() -> pwd.struct_passwd:
