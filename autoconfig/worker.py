@@ -591,12 +591,9 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
     def _wake(self, idle: _Idle) -> None:
         """Bytes (or the end) on an idle connection: its next request starts, with the read deadline from now."""
         sock = idle.sock
-        try:
-            chunk = socket.socket.recv(sock, RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        chunk = _recv_now(sock)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         if not chunk:  # the client closed its idle connection, as clients do
             self._close_idle(idle)
             return
@@ -766,12 +763,9 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         if entry is None:
             return
         drained = entry[2]
-        try:
-            chunk = socket.socket.recv(sock, RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        chunk = _recv_now(sock)
+        if chunk is None:
             return
-        except OSError:
-            chunk = b""
         drained[0] += len(chunk)
         if not chunk or drained[0] > MAX_DRAINED:
             self._unlinger(sock)
@@ -787,3 +781,13 @@ def _peer(addr: Any) -> str:
     if isinstance(addr, tuple) and addr:
         return str(addr[0])
     return "a local client"
+
+
+def _recv_now(sock: Any) -> bytes | None:
+    """What has arrived on ``sock`` without waiting: None if nothing yet, b"" at its end or on an error."""
+    try:
+        return socket.socket.recv(sock, RECV_SIZE, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
