@@ -13,7 +13,8 @@ from flask.testing import FlaskClient
 
 from autoconfig import create_app
 from autoconfig.config import load
-from tests.conftest import ADMIN_TOKEN, MakeApp
+from tests.support.config import ADMIN_TOKEN
+from tests.support.fixture_types import MakeApp
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 URL = "/admin/v1/accounts/alice@example.net"

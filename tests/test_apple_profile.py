@@ -22,8 +22,10 @@ from autoconfig.address import parse_address
 from autoconfig.config import load
 from autoconfig.formats import apple
 from autoconfig.store import Switches
-from tests.conftest import WEBMAIL_URL, Admin, MakeApp
+from tests.support.admin import Admin
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.config import WEBMAIL_URL
+from tests.support.fixture_types import MakeApp
 from tests.support.promises import APPLE_CONTENT_TYPE, CACHE_CONTROL
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
 

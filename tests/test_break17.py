@@ -23,7 +23,7 @@ import pytest
 import tomli_w
 
 from autoconfig.worker import MAX_HEAD
-from tests.conftest import BASE_CONFIG
+from tests.support.config import BASE_CONFIG
 from tests.support.gunicorn import GunicornServer
 from tests.support.ports import wait_for
 from tests.test_slow_clients import SLACK, connect, read_answer, status_of, timed_healthz

@@ -245,32 +245,32 @@ NOT_SERVED = "this service has no mail settings for that domain\n"
 
 
 def test_a_hosted_domain_is_served_with_the_same_per_account_policy(
-    cli: Callable[..., Result], live_server: GunicornServer
+    cli: Callable[..., Result], server: GunicornServer
 ) -> None:
     assert cli("accounts", "set", "alice@shop.example", "--imap", "on").exit_code == 0
 
-    status, body, _ = autoconfig(live_server, "alice@shop.example")
+    status, body, _ = autoconfig(server, "alice@shop.example")
     assert status == 200
     assert "<hostname>imap.example.net</hostname>" in body
     assert "<domain>shop.example</domain>" in body
     assert 'type="pop3"' not in body
 
     # Nothing enabled: the same answer as for the ISP's own domain, never a document.
-    declined = autoconfig(live_server, "bob@example.net")
+    declined = autoconfig(server, "bob@example.net")
     assert declined[0] == 404
-    assert autoconfig(live_server, "bob@shop.example")[:2] == declined[:2]
+    assert autoconfig(server, "bob@shop.example")[:2] == declined[:2]
 
 
-def test_a_domain_whose_mx_is_not_ours_is_refused(live_server: GunicornServer) -> None:
+def test_a_domain_whose_mx_is_not_ours_is_refused(server: GunicornServer) -> None:
     answers = {
-        domain: autoconfig(live_server, f"alice@{domain}")[:2]
+        domain: autoconfig(server, f"alice@{domain}")[:2]
         for domain in ("nullmx.example", "elsewhere.example", "mixed.example", "gone.shop.example")
     }
     assert answers == dict.fromkeys(answers, (404, NOT_SERVED))
 
 
-def test_health_reports_the_resolver(live_server: GunicornServer) -> None:
-    status, body, _ = get(live_server, "/healthz")
+def test_health_reports_the_resolver(server: GunicornServer) -> None:
+    status, body, _ = get(server, "/healthz")
     assert (status, body) == (200, '{"checks":{"resolver":"ok","store":"ok"},"status":"ok"}\n')
 
 

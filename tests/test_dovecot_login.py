@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.dovecot import SNIPPETS, DovecotServer, installed_series, version_preamble
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.policy_recorder import PolicyRecorder

@@ -24,7 +24,8 @@ from autoconfig.config import ConfigError, load
 from autoconfig.login_policy import refusal
 from autoconfig.spec import MAX_POLICY_BODY
 from autoconfig.store import StoreUnavailable, Switches
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.admin import Admin
+from tests.support.config import WEBMAIL_URL
 
 SECRET = "dovecot-policy-secret-0123456789"
 HEADER = "X-Autoconfig-Policy-Key"

@@ -28,7 +28,8 @@ from werkzeug.test import TestResponse
 
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable, Switches
-from tests.conftest import BASE_CONFIG, Admin
+from tests.support.admin import Admin
+from tests.support.config import BASE_CONFIG
 from tests.support.dovecot import MASTER_SEPARATOR, DovecotServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.mail_clients import imap_login, pop3_login

@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.gunicorn import GunicornServer, http
 from tests.support.postgres import SUPERUSER, PostgresCluster, PostgresStandby
 

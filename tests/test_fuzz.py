@@ -27,7 +27,7 @@ from lxml import etree
 from autoconfig import create_app
 from autoconfig.config import load
 from autoconfig.spec import AUTODISCOVER_BASE_NS, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.promises import THUNDERBIRD_PATHS
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -25,7 +25,7 @@ from autoconfig.address import parse_address
 from autoconfig.cli import main
 from autoconfig.store import Store, StoreSettings, Switches, open_store
 from autoconfig.store.rekey import MIGRATION_ACTOR
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
 from tests.support.rawhttp import request
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
 from tests.support.load import Request, run_load
 from tests.support.ports import wait_for

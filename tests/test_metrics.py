@@ -17,7 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from autoconfig import metrics
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN, Admin, MakeApp
+from tests.support.admin import Admin
+from tests.support.config import ADMIN_TOKEN
+from tests.support.fixture_types import MakeApp
 from tests.support.gunicorn import GunicornServer
 from tests.test_server import http
 

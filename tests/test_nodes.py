@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.gunicorn import GunicornServer
 from tests.support.postgres import PostgresCluster
 from tests.test_server import http

@@ -19,7 +19,9 @@ from werkzeug.test import TestResponse
 
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable
-from tests.conftest import WEBMAIL_URL, Admin, MakeApp
+from tests.support.admin import Admin
+from tests.support.config import WEBMAIL_URL
+from tests.support.fixture_types import MakeApp
 from tests.support.outlook import (
     Protocol,
     activesync_request,

@@ -39,7 +39,7 @@ from autoconfig.spec import (
     OUTLOOK_REQUEST_NS,
     OUTLOOK_RESPONSE_NS,
 )
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.outlook import (
     activesync_request,

@@ -30,8 +30,8 @@ import pytest
 import tomli_w
 from lxml import etree
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
 from tests.support import promises
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.gunicorn import ROOT, GunicornServer
 
 SECRET = "truth-table-policy-secret-0123456789"

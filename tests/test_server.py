@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 
 from autoconfig.web.pages import HTML_HEADERS
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.gunicorn import ROOT, GunicornServer, http
 from tests.support.ports import wait_for
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
@@ -38,47 +38,47 @@ def incoming_types(server: GunicornServer, address: str) -> list[str] | None:
     return [s.get("type", "") for s in root.iterfind("emailProvider/incomingServer")]
 
 
-def test_switches_flipped_through_the_api_change_the_document(live_server: GunicornServer) -> None:
-    assert incoming_types(live_server, "alice@example.net") is None
-    set_switches(live_server, "alice@example.net", imap=True)
-    assert incoming_types(live_server, "alice@example.net") == ["imap"]
-    set_switches(live_server, "alice@example.net", imap=False, pop=True)
-    assert incoming_types(live_server, "alice@example.net") == ["pop3"]
-    set_switches(live_server, "alice@example.net", pop=False)
-    assert incoming_types(live_server, "alice@example.net") is None
+def test_switches_flipped_through_the_api_change_the_document(server: GunicornServer) -> None:
+    assert incoming_types(server, "alice@example.net") is None
+    set_switches(server, "alice@example.net", imap=True)
+    assert incoming_types(server, "alice@example.net") == ["imap"]
+    set_switches(server, "alice@example.net", imap=False, pop=True)
+    assert incoming_types(server, "alice@example.net") == ["pop3"]
+    set_switches(server, "alice@example.net", pop=False)
+    assert incoming_types(server, "alice@example.net") is None
 
 
-def test_unknown_and_disabled_are_identical_on_the_wire(live_server: GunicornServer) -> None:
-    set_switches(live_server, "bob@example.net", imap=True)
-    set_switches(live_server, "bob@example.net", imap=False)
+def test_unknown_and_disabled_are_identical_on_the_wire(server: GunicornServer) -> None:
+    set_switches(server, "bob@example.net", imap=True)
+    set_switches(server, "bob@example.net", imap=False)
 
     def answer(address: str) -> tuple[int, dict[str, str], bytes]:
-        status, headers, body = http("GET", f"{live_server.url}/mail/config-v1.1.xml?emailaddress={address}")
+        status, headers, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress={address}")
         headers.pop("Date")
         return status, headers, body
 
     assert answer("bob@example.net") == answer("zed@example.net")
 
 
-def test_credentials_never_reach_the_log(live_server: GunicornServer) -> None:
+def test_credentials_never_reach_the_log(server: GunicornServer) -> None:
     secret = "c2VjcmV0LXVzZXI6aHVudGVyMg=="
     http(
         "GET",
-        f"{live_server.url}/mail/config-v1.1.xml?emailaddress=a@example.net",
+        f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net",
         headers={"Authorization": f"Basic {secret}"},
     )
     http(
-        "GET", f"{live_server.url}/admin/v1/accounts/a@example.net", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        "GET", f"{server.url}/admin/v1/accounts/a@example.net", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     http(
         "GET",
-        f"{live_server.url}/admin/v1/accounts/a@example.net",
+        f"{server.url}/admin/v1/accounts/a@example.net",
         headers={"Authorization": "Bearer wrong-but-secret-xyz"},
     )
     # The access log is on: wait until gunicorn has written the last request's line.
     written = '"GET /admin/v1/accounts/a@example.net HTTP/1.1" 401'
-    wait_for(lambda: written in live_server.log_text(), timeout=5, what="the access log line")
-    log = live_server.log_text()
+    wait_for(lambda: written in server.log_text(), timeout=5, what="the access log line")
+    log = server.log_text()
     for credential in (secret, ADMIN_TOKEN, "wrong-but-secret-xyz"):
         assert credential not in log
 
@@ -96,17 +96,17 @@ LONG_QUERY = "emailaddress=alice@example.net&x=" + "y" * 6000
     ],
 )
 def test_a_long_request_line_is_the_apps_414_with_the_usual_headers(
-    live_server: GunicornServer, path: str, headers: dict[str, str]
+    server: GunicornServer, path: str, headers: dict[str, str]
 ) -> None:
-    status, got, body = http("GET", f"{live_server.url}{path}?{LONG_QUERY}")
+    status, got, body = http("GET", f"{server.url}{path}?{LONG_QUERY}")
     assert status == 414
     for name, value in {**headers, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}.items():
         assert got[name] == value
     assert b"query string is longer than" in body
 
 
-def test_healthz(live_server: GunicornServer) -> None:
-    status, _, body = http("GET", f"{live_server.url}/healthz")
+def test_healthz(server: GunicornServer) -> None:
+    status, _, body = http("GET", f"{server.url}/healthz")
     assert status == 200 and json.loads(body) == {"status": "ok", "checks": {"store": "ok"}}
 
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner, Result
 from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.config import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
 from tests.support.pki import Pki, make_pki, make_unrelated_key
 from tests.support.promises import APPLE_CONTENT_TYPE

@@ -24,7 +24,7 @@ import pytest
 import tomli_w
 
 from autoconfig.worker import DEFAULT_READ_TIMEOUT, MAX_BODY, MAX_HEAD
-from tests.conftest import BASE_CONFIG
+from tests.support.config import BASE_CONFIG
 from tests.support.gunicorn import GunicornServer
 from tests.support.ports import wait_for
 from tests.test_server import http

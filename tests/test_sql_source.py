@@ -21,7 +21,7 @@ from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreError
 from autoconfig.store.sql import numbered
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.postgres import PostgresCluster
 from tests.support.sources import DOC, incoming
 

@@ -26,7 +26,7 @@ import pytest
 import tomli_w
 
 from autoconfig.store.sqlite import FILE_CHECK_INTERVAL
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.gunicorn import GunicornServer
 from tests.support.ports import wait_for
 from tests.support.postgres import PostgresCluster

@@ -44,7 +44,7 @@ import tomli_w
 from lxml import etree
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
 from tests.support.dovecot import DovecotServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.mail_clients import deliver, imap_login, pop3_login

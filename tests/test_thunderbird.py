@@ -9,7 +9,9 @@ import pytest
 from flask.testing import FlaskClient
 from lxml import etree
 
-from tests.conftest import WEBMAIL_URL, Admin, MakeApp
+from tests.support.admin import Admin
+from tests.support.config import WEBMAIL_URL
+from tests.support.fixture_types import MakeApp
 from tests.support.promises import CACHE_CONTROL, THUNDERBIRD_PATHS
 
 REQUIRED_SERVER_CHILDREN = ["hostname", "port", "socketType", "authentication", "username"]

@@ -23,7 +23,7 @@ from lxml import etree
 
 from autoconfig import create_app
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL, Admin
+from tests.support.admin import Admin
 from tests.support.apple_schema import assert_valid_profile
 from tests.support.brands import (
     BRAND_WEBMAIL,
@@ -37,6 +37,7 @@ from tests.support.brands import (
     thunderbird,
     verified,
 )
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.dns_helpers import dns_settings
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer

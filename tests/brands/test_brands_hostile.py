@@ -21,7 +21,7 @@ from lxml import etree
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.admin import Admin
 from tests.support.brands import (
     BRAND_WEBMAIL,
     POLICY_HEADER,
@@ -34,6 +34,7 @@ from tests.support.brands import (
     thunderbird,
     verified,
 )
+from tests.support.config import WEBMAIL_URL
 from tests.support.dns_helpers import SilentDnsServer, dns_settings
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
@@ -249,19 +250,19 @@ def _raw_get(server: GunicornServer, path: str, host: bytes) -> tuple[int, str]:
 
 
 def test_hostile_host_headers_get_the_brand_of_their_domain_the_first_brand_or_a_400(
-    live_server: GunicornServer,
+    server: GunicornServer,
 ) -> None:
     """Through gunicorn, so werkzeug's own parsing of the Host header is exercised too."""
     paths = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml", "/setup")
     for host, expected in GOOD_HOSTS:
         other = WEBMAIL_URL if expected == BRAND_WEBMAIL else BRAND_WEBMAIL
         for path in paths:
-            status, text = _raw_get(live_server, path, host.encode())
+            status, text = _raw_get(server, path, host.encode())
             assert status in (200, 404), (host, path, status, text)
             assert expected in text and other not in text, (host, path, text)
     for raw in BAD_HOSTS:
         for path in (*paths, "/apple/mail.mobileconfig?emailaddress=carol@brand.example"):
-            status, text = _raw_get(live_server, path, raw)
+            status, text = _raw_get(server, path, raw)
             assert status == 400, (raw, path, status, text)
 
 
@@ -635,7 +636,7 @@ def test_cli_render_is_written_in_the_mailbox_s_brand_and_signed_by_its_signer(
 def test_the_one_brand_form_still_detects_hosted_domains_by_dns_mx_hosts(
     tmp_path: Path, write_config: Callable[..., Path], knot: KnotServer
 ) -> None:
-    from tests.conftest import BASE_CONFIG
+    from tests.support.config import BASE_CONFIG
 
     data = copy.deepcopy(BASE_CONFIG)
     data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from flask.testing import FlaskClient
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.gunicorn import GunicornServer
 
 BRAND_WEBMAIL = "https://mail.brand.example/settings"

@@ -15,7 +15,7 @@ from typing import Any
 
 import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
 
 from .outlook import pox_request
 
