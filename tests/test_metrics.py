@@ -20,8 +20,7 @@ from autoconfig.config import ConfigError, load
 from tests.support.admin import Admin
 from tests.support.config import ADMIN_TOKEN
 from tests.support.fixture_types import MakeApp
-from tests.support.gunicorn import GunicornServer
-from tests.test_server import http
+from tests.support.gunicorn import GunicornServer, http
 
 METRICS_TOKEN = "metrics-token-0123456789"
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.admin import LiveAdmin
 from tests.support.gunicorn import GunicornServer
 from tests.support.nginx import NginxServer
 from tests.support.promises import APPLE_CONTENT_TYPE, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.support.tls import self_signed
-from tests.test_server import set_switches
 
 HOSTS = ["autoconfig.example.net", "autodiscover.example.net"]
 BASIC = "Basic dXNlcjpodW50ZXIy"
@@ -58,7 +58,7 @@ def test_thunderbird_document_through_tls(
     front: tuple[NginxServer, ssl.SSLContext], server: GunicornServer, host: str
 ) -> None:
     nginx, context = front
-    set_switches(server, "alice@example.net", imap=True)
+    LiveAdmin(server).set("alice@example.net", imap=True)
     status, headers, body = request(
         nginx.https_port,
         "GET",
@@ -113,7 +113,7 @@ def test_other_plain_http_requests_go_to_https(front: tuple[NginxServer, ssl.SSL
 
 def test_outlook_settings_through_tls(front: tuple[NginxServer, ssl.SSLContext], server: GunicornServer) -> None:
     nginx, context = front
-    set_switches(server, "olly@example.net", pop=True)
+    LiveAdmin(server).set("olly@example.net", pop=True)
     body = (
         f'<Autodiscover xmlns="{OUTLOOK_REQUEST_NS}"><Request><EMailAddress>olly@example.net</EMailAddress>'
         f"<AcceptableResponseSchema>{OUTLOOK_RESPONSE_NS}</AcceptableResponseSchema></Request></Autodiscover>"
@@ -134,7 +134,7 @@ def test_outlook_settings_through_tls(front: tuple[NginxServer, ssl.SSLContext],
 
 def test_apple_profile_through_tls(front: tuple[NginxServer, ssl.SSLContext], server: GunicornServer) -> None:
     nginx, context = front
-    set_switches(server, "ana@example.net", imap=True)
+    LiveAdmin(server).set("ana@example.net", imap=True)
     status, headers, answer = request(
         nginx.https_port, "GET", "/apple/mail.mobileconfig?emailaddress=ana@example.net", HOSTS[0], context
     )

@@ -12,21 +12,12 @@ import pytest
 from lxml import etree
 
 from autoconfig.web.pages import HTML_HEADERS
+from tests.support.admin import LiveAdmin
 from tests.support.config import ADMIN_TOKEN
 from tests.support.gunicorn import ROOT, GunicornServer, http
 from tests.support.ports import wait_for
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
 from tests.support.promises import CACHE_CONTROL, THUNDERBIRD_PATHS
-
-
-def set_switches(server: GunicornServer, address: str, **switches: bool) -> None:
-    status, _, body = http(
-        "PATCH",
-        f"{server.url}/admin/v1/accounts/{address}",
-        switches,
-        {"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
-    assert status == 200, body
 
 
 def incoming_types(server: GunicornServer, address: str) -> list[str] | None:
@@ -40,17 +31,17 @@ def incoming_types(server: GunicornServer, address: str) -> list[str] | None:
 
 def test_switches_flipped_through_the_api_change_the_document(server: GunicornServer) -> None:
     assert incoming_types(server, "alice@example.net") is None
-    set_switches(server, "alice@example.net", imap=True)
+    LiveAdmin(server).set("alice@example.net", imap=True)
     assert incoming_types(server, "alice@example.net") == ["imap"]
-    set_switches(server, "alice@example.net", imap=False, pop=True)
+    LiveAdmin(server).set("alice@example.net", imap=False, pop=True)
     assert incoming_types(server, "alice@example.net") == ["pop3"]
-    set_switches(server, "alice@example.net", pop=False)
+    LiveAdmin(server).set("alice@example.net", pop=False)
     assert incoming_types(server, "alice@example.net") is None
 
 
 def test_unknown_and_disabled_are_identical_on_the_wire(server: GunicornServer) -> None:
-    set_switches(server, "bob@example.net", imap=True)
-    set_switches(server, "bob@example.net", imap=False)
+    LiveAdmin(server).set("bob@example.net", imap=True)
+    LiveAdmin(server).set("bob@example.net", imap=False)
 
     def answer(address: str) -> tuple[int, dict[str, str], bytes]:
         status, headers, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress={address}")
@@ -67,9 +58,7 @@ def test_credentials_never_reach_the_log(server: GunicornServer) -> None:
         f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net",
         headers={"Authorization": f"Basic {secret}"},
     )
-    http(
-        "GET", f"{server.url}/admin/v1/accounts/a@example.net", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
+    http("GET", f"{server.url}/admin/v1/accounts/a@example.net", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     http(
         "GET",
         f"{server.url}/admin/v1/accounts/a@example.net",

@@ -6,9 +6,7 @@ Screenshots land in each test's temp dir (setup-*.png) for a human to look at.
 
 from __future__ import annotations
 
-import json
 import plistlib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +14,9 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from tests.support import export_for_mobile
+from tests.support.admin import LiveAdmin
 from tests.support.apple_schema import assert_valid_profile
-from tests.support.config import ADMIN_TOKEN, WEBMAIL_URL
+from tests.support.config import WEBMAIL_URL
 from tests.support.gunicorn import GunicornServer
 from tests.support.qr import SCREEN, scan_page
 
@@ -41,17 +40,6 @@ def phone(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
         context.close()
 
 
-def set_switches(server: GunicornServer, address: str, **switches: bool) -> None:
-    request = urllib.request.Request(
-        f"{server.url}/admin/v1/accounts/{address}",
-        data=json.dumps(switches).encode(),
-        method="PATCH",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
-
-
 def look_up(page: Page, server: GunicornServer, address: str) -> None:
     """What a person does: open the page, type the address, press the button."""
     page.goto(f"{server.url}/setup")
@@ -72,7 +60,7 @@ def test_an_enabled_account_sees_its_settings_and_gets_the_profile(
     server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path
 ) -> None:
     page, messages = phone
-    set_switches(server, "alice@example.net", imap=True)
+    LiveAdmin(server).set("alice@example.net", imap=True)
     look_up(page, server, "alice@example.net")
 
     assert page.locator("h1").inner_text() == "Mail settings"
@@ -105,7 +93,7 @@ def test_a_disabled_or_unknown_account_is_told_to_enable_imap_in_webmail(
     server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path, address: str
 ) -> None:
     page, messages = phone
-    set_switches(server, "bob@example.net", imap=False, pop=False)
+    LiveAdmin(server).set("bob@example.net", imap=False, pop=False)
     look_up(page, server, address)
 
     assert page.locator("h1").inner_text() == "Enable IMAP or POP first"
@@ -124,7 +112,7 @@ def test_a_phone_scans_the_android_code_off_a_laptop_screen(
     server: GunicornServer, browser: Browser, tmp_path: Path
 ) -> None:
     """The whole way: the real server, the page in Chromium at laptop size, the code photographed and decoded."""
-    set_switches(server, "alice@example.net", pop=True)
+    LiveAdmin(server).set("alice@example.net", pop=True)
     context = browser.new_context(viewport=SCREEN)
     try:
         page = context.new_page()

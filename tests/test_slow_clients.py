@@ -25,9 +25,8 @@ import tomli_w
 
 from autoconfig.worker import DEFAULT_READ_TIMEOUT, MAX_BODY, MAX_HEAD
 from tests.support.config import BASE_CONFIG
-from tests.support.gunicorn import GunicornServer
+from tests.support.gunicorn import GunicornServer, http
 from tests.support.ports import wait_for
-from tests.test_server import http
 
 POX_PATH = "/autodiscover/autodiscover.xml"
 POX_BODY = (

@@ -23,13 +23,12 @@ from lxml import etree
 
 from autoconfig import create_app
 from autoconfig.config import ConfigError, load
-from tests.support.admin import Admin
+from tests.support.admin import Admin, LiveAdmin
 from tests.support.apple_schema import assert_valid_profile
 from tests.support.brands import (
     BRAND_WEBMAIL,
     MAILBOXES,
     OTHER_WEBMAIL,
-    enable,
     get,
     login,
     outlook,
@@ -225,7 +224,7 @@ def hosted_server(
 def test_a_hosted_customer_domain_answers_with_the_brand_of_its_mx(
     hosted_server: GunicornServer, address: str, provider_id: str, host: str
 ) -> None:
-    enable(hosted_server, address)
+    LiveAdmin(hosted_server).set(address, imap=True)
     status, body = get(hosted_server, f"/mail/config-v1.1.xml?emailaddress={address}")
     assert status == 200, body
     provider = etree.fromstring(body).find("emailProvider")

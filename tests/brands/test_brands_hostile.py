@@ -21,12 +21,11 @@ from lxml import etree
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable
-from tests.support.admin import Admin
+from tests.support.admin import Admin, LiveAdmin
 from tests.support.brands import (
     BRAND_WEBMAIL,
     POLICY_HEADER,
     POLICY_SECRET,
-    enable,
     get,
     login,
     outlook,
@@ -458,19 +457,19 @@ def test_hosted_domains_whose_best_mx_mix_two_brands_are_no_brand_s(
     )
     with server:
         for address in ("owner@shop.example", "owner@mixed.example", "owner@pacc.example"):
-            enable(server, address)
+            LiveAdmin(server).set(address, imap=True)
             status, body = get(server, f"/mail/config-v1.1.xml?emailaddress={address}")
             assert status == 404, (address, body)
             assert b"Brand Telecom" not in body and b"Example Networks" not in body
             assert _post_login(server, address) == (200, b'{"status":0}\n'), address
         # best MX mx1 (pref 10) is the ISP's alone; the mx.other.example backup at 20 is ignored
-        enable(server, "owner@backup.example")
+        LiveAdmin(server).set("owner@backup.example", imap=True)
         status, body = get(server, "/mail/config-v1.1.xml?emailaddress=owner@backup.example")
         assert status == 200 and b'id="example.net"' in body and b"brand" not in body, body
         # elsewhere.example's only MX is mx.other.example: Brand Telecom's here; brandshop's MX, spelt
         # mx.brand.example in DNS and MX.BRAND.EXAMPLE in the config, is Brand Telecom's too
         for address in ("owner@elsewhere.example", "Shopper@BRANDSHOP.Example"):
-            enable(server, address)
+            LiveAdmin(server).set(address, imap=True)
             status, body = get(server, f"/mail/config-v1.1.xml?emailaddress={quote(address)}")
             assert status == 200, (address, body)
             assert b'id="brand.example"' in body and b"example.net" not in body, body
@@ -504,7 +503,7 @@ def test_a_dead_resolver_gives_503_for_hosted_domains_and_serves_every_brand_s_l
                 ("alice@example.org", "example.net"),
                 ("carol@brand-two.example", "brand.example"),
             ):
-                enable(server, address)
+                LiveAdmin(server).set(address, imap=True)
                 status, body = get(server, f"/mail/config-v1.1.xml?emailaddress={address}")
                 assert status == 200 and f'id="{brand_id}"'.encode() in body, (address, status, body)
                 status, body = get(server, f"/setup?emailaddress={address}")
@@ -642,7 +641,7 @@ def test_the_one_brand_form_still_detects_hosted_domains_by_dns_mx_hosts(
     data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
     data["dns"] = dns_settings(knot.port)
     with GunicornServer(write_config(data), tmp_path / "gunicorn.log") as server:
-        enable(server, "owner@shop.example")
+        LiveAdmin(server).set("owner@shop.example", imap=True)
         status, body = get(server, "/mail/config-v1.1.xml?emailaddress=owner@shop.example")
         assert status == 200 and b'id="example.net"' in body
         status, _ = get(server, "/mail/config-v1.1.xml?emailaddress=owner@brandshop.example")
