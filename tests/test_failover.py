@@ -39,11 +39,11 @@ import pytest
 import tomli_w
 
 from tests.support.admin import LiveAdmin
-from tests.support.config import BASE_CONFIG
+from tests.support.config import BASE_CONFIG, POLICY_HEADER
 from tests.support.gunicorn import GunicornServer, http
 from tests.support.postgres import SUPERUSER, PostgresCluster, PostgresStandby
 
-POLICY_HEADER, POLICY_SECRET = "X-Autoconfig-Policy-Key", "failover-policy-secret-0123456789"
+POLICY_SECRET = "failover-policy-secret-0123456789"
 DATABASE = "failover"
 STORE_TIMEOUT = 1  # [store] timeout: the longest a request waits for the database
 CONNECT_TIMEOUT = 2  # in the URL; the service sets its own on every connection (max(2, [store] timeout)), the same here

@@ -21,7 +21,7 @@ from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreError, StoreUnavailable, Switches
 from autoconfig.store.sql import MAX_ROWS, SQLSource, numbered
-from tests.support.config import ADMIN_TOKEN
+from tests.support.config import ADMIN_AUTH
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster, latin1_database
 from tests.support.sources import DOC, incoming, mysql_database, pg_database
@@ -48,7 +48,6 @@ MAILBOXES = [
 ]
 # What the README recommends for iRedMail / Postfixadmin-style tables.
 QUERY = "SELECT enableimap = 1 AND active = 1, enablepop3 = 1 AND active = 1 FROM mailbox WHERE username = %(address)s"
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -118,7 +117,7 @@ def test_a_change_in_the_mail_database_shows_at_the_next_request(sql_client: Fla
 def test_the_admin_api_says_the_source_is_read_only(
     sql_client: FlaskClient, method: str, body: dict[str, bool] | None
 ) -> None:
-    response = sql_client.open("/admin/v1/accounts/alice@example.net", method=method, json=body, headers=AUTH)
+    response = sql_client.open("/admin/v1/accounts/alice@example.net", method=method, json=body, headers=ADMIN_AUTH)
     assert response.status_code == 409
     answer = json.loads(response.data)
     assert answer["error"] == "read_only"
@@ -127,7 +126,7 @@ def test_the_admin_api_says_the_source_is_read_only(
 
 
 def test_the_admin_api_reads_the_switches(sql_client: FlaskClient) -> None:
-    response = sql_client.get("/admin/v1/accounts/bob@example.net", headers=AUTH)
+    response = sql_client.get("/admin/v1/accounts/bob@example.net", headers=ADMIN_AUTH)
     assert response.status_code == 200
     assert json.loads(response.data) == {
         "address": "bob@example.net",

@@ -17,11 +17,10 @@ from urllib.parse import quote
 
 from flask.testing import FlaskClient
 
-from tests.support.config import BASE_CONFIG, WEBMAIL_URL
+from tests.support.config import BASE_CONFIG, POLICY_HEADER, WEBMAIL_URL
 from tests.support.gunicorn import GunicornServer
 
 BRAND_WEBMAIL = "https://mail.brand.example/settings"
-POLICY_HEADER = "X-Autoconfig-Policy-Key"
 POLICY_SECRET = "policy-secret-0123456789"
 
 ISP = {

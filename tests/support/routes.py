@@ -15,15 +15,13 @@ from typing import Any
 
 import tomli_w
 
-from tests.support.config import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_AUTH, BASE_CONFIG, POLICY_HEADER
 
 from .outlook import pox_request
 
-POLICY_HEADER = "X-Autoconfig-Policy-Key"
 POLICY_SECRET = "dovecot-policy-secret-0123456789"
 ENABLED = "alice@example.net"  # the routes' account: a test's server turns its IMAP on first
 OTHER = "bob@example.net"  # the one the DELETE row resets
-ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JSON = {"Content-Type": "application/json"}
 
 
