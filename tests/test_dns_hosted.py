@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from click.testing import Result
 
 from autoconfig.dns.hosted import HostedDomains, LookupFailed
 from tests.support.dns_helpers import CountingResolver, SilentDnsServer, dns_settings
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
 
@@ -275,14 +275,10 @@ def test_health_reports_the_resolver(server: GunicornServer) -> None:
 
 
 @pytest.fixture
-def silent_server(
-    config_data: dict[str, Any], write_config: Callable[..., Path], tmp_path: Path
-) -> Iterator[GunicornServer]:
+def silent_server(config_data: dict[str, Any], make_server: MakeServer) -> Iterator[GunicornServer]:
     with SilentDnsServer() as silent:
         config_data["dns"].update(port=silent.port, timeout=0.5, lifetime=1.0)
-        path = write_config(config_data, "silent.toml")
-        with GunicornServer(path, tmp_path / "silent-gunicorn.log", workers=1) as server:
-            yield server
+        yield make_server(config_data, name="silent.toml", log="silent-gunicorn.log", workers=1)
 
 
 def test_a_silent_resolver_costs_at_most_its_lifetime_and_degrades_health(

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import pytest
 from lxml import etree
 
 from tests.support.admin import LiveAdmin
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.load import Request, run_load
 from tests.support.ports import wait_for
@@ -50,14 +51,12 @@ UNKNOWN_POOL = 1000
 
 
 @pytest.fixture
-def loaded_server(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
-) -> Iterator[GunicornServer]:
+def loaded_server(config_data: dict[str, Any], make_server: MakeServer) -> GunicornServer:
     config_data["limits"] = {"client_rate": 0, "admin_rate": 0}  # one test client is every client here
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
-        for address, (imap, pop) in STABLE.items():
-            LiveAdmin(server).put(address, imap=imap, pop=pop)
-        yield server
+    server = make_server(config_data)
+    for address, (imap, pop) in STABLE.items():
+        LiveAdmin(server).put(address, imap=imap, pop=pop)
+    return server
 
 
 def thunderbird(address: str) -> Request:

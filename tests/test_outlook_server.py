@@ -17,10 +17,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import tomli_w
@@ -382,19 +381,17 @@ def test_the_readme_example_request_with_the_readme_path(served: Served) -> None
 
 
 @pytest.mark.parametrize("transfer", ["Content-Length", "chunked"])
-def test_the_largest_cap_meets_flasks_own_limit_with_a_pox_413(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path, transfer: str
-) -> None:
+@pytest.mark.server(config={"outlook": {"max_body_bytes": MAX_BODY_LIMIT}}, workers=1)
+def test_the_largest_cap_meets_flasks_own_limit_with_a_pox_413(server: GunicornServer, transfer: str) -> None:
     """At the top of the range the app's MAX_CONTENT_LENGTH trips too: still the POX 413, never HTML or a 500."""
-    config_data["outlook"] = {"max_body_bytes": MAX_BODY_LIMIT}
     body = b"x" * (2 * MAX_BODY_LIMIT)
     if transfer == "chunked":
         data, headers = chunked(body, 65536), {**XML, "Transfer-Encoding": "chunked"}
     else:
         data, headers = body, XML
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log", workers=1) as server:
-        status, answer_headers, answer = raw_http(server.port, request_bytes(POX, data, headers))
-        assert status == 413 and answer_headers["content-type"] == OUTLOOK_CONTENT_TYPE
-        assert error_code(answer) == OUTLOOK_ERROR_INVALID_REQUEST
-        assert f"larger than {MAX_BODY_LIMIT} bytes".encode() in answer
-        assert "Traceback" not in server.log_text()
+
+    status, answer_headers, answer = raw_http(server.port, request_bytes(POX, data, headers))
+    assert status == 413 and answer_headers["content-type"] == OUTLOOK_CONTENT_TYPE
+    assert error_code(answer) == OUTLOOK_ERROR_INVALID_REQUEST
+    assert f"larger than {MAX_BODY_LIMIT} bytes".encode() in answer
+    assert "Traceback" not in server.log_text()

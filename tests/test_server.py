@@ -14,6 +14,7 @@ from lxml import etree
 from autoconfig.web.pages import HTML_HEADERS
 from tests.support.admin import LiveAdmin
 from tests.support.config import ADMIN_TOKEN
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import ROOT, GunicornServer, http
 from tests.support.ports import wait_for
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
@@ -99,7 +100,9 @@ def test_healthz(server: GunicornServer) -> None:
     assert status == 200 and json.loads(body) == {"status": "ok", "checks": {"store": "ok"}}
 
 
-def test_another_config_and_database_from_the_environment(config_path: Path, tmp_path: Path) -> None:
+def test_another_config_and_database_from_the_environment(
+    config_path: Path, tmp_path: Path, make_server: MakeServer
+) -> None:
     """The issue's 'done when': the CLI switches IMAP on, the server shows IMAP and SMTP only."""
     env = {
         **os.environ,
@@ -114,11 +117,11 @@ def test_another_config_and_database_from_the_environment(config_path: Path, tmp
         capture_output=True,
     )
     server_env = {"AUTOCONFIG_DATABASE_URL": env["AUTOCONFIG_DATABASE_URL"]}
-    with GunicornServer(config_path, tmp_path / "other.log", env=server_env) as server:
-        status, _, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net")
-        assert status == 200
-        root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
-        assert [s.get("type") for s in root.iterfind(".//incomingServer")] == ["imap"]
-        assert {s.get("type") for s in root.iterfind(".//outgoingServer")} == {"smtp"}
-        assert http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=b@example.net")[0] == 404
+    server = make_server(config_path, env=server_env, log="other.log")
+    status, _, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net")
+    assert status == 200
+    root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    assert [s.get("type") for s in root.iterfind(".//incomingServer")] == ["imap"]
+    assert {s.get("type") for s in root.iterfind(".//outgoingServer")} == {"smtp"}
+    assert http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=b@example.net")[0] == 404
     assert (tmp_path / "other.db").exists()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import plistlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +38,7 @@ from tests.support.brands import (
 )
 from tests.support.config import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.dns_helpers import dns_settings
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
 from tests.support.pki import make_pki
@@ -204,14 +205,11 @@ def test_each_brand_signs_with_its_own_identity_or_the_shared_one(
 
 
 @pytest.fixture
-def hosted_server(
-    tmp_path: Path, config_data: dict[str, Any], write_config: Callable[..., Path], knot: KnotServer
-) -> Iterator[GunicornServer]:
+def hosted_server(config_data: dict[str, Any], make_server: MakeServer, knot: KnotServer) -> GunicornServer:
     settings = dns_settings(knot.port)
     del settings["mx_hosts"]  # each brand has its own
     config_data["dns"] = settings
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
-        yield server
+    return make_server(config_data)
 
 
 @pytest.mark.parametrize(

@@ -33,9 +33,10 @@ from tests.support.brands import (
     thunderbird,
     verified,
 )
-from tests.support.config import WEBMAIL_URL
+from tests.support.config import WEBMAIL_URL, base_config
 from tests.support.dns_helpers import SilentDnsServer, dns_settings
-from tests.support.gunicorn import GunicornServer
+from tests.support.fixture_types import MakeServer
+from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.knot import KnotServer
 from tests.support.pki import make_pki
 from tests.support.ports import free_port
@@ -420,7 +421,7 @@ def _hosted(
     data["dns"] = settings
     data["providers"][0]["mx_hosts"] = isp_mx
     data["providers"][1]["mx_hosts"] = brand_mx
-    return GunicornServer(write_config(data), tmp_path / "gunicorn.log")
+    return gunicorn_on(tmp_path, data)
 
 
 def _post_login(server: GunicornServer, address: str, protocol: str = "imap") -> tuple[int, bytes]:
@@ -633,16 +634,11 @@ def test_cli_render_is_written_in_the_mailbox_s_brand_and_signed_by_its_signer(
 
 
 def test_the_one_brand_form_still_detects_hosted_domains_by_dns_mx_hosts(
-    tmp_path: Path, write_config: Callable[..., Path], knot: KnotServer
+    tmp_path: Path, make_server: MakeServer, knot: KnotServer
 ) -> None:
-    from tests.support.config import BASE_CONFIG
-
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
-    data["dns"] = dns_settings(knot.port)
-    with GunicornServer(write_config(data), tmp_path / "gunicorn.log") as server:
-        LiveAdmin(server).set("owner@shop.example", imap=True)
-        status, body = get(server, "/mail/config-v1.1.xml?emailaddress=owner@shop.example")
-        assert status == 200 and b'id="example.net"' in body
-        status, _ = get(server, "/mail/config-v1.1.xml?emailaddress=owner@brandshop.example")
-        assert status == 404
+    server = make_server(base_config(tmp_path, dns=dns_settings(knot.port)))
+    LiveAdmin(server).set("owner@shop.example", imap=True)
+    status, body = get(server, "/mail/config-v1.1.xml?emailaddress=owner@shop.example")
+    assert status == 200 and b'id="example.net"' in body
+    status, _ = get(server, "/mail/config-v1.1.xml?emailaddress=owner@brandshop.example")
+    assert status == 404
