@@ -123,13 +123,6 @@ def test_unknown_and_disabled_are_identical_but_for_the_time(client: FlaskClient
     assert _TIME.search(disabled.data), "the Time attribute is the only thing stripped"
 
 
-def test_foreign_domain_is_http_404(client: FlaskClient) -> None:
-    response = post(client, "alice@gmail.com")
-    assert response.status_code == 404
-    assert error_code(response.data) == OUTLOOK_ERROR_ADDRESS_NOT_FOUND
-    assert b"gmail" not in response.data
-
-
 @pytest.mark.parametrize(
     ("schema", "response_ns"),
     [

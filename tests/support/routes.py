@@ -44,6 +44,13 @@ class Route:
         pairs = self.params if params is None else params
         return self.path + ("?" + "&".join(f"{name}={value}" for name, value in pairs) if pairs else "")
 
+    def asking_for(self, address: str) -> tuple[str, bytes | None]:
+        """The target and body of this request with ``address`` where it names ENABLED."""
+        params = tuple((name, address if value == ENABLED else value) for name, value in self.params)
+        target = self.target(params).replace(f"/{ENABLED}", f"/{address}")
+        body = pox_request(address) if self.body is not None and self.errors == "pox" else self.body
+        return target, body
+
 
 ROUTES = [
     Route("thunderbird.config_0", "GET", "/mail/config-v1.1.xml", (("emailaddress", ENABLED),)),
@@ -105,6 +112,19 @@ ROUTES = [
     ),
     Route("health.healthz", "GET", "/healthz"),
     Route("metrics.scrape", "GET", "/metrics"),
+]
+
+
+# The client formats' routes whose request names the account: a mail program or a person asking.
+ADDRESSED = [
+    route
+    for route in ROUTES
+    if route.endpoint.split(".")[0] in {"thunderbird", "apple", "setup", "outlook"}
+    and (
+        ENABLED in route.path
+        or any(value == ENABLED for _, value in route.params)
+        or (route.errors == "pox" and route.body)
+    )
 ]
 
 
