@@ -3,15 +3,12 @@ real gunicorn server.  Every test gets its own config file and SQLite file."""
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import tomli_w
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
@@ -19,7 +16,10 @@ from flask.testing import FlaskClient
 from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import Config, load
-from tests.support.gunicorn import GunicornServer
+from tests.support.admin import Admin
+from tests.support.config import base_config, merged, write_toml
+from tests.support.fixture_types import MakeApp, MakeServer
+from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.knot import KnotServer
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
@@ -28,44 +28,17 @@ from tests.support.slapd import SlapdServer
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
-WEBMAIL_URL = "https://webmail.example.net/settings/mail-access"
-
-BASE_CONFIG: dict[str, Any] = {
-    "service": {"public_url": "https://autoconfig.example.net", "webmail_url": WEBMAIL_URL},
-    "provider": {
-        "id": "example.net",
-        "display_name": "Example Networks Mail",
-        "short_name": "Example",
-        "domains": ["example.net", "example.org"],
-    },
-    "servers": {
-        "imap": [{"host": "imap.example.net", "port": 993, "socket": "SSL"}],
-        "pop3": [{"host": "pop.example.net", "port": 995, "socket": "SSL"}],
-        "smtp": [
-            {"host": "smtp.example.net", "port": 465, "socket": "SSL"},
-            {"host": "smtp.example.net", "port": 587, "socket": "STARTTLS"},
-        ],
-    },
-    "store": {"url": "sqlite:///unused"},
-    "admin": {"tokens": [{"name": "webmail", "token": ADMIN_TOKEN}]},
-}
-
 
 @pytest.fixture
 def config_data(tmp_path: Path) -> dict[str, Any]:
     """A mutable copy of the base config, its store in this test's temp dir."""
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
-    return data
+    return base_config(tmp_path)
 
 
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
     def write(data: dict[str, Any], name: str = "autoconfig.toml") -> Path:
-        path = tmp_path / name
-        path.write_bytes(tomli_w.dumps(data).encode())
-        return path
+        return write_toml(tmp_path / name, data)
 
     return write
 
@@ -88,9 +61,6 @@ def app(config: Config) -> Iterator[Flask]:
     app.extensions["autoconfig"].store.close()
 
 
-MakeApp = Callable[..., Flask]
-
-
 @pytest.fixture
 def make_app(write_config: Callable[..., Path]) -> Iterator[MakeApp]:
     """``make_app(data, name=...)``: the app on that config, its store closed when the test ends."""
@@ -111,19 +81,6 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-class Admin:
-    """The webmail's side of the admin API, as a test would drive it."""
-
-    def __init__(self, client: FlaskClient, token: str = ADMIN_TOKEN) -> None:
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def set(self, address: str, **switches: bool) -> dict[str, Any]:
-        response = self.client.patch(f"/admin/v1/accounts/{address}", json=switches, headers=self.headers)
-        assert response.status_code == 200, response.data
-        return dict(json.loads(response.data))
-
-
 @pytest.fixture
 def admin(client: FlaskClient) -> Admin:
     return Admin(client)
@@ -141,10 +98,33 @@ def cli(config_path: Path) -> Callable[..., Result]:
 
 
 @pytest.fixture
-def live_server(config_path: Path, tmp_path: Path) -> Iterator[GunicornServer]:
-    """The real gunicorn server on a free loopback port, on this test's config and database."""
-    with GunicornServer(config_path, tmp_path / "gunicorn.log") as server:
-        yield server
+def make_server(tmp_path: Path) -> Iterator[MakeServer]:
+    """``make_server(config, **options)``: the real gunicorn server on a free loopback port,
+    started on ``config`` (a dict, written to this test's temp dir, or a path) and stopped when
+    the test ends.  ``options`` are ``gunicorn_on``'s: ``env``, ``workers``, ``unprivileged``,
+    ``name`` (the config file's) and ``log`` (the log file's, in the temp dir)."""
+    started: list[GunicornServer] = []
+
+    def make(config: dict[str, Any] | Path, **options: Any) -> GunicornServer:
+        server = gunicorn_on(tmp_path, config, **options)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, config_data: dict[str, Any], make_server: MakeServer) -> GunicornServer:
+    """The real gunicorn server on this test's config and database.
+
+    ``@pytest.mark.server(config={...}, env={...}, workers=N, unprivileged=True)`` configures it:
+    ``config`` is merged into ``config_data`` (tables key by key), the rest go to ``make_server``.
+    """
+    marker = request.node.get_closest_marker("server")
+    options = dict(marker.kwargs) if marker else {}
+    return make_server(merged(config_data, options.pop("config", {})), **options)
 
 
 @pytest.fixture(scope="module")

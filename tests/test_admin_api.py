@@ -13,32 +13,32 @@ from flask.testing import FlaskClient
 
 from autoconfig import create_app
 from autoconfig.config import load
-from tests.conftest import ADMIN_TOKEN, MakeApp
+from tests.support.config import ADMIN_AUTH, ADMIN_TOKEN
+from tests.support.fixture_types import MakeApp
 
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 URL = "/admin/v1/accounts/alice@example.net"
 
 
 def test_put_sets_both_switches_and_records_who(client: FlaskClient) -> None:
-    response = client.put(URL, json={"imap": True, "pop": False}, headers={**AUTH, "X-Autoconfig-Actor": "alice"})
+    response = client.put(URL, json={"imap": True, "pop": False}, headers={**ADMIN_AUTH, "X-Autoconfig-Actor": "alice"})
     assert response.status_code == 200
     body = response.get_json()
     assert (body["address"], body["imap"], body["pop"]) == ("alice@example.net", True, False)
     # Both switches were set explicitly on a new account, so both record who set them.
     assert body["imap_changed"]["by"] == body["pop_changed"]["by"] == "api:webmail/alice"
-    later = client.patch(URL, json={"imap": True, "pop": True}, headers=AUTH).get_json()
+    later = client.patch(URL, json={"imap": True, "pop": True}, headers=ADMIN_AUTH).get_json()
     assert later["imap_changed"] == body["imap_changed"]  # unchanged value, unchanged stamp
     assert later["pop_changed"]["by"] == "api:webmail"
 
 
 def test_patch_changes_only_what_it_names(client: FlaskClient) -> None:
-    client.put(URL, json={"imap": True, "pop": True}, headers=AUTH)
-    body = client.patch(URL, json={"pop": False}, headers=AUTH).get_json()
+    client.put(URL, json={"imap": True, "pop": True}, headers=ADMIN_AUTH)
+    body = client.patch(URL, json={"pop": False}, headers=ADMIN_AUTH).get_json()
     assert (body["imap"], body["pop"]) == (True, False)
 
 
 def test_get_of_a_never_seen_address_is_all_off(client: FlaskClient) -> None:
-    body = client.get("/admin/v1/accounts/Nobody@EXAMPLE.net", headers=AUTH).get_json()
+    body = client.get("/admin/v1/accounts/Nobody@EXAMPLE.net", headers=ADMIN_AUTH).get_json()
     assert body == {
         "address": "nobody@example.net",
         "imap": False,
@@ -49,14 +49,14 @@ def test_get_of_a_never_seen_address_is_all_off(client: FlaskClient) -> None:
 
 
 def test_delete_resets_the_account(client: FlaskClient) -> None:
-    client.put(URL, json={"imap": True, "pop": True}, headers=AUTH)
-    response = client.delete(URL, headers=AUTH)
+    client.put(URL, json={"imap": True, "pop": True}, headers=ADMIN_AUTH)
+    response = client.delete(URL, headers=ADMIN_AUTH)
     assert response.status_code == 200 and response.get_json()["existed"] is True
-    assert client.get(URL, headers=AUTH).get_json()["imap"] is False
+    assert client.get(URL, headers=ADMIN_AUTH).get_json()["imap"] is False
 
 
 def test_a_change_is_visible_to_the_next_client_request(client: FlaskClient) -> None:
-    client.put(URL, json={"imap": True, "pop": False}, headers=AUTH)
+    client.put(URL, json={"imap": True, "pop": False}, headers=ADMIN_AUTH)
     assert client.get("/mail/config-v1.1.xml?emailaddress=alice@example.net").status_code == 200
 
 
@@ -75,13 +75,13 @@ def test_without_the_token_nothing_changes(client: FlaskClient, headers: dict[st
     response = client.put(URL, json={"imap": True, "pop": True}, headers=headers)
     assert response.status_code == 401
     assert response.get_json()["error"] == "unauthorized"
-    assert client.get(URL, headers=AUTH).get_json()["imap"] is False
+    assert client.get(URL, headers=ADMIN_AUTH).get_json()["imap"] is False
 
 
 def test_without_a_configured_token_the_api_does_not_exist(config_data: dict[str, Any], make_app: MakeApp) -> None:
     del config_data["admin"]
     client = make_app(config_data).test_client()
-    assert client.get(URL, headers=AUTH).status_code == 404
+    assert client.get(URL, headers=ADMIN_AUTH).status_code == 404
 
 
 BAD_BODIES = [
@@ -104,28 +104,30 @@ BAD_BODIES = [
 def test_bad_bodies_are_refused_and_change_nothing(
     client: FlaskClient, body: str | bytes, content_type: str, status: int, says: str
 ) -> None:
-    response = client.put(URL, data=body, content_type=content_type, headers=AUTH)
+    response = client.put(URL, data=body, content_type=content_type, headers=ADMIN_AUTH)
     assert response.status_code == status
     assert says in response.get_json()["message"]
-    assert client.get(URL, headers=AUTH).get_json()["imap"] is False
+    assert client.get(URL, headers=ADMIN_AUTH).get_json()["imap"] is False
 
 
 @pytest.mark.parametrize(
     "address", ["alice", "alice@@example.net", "al%00ice@example.net", "a" * 300 + "@example.net", "<b>@example.net"]
 )
 def test_bad_addresses_are_refused(client: FlaskClient, address: str) -> None:
-    response = client.put(f"/admin/v1/accounts/{address}", json={"imap": True, "pop": True}, headers=AUTH)
+    response = client.put(f"/admin/v1/accounts/{address}", json={"imap": True, "pop": True}, headers=ADMIN_AUTH)
     assert response.status_code == 400
     assert "invalid email address" in response.get_json()["message"]
 
 
 def test_empty_patch_is_refused(client: FlaskClient) -> None:
-    response = client.patch(URL, data=json.dumps({}), content_type="application/json", headers=AUTH)
+    response = client.patch(URL, data=json.dumps({}), content_type="application/json", headers=ADMIN_AUTH)
     assert response.status_code == 400
 
 
 def test_actor_header_is_validated(client: FlaskClient) -> None:
-    response = client.put(URL, json={"imap": True, "pop": True}, headers={**AUTH, "X-Autoconfig-Actor": "a b\u00e9"})
+    response = client.put(
+        URL, json={"imap": True, "pop": True}, headers={**ADMIN_AUTH, "X-Autoconfig-Actor": "a b\u00e9"}
+    )
     assert response.status_code == 400
 
 
@@ -141,7 +143,7 @@ def test_actor_header_is_validated(client: FlaskClient) -> None:
 def test_unknown_paths_and_methods_answer_json_too(
     client: FlaskClient, method: str, path: str, status: int, error: str
 ) -> None:
-    response = client.open(path, method=method, headers=AUTH)
+    response = client.open(path, method=method, headers=ADMIN_AUTH)
     assert response.status_code == status
     assert response.content_type == "application/json"
     body = response.get_json()
@@ -157,7 +159,7 @@ def test_unknown_paths_and_methods_answer_json_too(
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 def test_an_address_in_a_domain_not_served_is_refused_and_not_stored(client: FlaskClient, method: str) -> None:
     response = client.open(
-        "/admin/v1/accounts/alice@example.nte", method=method, json={"imap": True, "pop": False}, headers=AUTH
+        "/admin/v1/accounts/alice@example.nte", method=method, json={"imap": True, "pop": False}, headers=ADMIN_AUTH
     )
     assert response.status_code == 404
     body = response.get_json()
@@ -174,8 +176,8 @@ def test_reading_and_resetting_take_any_address(client: FlaskClient) -> None:
     """So a row stored before domains were checked can still be looked at and removed."""
     store = client.application.extensions["autoconfig"].store
     store.update("old@example.nte", {"imap": True}, "t")
-    assert client.get("/admin/v1/accounts/old@example.nte", headers=AUTH).get_json()["imap"] is True
-    assert client.delete("/admin/v1/accounts/old@example.nte", headers=AUTH).get_json()["existed"] is True
+    assert client.get("/admin/v1/accounts/old@example.nte", headers=ADMIN_AUTH).get_json()["imap"] is True
+    assert client.delete("/admin/v1/accounts/old@example.nte", headers=ADMIN_AUTH).get_json()["existed"] is True
 
 
 @pytest.mark.parametrize(
@@ -198,7 +200,7 @@ def test_with_hosted_domains_any_domain_that_could_be_hosted_is_stored(
     app = create_app(load(write_config(config_data), env={}))
     try:
         response = app.test_client().put(
-            f"/admin/v1/accounts/{address}", json={"imap": True, "pop": False}, headers=AUTH
+            f"/admin/v1/accounts/{address}", json={"imap": True, "pop": False}, headers=ADMIN_AUTH
         )
         assert response.status_code == status
         if says is not None:

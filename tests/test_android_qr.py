@@ -25,8 +25,9 @@ from playwright.sync_api import Browser
 
 from autoconfig import create_app
 from autoconfig.config import load
-from tests.conftest import BASE_CONFIG, Admin
 from tests.support import export_for_mobile
+from tests.support.admin import Admin
+from tests.support.config import BASE_CONFIG
 from tests.support.export_for_mobile import Identity, Server
 from tests.support.qr import ScannedCode, scan_html, scan_png
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 WriteConfig = Callable[[dict[str, Any]], Path]

@@ -15,7 +15,7 @@ import pytest
 import tomli_w
 from click.testing import Result
 
-from tests.conftest import BASE_CONFIG
+from tests.support.config import BASE_CONFIG
 from tests.support.gunicorn import ROOT
 
 Cli = Callable[..., Result]

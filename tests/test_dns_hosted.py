@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from click.testing import Result
 
 from autoconfig.dns.hosted import HostedDomains, LookupFailed
 from tests.support.dns_helpers import CountingResolver, SilentDnsServer, dns_settings
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
 
@@ -245,44 +245,40 @@ NOT_SERVED = "this service has no mail settings for that domain\n"
 
 
 def test_a_hosted_domain_is_served_with_the_same_per_account_policy(
-    cli: Callable[..., Result], live_server: GunicornServer
+    cli: Callable[..., Result], server: GunicornServer
 ) -> None:
     assert cli("accounts", "set", "alice@shop.example", "--imap", "on").exit_code == 0
 
-    status, body, _ = autoconfig(live_server, "alice@shop.example")
+    status, body, _ = autoconfig(server, "alice@shop.example")
     assert status == 200
     assert "<hostname>imap.example.net</hostname>" in body
     assert "<domain>shop.example</domain>" in body
     assert 'type="pop3"' not in body
 
     # Nothing enabled: the same answer as for the ISP's own domain, never a document.
-    declined = autoconfig(live_server, "bob@example.net")
+    declined = autoconfig(server, "bob@example.net")
     assert declined[0] == 404
-    assert autoconfig(live_server, "bob@shop.example")[:2] == declined[:2]
+    assert autoconfig(server, "bob@shop.example")[:2] == declined[:2]
 
 
-def test_a_domain_whose_mx_is_not_ours_is_refused(live_server: GunicornServer) -> None:
+def test_a_domain_whose_mx_is_not_ours_is_refused(server: GunicornServer) -> None:
     answers = {
-        domain: autoconfig(live_server, f"alice@{domain}")[:2]
+        domain: autoconfig(server, f"alice@{domain}")[:2]
         for domain in ("nullmx.example", "elsewhere.example", "mixed.example", "gone.shop.example")
     }
     assert answers == dict.fromkeys(answers, (404, NOT_SERVED))
 
 
-def test_health_reports_the_resolver(live_server: GunicornServer) -> None:
-    status, body, _ = get(live_server, "/healthz")
+def test_health_reports_the_resolver(server: GunicornServer) -> None:
+    status, body, _ = get(server, "/healthz")
     assert (status, body) == (200, '{"checks":{"resolver":"ok","store":"ok"},"status":"ok"}\n')
 
 
 @pytest.fixture
-def silent_server(
-    config_data: dict[str, Any], write_config: Callable[..., Path], tmp_path: Path
-) -> Iterator[GunicornServer]:
+def silent_server(config_data: dict[str, Any], make_server: MakeServer) -> Iterator[GunicornServer]:
     with SilentDnsServer() as silent:
         config_data["dns"].update(port=silent.port, timeout=0.5, lifetime=1.0)
-        path = write_config(config_data, "silent.toml")
-        with GunicornServer(path, tmp_path / "silent-gunicorn.log", workers=1) as server:
-            yield server
+        yield make_server(config_data, name="silent.toml", log="silent-gunicorn.log", workers=1)
 
 
 def test_a_silent_resolver_costs_at_most_its_lifetime_and_degrades_health(

@@ -12,12 +12,10 @@ poplib; switches change through the admin API, as the webmail changes them.
 
 from __future__ import annotations
 
-import copy
 import imaplib
 import json
 import poplib
 import re
-import secrets
 import shutil
 import socket
 import ssl
@@ -26,7 +24,6 @@ import tempfile
 import threading
 import time
 import tomllib
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,18 +31,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
-from tests.support.dovecot import SNIPPETS, DovecotServer, installed_series, version_preamble
-from tests.support.gunicorn import ROOT, GunicornServer
+from tests.support.admin import LiveAdmin
+from tests.support.config import POLICY_HEADER, WEBMAIL_URL, base_config
+from tests.support.dovecot import (
+    SNIPPET_NEVER_SENDS,
+    SNIPPET_SENDS,
+    SNIPPETS,
+    DovecotServer,
+    dovecot_settings,
+    installed_series,
+    version_preamble,
+)
+from tests.support.gunicorn import ROOT, GunicornServer, gunicorn_on
 from tests.support.policy_recorder import PolicyRecorder
 from tests.support.ports import free_port, wait_for
 from tests.support.tls import self_signed
 
 SERIES = installed_series()
 SNIPPET = ROOT / "config" / SNIPPETS[SERIES]
-HEADER = "X-Autoconfig-Policy-Key"
 SECRET = "e2e-dovecot-policy-secret-0123456789"
 PASSWORD = "correct horse"
 USERS = {
@@ -56,23 +60,6 @@ UNKEYABLE = ["john..smith@example.net", "ivan.@example.net", "a@b@example.net"]
 USERS |= dict.fromkeys(UNKEYABLE, PASSWORD)
 AUTH_FAILED_IMAP = "[AUTHENTICATIONFAILED] Authentication failed."
 AUTH_FAILED_POP3 = "-ERR [AUTH] Authentication failed."
-
-
-def dovecot_settings(url: str, api_header: str, reject_on_fail: bool, series: str = SERIES) -> str:
-    """The shipped snippet (for the installed Dovecot, or ``series``) with this test's URL, secret,
-    nonce and fail choice: each a ``name = value`` line of its own, as an admin or
-    ``autoconfig dovecot snippet`` fills it in."""
-    text = (ROOT / "config" / SNIPPETS[series]).read_text()
-    for name, value in (
-        ("auth_policy_server_url", url),
-        ("auth_policy_server_api_header", api_header),
-        ("auth_policy_hash_nonce", secrets.token_hex(16)),
-        ("auth_policy_reject_on_fail", "yes" if reject_on_fail else "no"),
-    ):
-        text, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", text, flags=re.MULTILINE)
-        assert count == 1, f"the snippet must set {name} exactly once"
-    assert not [line for line in text.splitlines() if "replace-with" in line and not line.startswith("#")]
-    return text
 
 
 def imap_login(dovecot: DovecotServer, user: str, password: str = PASSWORD) -> str:
@@ -104,12 +91,7 @@ def pop3_login(dovecot: DovecotServer, user: str, password: str = PASSWORD) -> s
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     workdir = tmp_path_factory.mktemp("autoconfig")
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}"}
-    config = workdir / "autoconfig.toml"
-    config.write_bytes(tomli_w.dumps(data).encode())
-    with GunicornServer(config, workdir / "gunicorn.log") as server:
+    with gunicorn_on(workdir, base_config(workdir, dovecot={"api_header": f"{POLICY_HEADER}: {SECRET}"})) as server:
         yield server
 
 
@@ -122,21 +104,11 @@ def recorder(service: GunicornServer) -> Iterator[PolicyRecorder]:
 
 @pytest.fixture(scope="module")
 def dovecot(recorder: PolicyRecorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    settings = dovecot_settings(f"{recorder.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
+    settings = dovecot_settings(
+        f"{recorder.url}/dovecot/auth-policy", f"{POLICY_HEADER}: {SECRET}", reject_on_fail=False
+    )
     with DovecotServer(tmp_path_factory.mktemp("dovecot"), USERS, extra_config=settings) as server:
         yield server
-
-
-def switch(service: GunicornServer, address: str, **switches: bool) -> None:
-    """What the webmail does when the user flips a switch."""
-    request = urllib.request.Request(
-        f"{service.url}/admin/v1/accounts/{address}",
-        data=json.dumps(switches).encode(),
-        method="PATCH",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
 
 
 def test_nothing_enabled_means_no_login_and_the_way_forward(service: GunicornServer, dovecot: DovecotServer) -> None:
@@ -149,16 +121,16 @@ def test_nothing_enabled_means_no_login_and_the_way_forward(service: GunicornSer
 
 
 def test_enabling_imap_lets_imap_in_at_once_and_pop3_stays_out(service: GunicornServer, dovecot: DovecotServer) -> None:
-    switch(service, "bob@example.net", imap=True)
+    LiveAdmin(service).set("bob@example.net", imap=True)
     assert imap_login(dovecot, "bob@example.net") == "OK"
     assert pop3_login(dovecot, "bob@example.net").startswith("-ERR [AUTH] POP is turned off")
 
-    switch(service, "bob@example.net", imap=False)
+    LiveAdmin(service).set("bob@example.net", imap=False)
     assert imap_login(dovecot, "bob@example.net").startswith("[ALERT] IMAP is turned off")
 
 
 def test_enabling_pop_lets_pop3_in(service: GunicornServer, dovecot: DovecotServer) -> None:
-    switch(service, "carol@example.net", pop=True)
+    LiveAdmin(service).set("carol@example.net", pop=True)
     assert pop3_login(dovecot, "carol@example.net") == "OK"
     assert imap_login(dovecot, "carol@example.net").startswith("[ALERT]")
 
@@ -166,11 +138,11 @@ def test_enabling_pop_lets_pop3_in(service: GunicornServer, dovecot: DovecotServ
 def test_both_switches_on_let_both_in_and_turning_one_off_shuts_only_it(
     service: GunicornServer, dovecot: DovecotServer
 ) -> None:
-    switch(service, "grace@example.net", imap=True, pop=True)
+    LiveAdmin(service).set("grace@example.net", imap=True, pop=True)
     assert imap_login(dovecot, "grace@example.net") == "OK"
     assert pop3_login(dovecot, "grace@example.net") == "OK"
 
-    switch(service, "grace@example.net", pop=False)
+    LiveAdmin(service).set("grace@example.net", pop=False)
     assert imap_login(dovecot, "grace@example.net") == "OK"
     assert pop3_login(dovecot, "grace@example.net").startswith("-ERR [AUTH] POP is turned off")
 
@@ -190,7 +162,7 @@ def test_a_wrong_password_fails_the_same_way_whatever_is_enabled(
     service: GunicornServer, dovecot: DovecotServer
 ) -> None:
     """No answer before the password is checked: a guesser learns nothing about the switches."""
-    switch(service, "dave@example.net", imap=True, pop=True)
+    LiveAdmin(service).set("dave@example.net", imap=True, pop=True)
     accounts = ["dave@example.net", "erin@example.net", "nobody@example.net"]  # enabled, all off, unknown
     with ThreadPoolExecutor(max_workers=len(accounts)) as pool:  # each failure takes Dovecot ~0.5 s
         imap = set(pool.map(lambda user: imap_login(dovecot, user, "wrong"), accounts))
@@ -219,11 +191,11 @@ def test_when_the_service_fails_dovecot_does_what_its_setting_says(
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # connections complete in the backlog and are never answered
-        url, header = f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}"
+        url, header = f"{service.url}/dovecot/auth-policy", f"{POLICY_HEADER}: {SECRET}"
         if failure == "unreachable":
             url = f"http://127.0.0.1:{free_port()}/dovecot/auth-policy"
         elif failure == "wrong-secret":
-            header = f"{HEADER}: not-the-{SECRET}"
+            header = f"{POLICY_HEADER}: not-the-{SECRET}"
         elif failure == "silent":
             url = f"http://127.0.0.1:{silent.getsockname()[1]}/dovecot/auth-policy"
         settings = dovecot_settings(url, header, reject_on_fail)
@@ -281,7 +253,7 @@ def test_an_https_policy_server_needs_a_certificate_dovecot_can_verify(
     """Dovecot checks the policy server's certificate (2.3.19 and 2.4.1 alike): one it cannot verify
     fails every request, which the shipped fail-open choice turns into a gate that is off."""
     url, cert = refusing_https
-    settings = dovecot_settings(url, f"{HEADER}: {SECRET}", reject_on_fail=False)
+    settings = dovecot_settings(url, f"{POLICY_HEADER}: {SECRET}", reject_on_fail=False)
     if trusted:
         settings += f"ssl_client_ca_file = {cert}\n"
     with DovecotServer(tmp_path / "dovecot", USERS, extra_config=settings) as dovecot:
@@ -305,17 +277,13 @@ def test_each_snippet_and_the_reference_config_share_one_secret_line(series: str
 
 # -- what Dovecot sends --------------------------------------------------------------------
 
-# The snippet's attributes, and "tls", which Dovecot adds to every request itself.
-SENT = {"login", "protocol", "remote", "real_remote", "session_id", "tls"}
-NEVER_SENT = {"pwhash", "device_id", "fail_type"}  # Dovecot's defaults the snippets leave out
-
 
 def test_dovecot_sends_the_snippets_attributes_and_never_a_password_hash(
     service: GunicornServer, dovecot: DovecotServer, recorder: PolicyRecorder
 ) -> None:
     """On 2.4 too, whose defaults (pwhash, device_id, fail_type) are merged in unless cleared."""
     since = len(recorder.recorded())
-    switch(service, "heidi@example.net", imap=True)
+    LiveAdmin(service).set("heidi@example.net", imap=True)
     assert imap_login(dovecot, "heidi@example.net") == "OK"
     assert pop3_login(dovecot, "heidi@example.net").startswith("-ERR [AUTH] POP is turned off")
     assert imap_login(dovecot, "heidi@example.net", "wrong") == AUTH_FAILED_IMAP  # asked nothing: no report either
@@ -327,12 +295,12 @@ def test_dovecot_sends_the_snippets_attributes_and_never_a_password_hash(
         ("heidi@example.net", "pop3"),
     ]
     for body in bodies:
-        assert set(body) == SENT, body
+        assert set(body) == SNIPPET_SENDS, body
         assert body["remote"] == body["real_remote"] == "127.0.0.1"
         assert body["session_id"] and body["tls"] is False
     for request in recorder.recorded():  # and in every request this module's Dovecot made
-        assert not NEVER_SENT & set(request.json()), request
-        assert request.headers[HEADER].strip() == SECRET
+        assert not SNIPPET_NEVER_SENDS & set(request.json()), request
+        assert request.headers[POLICY_HEADER].strip() == SECRET
 
 
 # -- the wrong snippet for the version -------------------------------------------------------
@@ -388,7 +356,9 @@ def test_the_other_versions_snippet_stops_dovecot_with_the_error_the_readme_quot
     assert fatal(INSTALLED_AS, number, why) in readme, "README.md must quote Dovecot's refusal as it is"
 
     # dovecot itself does not start with it either.
-    settings = dovecot_settings("http://127.0.0.1:1/dovecot/auth-policy", f"{HEADER}: {SECRET}", False, series=other)
+    settings = dovecot_settings(
+        "http://127.0.0.1:1/dovecot/auth-policy", f"{POLICY_HEADER}: {SECRET}", False, series=other
+    )
     with pytest.raises(RuntimeError) as failure:
         DovecotServer(tmp_path / "dovecot", USERS, extra_config=settings).start()
     assert "Fatal: Error in configuration file" in str(failure.value)

@@ -24,17 +24,17 @@ from autoconfig.config import ConfigError, load
 from autoconfig.login_policy import refusal
 from autoconfig.spec import MAX_POLICY_BODY
 from autoconfig.store import StoreUnavailable, Switches
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.admin import Admin
+from tests.support.config import POLICY_HEADER, WEBMAIL_URL
 
 SECRET = "dovecot-policy-secret-0123456789"
-HEADER = "X-Autoconfig-Policy-Key"
 URL = "/dovecot/auth-policy"
 PWHASH = "5e88489ab1c0"
 
 
 @pytest.fixture
 def config_data(config_data: dict[str, Any]) -> dict[str, Any]:
-    config_data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}"}
+    config_data["dovecot"] = {"api_header": f"{POLICY_HEADER}: {SECRET}"}
     return config_data
 
 
@@ -49,7 +49,9 @@ def ask(
     """One request the way Dovecot 2.3 sends it (attributes of the shipped snippet, plus pwhash)."""
     body = {"login": login, "protocol": protocol, "remote": "192.0.2.7", "session_id": "Zq3z/Sph1JJ/AAAB"}
     body |= {"pwhash": PWHASH, "tls": False, **extra}
-    return client.post(f"{URL}?command={command}", json=body, headers={HEADER: SECRET} if headers is None else headers)
+    return client.post(
+        f"{URL}?command={command}", json=body, headers={POLICY_HEADER: SECRET} if headers is None else headers
+    )
 
 
 def decisions(app: Flask, **labels: str) -> float:
@@ -217,7 +219,7 @@ def test_decisions_are_logged_without_the_password_hash_or_the_secret(
     with caplog.at_level(logging.DEBUG, logger="autoconfig"):
         ask(client)
         ask(client, command="report", success=False)
-        ask(client, headers={HEADER: SECRET + "x"})
+        ask(client, headers={POLICY_HEADER: SECRET + "x"})
     decision = [r.getMessage() for r in caplog.records if "reject" in r.getMessage()]
     assert decision and "alice@example.net" in decision[0] and "imap" in decision[0]
     assert all(r.levelno == logging.INFO for r in caplog.records if "reject (" in r.getMessage())
@@ -235,7 +237,14 @@ def test_log_lines_never_carry_control_characters(client: FlaskClient, caplog: p
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {HEADER: ""}, {HEADER: SECRET + "x"}, {HEADER: SECRET[:-1]}, {"X-API-Key": SECRET}, {"Authorization": SECRET}],
+    [
+        {},
+        {POLICY_HEADER: ""},
+        {POLICY_HEADER: SECRET + "x"},
+        {POLICY_HEADER: SECRET[:-1]},
+        {"X-API-Key": SECRET},
+        {"Authorization": SECRET},
+    ],
     ids=["missing", "empty", "longer", "shorter", "other-header", "authorization"],
 )
 def test_without_the_secret_the_answer_is_401_and_nothing_is_decided(
@@ -251,7 +260,7 @@ def test_without_the_secret_the_answer_is_401_and_nothing_is_decided(
 
 def test_the_secret_may_arrive_with_surrounding_spaces(client: FlaskClient) -> None:
     """Dovecot sends everything after the colon of its setting, leading space included."""
-    assert ask(client, headers={HEADER: f" {SECRET} "}).status_code == 200
+    assert ask(client, headers={POLICY_HEADER: f" {SECRET} "}).status_code == 200
 
 
 def test_without_a_dovecot_section_the_endpoint_does_not_exist(
@@ -265,7 +274,7 @@ def test_without_a_dovecot_section_the_endpoint_does_not_exist(
 
 
 def test_client_endpoints_still_never_send_401(client: FlaskClient) -> None:
-    response = client.get("/mail/config-v1.1.xml?emailaddress=alice@example.net", headers={HEADER: "wrong"})
+    response = client.get("/mail/config-v1.1.xml?emailaddress=alice@example.net", headers={POLICY_HEADER: "wrong"})
     assert response.status_code == 404 and "WWW-Authenticate" not in response.headers
 
 
@@ -273,7 +282,9 @@ def test_client_endpoints_still_never_send_401(client: FlaskClient) -> None:
 
 
 def post(client: FlaskClient, data: bytes | str, command: str = "allow", content_type: str = "application/json") -> Any:
-    return client.post(f"{URL}?command={command}", data=data, content_type=content_type, headers={HEADER: SECRET})
+    return client.post(
+        f"{URL}?command={command}", data=data, content_type=content_type, headers={POLICY_HEADER: SECRET}
+    )
 
 
 GOOD = {"login": "alice@example.net", "protocol": "imap"}
@@ -314,7 +325,7 @@ def test_report_success_must_be_a_boolean(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize("query", ["", "?command=deny", "?command=ALLOW", "?command=allow&command=report"])
 def test_unknown_commands_are_refused(client: FlaskClient, app: Flask, query: str) -> None:
-    response = client.post(URL + query, json=GOOD, headers={HEADER: SECRET})
+    response = client.post(URL + query, json=GOOD, headers={POLICY_HEADER: SECRET})
     assert response.status_code == 400
     assert "command" in response.get_json()["message"]
     assert decisions(app, command="unknown", protocol="unknown", decision="bad_request") == 1
@@ -327,7 +338,7 @@ def test_unknown_fields_are_ignored(client: FlaskClient) -> None:
 
 
 def test_get_is_not_allowed(client: FlaskClient) -> None:
-    assert client.get(f"{URL}?command=allow", headers={HEADER: SECRET}).status_code == 405
+    assert client.get(f"{URL}?command=allow", headers={POLICY_HEADER: SECRET}).status_code == 405
 
 
 # -- configuration ----------------------------------------------------------------

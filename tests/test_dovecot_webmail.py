@@ -13,7 +13,6 @@ with its shipped snippet; test_dovecot_login.py and test_story.py have more.
 
 from __future__ import annotations
 
-import copy
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -21,22 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable, Switches
-from tests.conftest import BASE_CONFIG, Admin
-from tests.support.dovecot import MASTER_SEPARATOR, DovecotServer
-from tests.support.gunicorn import GunicornServer
+from tests.support.admin import Admin, LiveAdmin
+from tests.support.config import POLICY_HEADER, base_config
+from tests.support.dovecot import MASTER_SEPARATOR, SNIPPET_SENDS, DovecotServer, dovecot_settings
+from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.mail_clients import imap_login, pop3_login
 from tests.support.policy_recorder import PolicyRecorder
-from tests.test_dovecot_login import PASSWORD, SENT, dovecot_settings, switch
 
 SECRET = "dovecot-policy-secret-0123456789"
-HEADER = "X-Autoconfig-Policy-Key"
+PASSWORD = "correct horse"
 URL = "/dovecot/auth-policy?command=allow"
 WEBMAIL_NETWORKS = ["192.0.2.10/32", "2001:db8:0:1::/64"]
 WEBMAIL = "192.0.2.10"
@@ -46,7 +44,7 @@ REFUSED = -1
 
 @pytest.fixture
 def config_data(config_data: dict[str, Any]) -> dict[str, Any]:
-    config_data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}", "webmail_networks": WEBMAIL_NETWORKS}
+    config_data["dovecot"] = {"api_header": f"{POLICY_HEADER}: {SECRET}", "webmail_networks": WEBMAIL_NETWORKS}
     return config_data
 
 
@@ -55,7 +53,7 @@ def ask(
 ) -> TestResponse:
     """A request with the shipped snippet's attributes; ``addresses`` sets remote and real_remote."""
     body = {"login": login, "protocol": protocol, "session_id": "Zq3z/Sph1JJ/AAAB"} | addresses
-    return client.post(URL, json=body, headers={HEADER: SECRET})
+    return client.post(URL, json=body, headers={POLICY_HEADER: SECRET})
 
 
 def status(response: TestResponse) -> int:
@@ -254,12 +252,8 @@ MASTER, MASTER_PASSWORD = "webmail-master", "the master's own password"
 def webmail_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     """gunicorn with webmail_networks = the webmail's host."""
     workdir = tmp_path_factory.mktemp("autoconfig")
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}", "webmail_networks": [f"{WEBMAIL_HOST}/32"]}
-    config = workdir / "autoconfig.toml"
-    config.write_bytes(tomli_w.dumps(data).encode())
-    with GunicornServer(config, workdir / "gunicorn.log") as service:
+    dovecot = {"api_header": f"{POLICY_HEADER}: {SECRET}", "webmail_networks": [f"{WEBMAIL_HOST}/32"]}
+    with gunicorn_on(workdir, base_config(workdir, dovecot=dovecot)) as service:
         yield service
 
 
@@ -277,7 +271,9 @@ def gated(
     """Dovecot (2.3 or 2.4, as installed) with the shipped snippet, trusting both hosts to forward
     addresses (so forging is possible, and must not help), a master user, and a PROXY-protocol
     listener for load balancers on the webmail's host and on LOAD_BALANCER."""
-    settings = dovecot_settings(f"{recorder.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
+    settings = dovecot_settings(
+        f"{recorder.url}/dovecot/auth-policy", f"{POLICY_HEADER}: {SECRET}", reject_on_fail=False
+    )
     with DovecotServer(
         tmp_path_factory.mktemp("dovecot"),
         USERS,
@@ -321,9 +317,9 @@ def test_real_dovecot_forwarded_addresses_change_nothing(gated: tuple[GunicornSe
 
 def test_real_dovecot_a_client_follows_the_switch_both_ways(gated: tuple[GunicornServer, DovecotServer]) -> None:
     service, dovecot = gated
-    switch(service, "ivy@example.net", imap=True)
+    LiveAdmin(service).set("ivy@example.net", imap=True)
     assert imap_from(dovecot, CLIENT_HOST, "ivy@example.net") == "OK"
-    switch(service, "ivy@example.net", imap=False)
+    LiveAdmin(service).set("ivy@example.net", imap=False)
     assert imap_from(dovecot, CLIENT_HOST, "ivy@example.net").startswith("[ALERT] IMAP is turned off")
     assert imap_from(dovecot, WEBMAIL_HOST, "ivy@example.net") == "OK"
 
@@ -337,7 +333,7 @@ def test_real_dovecot_asks_about_master_user_logins_too(gated: tuple[GunicornSer
     assert refused.startswith("[AUTHORIZATIONFAILED] IMAP is turned off")  # Dovecot's code for master users
     service.wait_for_log("reject (imap login jack@example.net, session=")
     assert imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, WEBMAIL_HOST) == "OK"
-    switch(service, "jack@example.net", imap=True)
+    LiveAdmin(service).set("jack@example.net", imap=True)
     assert imap_login(dovecot.imap_port, as_master, MASTER_PASSWORD, CLIENT_HOST) == "OK"
 
 
@@ -377,4 +373,4 @@ def test_real_dovecot_never_sends_a_password_hash(
     requests = recorder.recorded()
     assert len(requests) >= 10
     for request in requests:
-        assert set(request.json()) == SENT, request
+        assert set(request.json()) == SNIPPET_SENDS, request

@@ -34,17 +34,16 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.admin import LiveAdmin
+from tests.support.config import BASE_CONFIG, POLICY_HEADER
 from tests.support.gunicorn import GunicornServer, http
 from tests.support.postgres import SUPERUSER, PostgresCluster, PostgresStandby
 
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-POLICY_HEADER, POLICY_SECRET = "X-Autoconfig-Policy-Key", "failover-policy-secret-0123456789"
+POLICY_SECRET = "failover-policy-secret-0123456789"
 DATABASE = "failover"
 STORE_TIMEOUT = 1  # [store] timeout: the longest a request waits for the database
 CONNECT_TIMEOUT = 2  # in the URL; the service sets its own on every connection (max(2, [store] timeout)), the same here
@@ -112,16 +111,6 @@ def replicated(tmp_path: Path) -> Iterator[Replicated]:
 
 
 # -- speaking to a node ------------------------------------------------------------
-
-
-def write(node: GunicornServer, address: str, imap: bool, pop: bool) -> tuple[int, dict[str, str], bytes]:
-    return http("PATCH", f"{node.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH)
-
-
-def account(node: GunicornServer, address: str) -> dict[str, Any]:
-    status, _, body = http("GET", f"{node.url}/admin/v1/accounts/{address}", headers=AUTH)
-    assert status == 200, body
-    return dict(json.loads(body))
 
 
 def document(node: GunicornServer, address: str) -> tuple[int, dict[str, str], bytes]:
@@ -197,7 +186,7 @@ def probe(name: str, node: GunicornServer) -> list[Answer]:
     requests: list[tuple[str, Callable[[], tuple[int, dict[str, str], bytes]], Callable[..., None]]] = [
         ("document alice", lambda: document(node, ALICE), check_document(ALICE, (True, False))),
         ("document bob", lambda: document(node, BOB), check_document(BOB, (False, True))),
-        ("write", lambda: write(node, ALICE, imap=True, pop=False), check_write),
+        ("write", lambda: LiveAdmin(node).call("PATCH", ALICE, {"imap": True, "pop": False}), check_write),
         ("policy imap", lambda: policy(node, ALICE, "imap"), check_policy(allowed=True)),
         ("policy pop3", lambda: policy(node, ALICE, "pop3"), check_policy(allowed=False)),
         ("healthz", lambda: http("GET", f"{node.url}/healthz"), check_health),
@@ -221,13 +210,13 @@ def test_the_primary_crashes_and_the_promoted_standby_takes_the_writes(
     pids = (a.pid, b.pid)
 
     # Before: written through A, seen through B at once (and the other way round).
-    assert write(a, ALICE, imap=True, pop=False)[0] == 200
-    assert write(b, BOB, imap=False, pop=True)[0] == 200
+    LiveAdmin(a).set(ALICE, imap=True, pop=False)
+    LiveAdmin(b).set(BOB, imap=False, pop=True)
     for _, node in replicated.nodes:
         for answer in probe("before", node):
             assert answer.status == 200, answer
-    bob_before = account(a, BOB)
-    assert account(b, BOB) == bob_before
+    bob_before = LiveAdmin(a).get(BOB)
+    assert LiveAdmin(b).get(BOB) == bob_before
     replicated.standby.wait_for_replay()
 
     # The crash; each node asked without a pause by a thread of its own; the promotion GAP seconds later.
@@ -312,10 +301,10 @@ def test_the_primary_crashes_and_the_promoted_standby_takes_the_writes(
     # After: the same processes, the data from before the crash, and new writes seen across nodes.
     assert (a.pid, b.pid) == pids
     for _, node in replicated.nodes:
-        assert account(node, BOB) == bob_before
+        assert LiveAdmin(node).get(BOB) == bob_before
         for answer in probe("after", node):
             assert answer.status == 200, answer
     for writer, reader, address in ((a, b, "carol@example.net"), (b, a, "dave@example.org")):
-        assert write(writer, address, imap=False, pop=True)[0] == 200
+        LiveAdmin(writer).set(address, imap=False, pop=True)
         status, _, body = document(reader, address)
         assert status == 200 and offered(body) == (False, True), body

@@ -27,10 +27,8 @@ from lxml import etree
 from autoconfig import create_app
 from autoconfig.config import load
 from autoconfig.spec import AUTODISCOVER_BASE_NS, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_AUTH, BASE_CONFIG
 from tests.support.promises import THUNDERBIRD_PATHS
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ALLOWED = {200, 400, 404, 414}
@@ -269,7 +267,7 @@ def test_oracle_dovecot(oracle_app: Flask, address: str, protocol: str) -> None:
 @given(address=oracle_addresses)
 def test_oracle_admin_reads(oracle_app: Flask, address: str) -> None:
     response = oracle_app.test_client().get(
-        f"/admin/v1/accounts/{quote_from_bytes(address.encode(), safe='@')}", headers=ADMIN
+        f"/admin/v1/accounts/{quote_from_bytes(address.encode(), safe='@')}", headers=ADMIN_AUTH
     )
     assert response.status_code in (200, 400, 404), (address, response.status_code)
     expected = enabled(address)
@@ -296,9 +294,9 @@ def test_oracle_admin_writes(oracle_app: Flask, body: Any) -> None:
     """A random PATCH body either lands exactly as sent (200) or changes nothing (4xx)."""
     client = oracle_app.test_client()
     url = "/admin/v1/accounts/scratch@example.net"
-    before = json.loads(client.get(url, headers=ADMIN).data)
-    response = client.patch(url, data=json.dumps(body), content_type="application/json", headers=ADMIN)
-    after = json.loads(client.get(url, headers=ADMIN).data)
+    before = json.loads(client.get(url, headers=ADMIN_AUTH).data)
+    response = client.patch(url, data=json.dumps(body), content_type="application/json", headers=ADMIN_AUTH)
+    after = json.loads(client.get(url, headers=ADMIN_AUTH).data)
     assert response.status_code in (200, 400), (body, response.status_code)
     valid = (
         isinstance(body, dict) and body and all(k in ("imap", "pop") and isinstance(v, bool) for k, v in body.items())

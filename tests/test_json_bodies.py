@@ -13,13 +13,12 @@ import pytest
 import tomli_w
 
 from autoconfig.spec import MAX_ADMIN_BODY, MAX_JSON_DEPTH, MAX_POLICY_BODY
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG, POLICY_HEADER
 from tests.support.gunicorn import GunicornServer
 from tests.support.outlook import chunked
 from tests.support.rawhttp import Answer, request
 
 POLICY_SECRET = "dovecot-policy-secret-0123456789"
-POLICY_HEADER = "X-Autoconfig-Policy-Key"
 ADDRESS = "alice@example.net"
 
 

@@ -23,10 +23,10 @@ import pytest
 import tomli_w
 
 from autoconfig.worker import MAX_IDLE, STOP_IDLE_LINGER
-from tests.conftest import BASE_CONFIG
+from tests.support.config import BASE_CONFIG
 from tests.support.gunicorn import GunicornServer
 from tests.support.ports import wait_for
-from tests.test_slow_clients import SLACK, answer_end, connect, status_of, timed_healthz
+from tests.support.sockets import SLACK, answer_end, connect, status_of, timed_healthz
 
 READ_TIMEOUT = 1.5
 KEEPALIVE = 3  # seconds; the settings' own (15) would make the idle test slow

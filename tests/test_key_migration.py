@@ -25,7 +25,8 @@ from autoconfig.address import parse_address
 from autoconfig.cli import main
 from autoconfig.store import Store, StoreSettings, Switches, open_store
 from autoconfig.store.rekey import MIGRATION_ACTOR
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.rawhttp import request
 
@@ -235,25 +236,25 @@ def incoming(server: GunicornServer, typed: str) -> list[str]:
 
 
 def test_gunicorn_workers_migrate_once_and_answer_every_spelling_alike(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
+    config_data: dict[str, Any], tmp_path: Path, make_server: MakeServer
 ) -> None:
     config_data["store"]["url"] = sqlite_v1(_mkdir(tmp_path / "db"))
     config_data["limits"] = {"client_rate": 0, "admin_rate": 0}
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
-        # Turned off under one spelling, so off under every spelling.
-        for typed in ("\u0386\u0345@example.net", "\u1fb4@example.net", "\u1fbc\u0301@example.net"):
-            assert incoming(server, typed) == ["pop3"], typed
-        # A switch flipped through one spelling is what the others see at once.
-        typed = quote("\u0386\u0345@example.net")
-        answer = request(
-            server.port,
-            "PATCH",
-            f"/admin/v1/accounts/{typed}",
-            b'{"imap": true}',
-            {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-        )
-        assert answer.status == 200, answer.body
-        assert incoming(server, "\u1fb4@example.net") == ["imap", "pop3"]
-        log = server.log_text()
+    server = make_server(config_data)
+    # Turned off under one spelling, so off under every spelling.
+    for typed in ("\u0386\u0345@example.net", "\u1fb4@example.net", "\u1fbc\u0301@example.net"):
+        assert incoming(server, typed) == ["pop3"], typed
+    # A switch flipped through one spelling is what the others see at once.
+    typed = quote("\u0386\u0345@example.net")
+    answer = request(
+        server.port,
+        "PATCH",
+        f"/admin/v1/accounts/{typed}",
+        b'{"imap": true}',
+        {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    assert answer.status == 200, answer.body
+    assert incoming(server, "\u1fb4@example.net") == ["imap", "pop3"]
+    log = server.log_text()
     assert log.count("merged 2 rows of one mailbox") == 2, log  # one migration, two merges, however many workers
     assert "imap turned off" in log

@@ -8,7 +8,6 @@ recovery from a killed worker.  Speed lives in bench/.
 from __future__ import annotations
 
 import http.client as http_client
-import json
 import os
 import plistlib
 import random
@@ -18,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,13 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from tests.conftest import ADMIN_TOKEN
+from tests.support.admin import LiveAdmin
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.load import Request, run_load
 from tests.support.ports import wait_for
 from tests.support.postgres import PostgresCluster
 from tests.support.promises import OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
-from tests.test_server import http
 
 
 def raw_http(
@@ -49,19 +48,15 @@ def raw_http(
 STABLE = {f"stable{n}@example.net": (n % 2 == 0, n % 3 == 0) for n in range(30)}
 TOGGLED = [f"toggled{n}@example.net" for n in range(20)]
 UNKNOWN_POOL = 1000
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
-def loaded_server(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
-) -> Iterator[GunicornServer]:
+def loaded_server(config_data: dict[str, Any], make_server: MakeServer) -> GunicornServer:
     config_data["limits"] = {"client_rate": 0, "admin_rate": 0}  # one test client is every client here
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
-        for address, (imap, pop) in STABLE.items():
-            status, _, body = http("PUT", f"{server.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH)
-            assert status == 200, body
-        yield server
+    server = make_server(config_data)
+    for address, (imap, pop) in STABLE.items():
+        LiveAdmin(server).put(address, imap=imap, pop=pop)
+    return server
 
 
 def thunderbird(address: str) -> Request:
@@ -154,9 +149,7 @@ class Toggler(threading.Thread):
             # idempotent, so it is sent again until one answer acknowledges it.
             for _attempt in range(5):
                 try:
-                    status, _, _ = http(
-                        "PUT", f"{self.server.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH
-                    )
+                    status, _, _ = LiveAdmin(self.server).call("PUT", address, {"imap": imap, "pop": pop})
                 except (OSError, http_client.HTTPException):
                     continue
                 if status == 200:
@@ -187,8 +180,8 @@ def test_sixty_seconds_of_mixed_load(loaded_server: GunicornServer) -> None:
     # No lost toggle: every account ends as its last acknowledged write, in the store and in the document.
     assert len(toggler.acknowledged) == len(TOGGLED)
     for address, (imap, pop) in toggler.acknowledged.items():
-        status, _, body = http("GET", f"{loaded_server.url}/admin/v1/accounts/{address}", headers=AUTH)
-        assert (json.loads(body)["imap"], json.loads(body)["pop"]) == (imap, pop)
+        account = LiveAdmin(loaded_server).get(address)
+        assert (account["imap"], account["pop"]) == (imap, pop)
         for make in FORMATS:
             request = make(address)
             method, path, data, headers = request
@@ -232,8 +225,8 @@ def test_a_worker_killed_under_load_is_replaced_and_nothing_is_lost(
         lambda: len(loaded_server.worker_pids()) == 2 and victim not in loaded_server.worker_pids(), 15, "a new worker"
     )
     for address, (imap, pop) in toggler.acknowledged.items():
-        body = http("GET", f"{loaded_server.url}/admin/v1/accounts/{address}", headers=AUTH)[2]
-        assert (json.loads(body)["imap"], json.loads(body)["pop"]) == (imap, pop)
+        account = LiveAdmin(loaded_server).get(address)
+        assert (account["imap"], account["pop"]) == (imap, pop)
     database = config_data["store"]["url"].removeprefix("sqlite:///")
     with closing(sqlite3.connect(database)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -257,9 +250,7 @@ def test_the_store_going_away_under_load(
         config_data["limits"] = {"client_rate": 0, "admin_rate": 0}
         with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
             for address, (imap, pop) in STABLE.items():
-                assert (
-                    http("PUT", f"{server.url}/admin/v1/accounts/{address}", {"imap": imap, "pop": pop}, AUTH)[0] == 200
-                )
+                LiveAdmin(server).put(address, imap=imap, pop=pop)
 
             def outage() -> None:
                 time.sleep(3)

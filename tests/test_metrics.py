@@ -17,9 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from autoconfig import metrics
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN, Admin, MakeApp
-from tests.support.gunicorn import GunicornServer
-from tests.test_server import http
+from tests.support.admin import Admin
+from tests.support.config import ADMIN_TOKEN
+from tests.support.fixture_types import MakeApp
+from tests.support.gunicorn import GunicornServer, http
 
 METRICS_TOKEN = "metrics-token-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,15 +125,12 @@ def test_bad_metrics_settings_name_the_key(
     assert f": {key}: " in str(error.value)
 
 
-def test_a_scrape_sums_every_gunicorn_worker(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
-) -> None:
-    config_data["metrics"] = {"enabled": True}
-    with GunicornServer(write_config(config_data), tmp_path / "g.log", workers=2) as server:
-        for _ in range(40):  # new connections each time: both workers answer some
-            http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=x@example.net")
-        time.sleep(metrics.FLUSH_SECONDS * 1.5)  # the other worker writes its tally within a second
-        text = http("GET", f"{server.url}/metrics")[2].decode()
+@pytest.mark.server(config={"metrics": {"enabled": True}}, workers=2)
+def test_a_scrape_sums_every_gunicorn_worker(server: GunicornServer) -> None:
+    for _ in range(40):  # new connections each time: both workers answer some
+        http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=x@example.net")
+    time.sleep(metrics.FLUSH_SECONDS * 1.5)  # the other worker writes its tally within a second
+    text = http("GET", f"{server.url}/metrics")[2].decode()
     assert samples(text, "autoconfig_requests_total")[(("format", "thunderbird"), ("outcome", "declined"))] == 40
 
 

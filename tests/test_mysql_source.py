@@ -15,7 +15,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -27,7 +26,16 @@ from autoconfig.store.presets import IREDMAIL_SQL, MAILCOW_SQL
 from autoconfig.store.sql_settings import SQLSettings
 from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
-from tests.support.sources import DOC, app_on_store, frozen, incoming, stopped, wait_until_recovered
+from tests.support.sources import (
+    DOC,
+    app_on_store,
+    frozen,
+    incoming,
+    mysql_database,
+    pg_database,
+    stopped,
+    wait_until_recovered,
+)
 
 DOMAINS = ["example.net", "example.org", "example.com"]
 _numbers = itertools.count(1)
@@ -97,31 +105,6 @@ def iredmail_rows() -> Iterator[tuple[str, list[Any]]]:
         values = [f"{local}@{domain}", domain, *columns.values()]
         placeholders = ", ".join(["%s"] * len(names))
         yield f"INSERT INTO mailbox ({', '.join(names)}) VALUES ({placeholders})", values  # noqa: S608 - our names
-
-
-def mysql_database(server: MariaDBServer, tables: list[str], rows: Iterator[tuple[str, list[Any]]]) -> str:
-    name = f"mail_{next(_numbers)}"
-    url = server.create_database(name, "autoconfig_ro", "ro-secret")
-    conn = server.root(name)
-    try:
-        cur = conn.cursor()
-        for statement in tables:
-            cur.execute(statement)
-        for statement, values in rows:
-            cur.execute(statement, values)
-    finally:
-        conn.close()
-    return url
-
-
-def pg_database(cluster: PostgresCluster, tables: list[str], rows: Iterator[tuple[str, list[Any]]]) -> str:
-    dsn = cluster.create_database(f"mail_{next(_numbers)}")
-    with psycopg.connect(dsn) as conn:
-        for statement in tables:
-            conn.execute(statement)
-        for statement, values in rows:
-            conn.execute(statement, values)
-    return dsn
 
 
 def client_for(

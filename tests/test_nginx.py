@@ -10,24 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.admin import LiveAdmin
 from tests.support.gunicorn import GunicornServer
 from tests.support.nginx import NginxServer
 from tests.support.promises import APPLE_CONTENT_TYPE, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
 from tests.support.tls import self_signed
-from tests.test_server import set_switches
 
 HOSTS = ["autoconfig.example.net", "autodiscover.example.net"]
 BASIC = "Basic dXNlcjpodW50ZXIy"
 
 
 @pytest.fixture
-def front(live_server: GunicornServer, tmp_path: Path) -> Iterator[tuple[NginxServer, ssl.SSLContext]]:
+def front(server: GunicornServer, tmp_path: Path) -> Iterator[tuple[NginxServer, ssl.SSLContext]]:
     cert, key = self_signed(tmp_path, HOSTS)
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False  # we connect to 127.0.0.1 and send the Host header ourselves
     workdir = tmp_path / "nginx"
     workdir.mkdir()
-    with NginxServer(workdir, live_server.port, cert, key) as nginx:
+    with NginxServer(workdir, server.port, cert, key) as nginx:
         yield nginx, context
 
 
@@ -55,10 +55,10 @@ def request(
 
 @pytest.mark.parametrize("host", HOSTS)
 def test_thunderbird_document_through_tls(
-    front: tuple[NginxServer, ssl.SSLContext], live_server: GunicornServer, host: str
+    front: tuple[NginxServer, ssl.SSLContext], server: GunicornServer, host: str
 ) -> None:
     nginx, context = front
-    set_switches(live_server, "alice@example.net", imap=True)
+    LiveAdmin(server).set("alice@example.net", imap=True)
     status, headers, body = request(
         nginx.https_port,
         "GET",
@@ -69,7 +69,7 @@ def test_thunderbird_document_through_tls(
     )
     assert status == 200 and headers["content-type"].startswith("application/xml")
     assert b'<incomingServer type="imap">' in body
-    assert BASIC.split()[1] not in nginx.access_log() + live_server.log_text()
+    assert BASIC.split()[1] not in nginx.access_log() + server.log_text()
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(front: tuple[NginxServer, ssl.SSLContext]) -> None:
@@ -111,9 +111,9 @@ def test_other_plain_http_requests_go_to_https(front: tuple[NginxServer, ssl.SSL
     assert status == 301 and headers["location"].startswith(f"https://{HOSTS[0]}/mail/config-v1.1.xml")
 
 
-def test_outlook_settings_through_tls(front: tuple[NginxServer, ssl.SSLContext], live_server: GunicornServer) -> None:
+def test_outlook_settings_through_tls(front: tuple[NginxServer, ssl.SSLContext], server: GunicornServer) -> None:
     nginx, context = front
-    set_switches(live_server, "olly@example.net", pop=True)
+    LiveAdmin(server).set("olly@example.net", pop=True)
     body = (
         f'<Autodiscover xmlns="{OUTLOOK_REQUEST_NS}"><Request><EMailAddress>olly@example.net</EMailAddress>'
         f"<AcceptableResponseSchema>{OUTLOOK_RESPONSE_NS}</AcceptableResponseSchema></Request></Autodiscover>"
@@ -132,9 +132,9 @@ def test_outlook_settings_through_tls(front: tuple[NginxServer, ssl.SSLContext],
     assert "www-authenticate" not in headers
 
 
-def test_apple_profile_through_tls(front: tuple[NginxServer, ssl.SSLContext], live_server: GunicornServer) -> None:
+def test_apple_profile_through_tls(front: tuple[NginxServer, ssl.SSLContext], server: GunicornServer) -> None:
     nginx, context = front
-    set_switches(live_server, "ana@example.net", imap=True)
+    LiveAdmin(server).set("ana@example.net", imap=True)
     status, headers, answer = request(
         nginx.https_port, "GET", "/apple/mail.mobileconfig?emailaddress=ana@example.net", HOSTS[0], context
     )

@@ -14,16 +14,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
-from tests.support.gunicorn import GunicornServer
+from tests.support.admin import LiveAdmin
+from tests.support.config import BASE_CONFIG
+from tests.support.gunicorn import GunicornServer, http
 from tests.support.postgres import PostgresCluster
-from tests.test_server import http
 
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Generous: recovery needs each worker's pool to reconnect (well under a second here), not a restart.
 RECOVERY_BOUND = 15.0
 
@@ -53,6 +53,10 @@ def start_nodes(workdir: Path, dsn: str, timeout: int = 2) -> tuple[GunicornServ
     return a, b
 
 
+def switches_of(account: dict[str, Any]) -> tuple[bool, bool]:
+    return account["imap"], account["pop"]
+
+
 @pytest.fixture(scope="module")
 def nodes(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     a, b = start_nodes(tmp_path_factory.mktemp("nodes"), postgres.create_database("nodes"))
@@ -61,19 +65,6 @@ def nodes(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         a.stop()
         b.stop()
-
-
-def patch(node: GunicornServer, address: str, **switches: bool) -> dict[str, object]:
-    status, _, body = http("PATCH", f"{node.url}/admin/v1/accounts/{address}", switches, AUTH)
-    assert status == 200, body
-    return dict(json.loads(body))
-
-
-def admin_switches(node: GunicornServer, address: str) -> tuple[bool, bool]:
-    status, _, body = http("GET", f"{node.url}/admin/v1/accounts/{address}", headers=AUTH)
-    assert status == 200, body
-    account = json.loads(body)
-    return account["imap"], account["pop"]
 
 
 def offered(node: GunicornServer, address: str) -> tuple[bool, bool]:
@@ -93,7 +84,7 @@ def test_a_switch_flipped_on_one_node_is_what_the_next_request_to_the_other_sees
         (nodes.a, nodes.b, False, True),
         (nodes.b, nodes.a, False, False),
     ]:
-        patch(writer, address, imap=imap, pop=pop)
+        LiveAdmin(writer).set(address, imap=imap, pop=pop)
         # No sleep and no retry: the bound is zero.
         assert offered(reader, address) == (imap, pop)
         assert offered(writer, address) == (imap, pop)
@@ -114,7 +105,7 @@ def test_concurrent_writers_through_both_nodes_end_with_each_last_acknowledged_w
             while time.monotonic() < deadline:
                 address = rng.choice(mine)
                 imap, pop = rng.random() < 0.5, rng.random() < 0.5
-                patch(rng.choice((nodes.a, nodes.b)), address, imap=imap, pop=pop)
+                LiveAdmin(rng.choice((nodes.a, nodes.b))).set(address, imap=imap, pop=pop)
                 with lock:
                     last[address] = (imap, pop)  # acknowledged: the node answered 200
         except BaseException as exc:
@@ -129,7 +120,7 @@ def test_concurrent_writers_through_both_nodes_end_with_each_last_acknowledged_w
     assert len(last) == threads * accounts_per_thread
     for address, expected in last.items():
         for node in nodes:
-            assert admin_switches(node, address) == expected, address
+            assert switches_of(LiveAdmin(node).get(address)) == expected, address
             assert offered(node, address) == expected, address
 
 
@@ -153,7 +144,7 @@ def test_concurrent_writers_on_the_same_account_lose_no_update(nodes: Nodes) -> 
         try:
             while time.monotonic() < deadline:
                 value = rng.random() < 0.5
-                patch(node, address, **{switch: value})
+                LiveAdmin(node).set(address, **{switch: value})
                 last[switch, number] = value  # acknowledged: the node answered 200
         except BaseException as exc:
             failures.append(exc)
@@ -165,11 +156,11 @@ def test_concurrent_writers_on_the_same_account_lose_no_update(nodes: Nodes) -> 
         worker.join()
     assert not failures, failures
     assert len(last) == 4
-    imap, pop = admin_switches(nodes.a, address)
+    imap, pop = switches_of(LiveAdmin(nodes.a).get(address))
     assert imap in {last["imap", 0], last["imap", 1]}
     assert pop in {last["pop", 0], last["pop", 1]}
     for node in nodes:
-        assert admin_switches(node, address) == (imap, pop)
+        assert switches_of(LiveAdmin(node).get(address)) == (imap, pop)
         assert offered(node, address) == (imap, pop)
 
 
@@ -186,7 +177,7 @@ def test_a_database_outage_is_503_and_down_then_service_resumes_without_a_restar
     # The shortest store timeout: each worker's first request of the outage waits that long.
     a, b = start_nodes(tmp_path, outage_cluster.create_database("outage"), timeout=1)
     try:
-        patch(a, "alice@example.net", imap=True)
+        LiveAdmin(a).set("alice@example.net", imap=True)
         pids = (a.pid, b.pid)
 
         outage_cluster.stop_server()
@@ -199,9 +190,7 @@ def test_a_database_outage_is_503_and_down_then_service_resumes_without_a_restar
                 status, headers, body = http("GET", f"{node.url}/healthz")
                 assert status == 503
                 assert json.loads(body)["checks"] == {"store": "down"}
-                status, headers, body = http(
-                    "PATCH", f"{node.url}/admin/v1/accounts/alice@example.net", {"pop": True}, AUTH
-                )
+                status, headers, body = LiveAdmin(node).call("PATCH", "alice@example.net", {"pop": True})
                 assert status == 503 and headers["Retry-After"].isdigit()
         finally:
             outage_cluster.start_server()

@@ -19,7 +19,9 @@ from werkzeug.test import TestResponse
 
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable
-from tests.conftest import WEBMAIL_URL, Admin, MakeApp
+from tests.support.admin import Admin
+from tests.support.config import WEBMAIL_URL
+from tests.support.fixture_types import MakeApp
 from tests.support.outlook import (
     Protocol,
     activesync_request,
@@ -119,13 +121,6 @@ def test_unknown_and_disabled_are_identical_but_for_the_time(client: FlaskClient
     assert dict(disabled.headers) == dict(unknown.headers)
     assert without_time(disabled.data) == without_time(unknown.data)
     assert _TIME.search(disabled.data), "the Time attribute is the only thing stripped"
-
-
-def test_foreign_domain_is_http_404(client: FlaskClient) -> None:
-    response = post(client, "alice@gmail.com")
-    assert response.status_code == 404
-    assert error_code(response.data) == OUTLOOK_ERROR_ADDRESS_NOT_FOUND
-    assert b"gmail" not in response.data
 
 
 @pytest.mark.parametrize(

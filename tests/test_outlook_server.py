@@ -11,17 +11,15 @@ import base64
 import contextlib
 import copy
 import http.client
-import json
 import re
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import tomli_w
@@ -39,7 +37,8 @@ from autoconfig.spec import (
     OUTLOOK_REQUEST_NS,
     OUTLOOK_RESPONSE_NS,
 )
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
+from tests.support.admin import LiveAdmin
+from tests.support.config import BASE_CONFIG, WEBMAIL_URL
 from tests.support.gunicorn import ROOT, GunicornServer
 from tests.support.outlook import (
     activesync_request,
@@ -108,16 +107,6 @@ def rss_kib(pid: int) -> int:
     return int(match.group(1))
 
 
-def set_switches(server: GunicornServer, address: str, imap: bool, pop: bool) -> None:
-    status, _, body = http_call(
-        "PUT",
-        f"{server.url}/admin/v1/accounts/{address}",
-        json.dumps({"imap": imap, "pop": pop}).encode(),
-        {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    assert status == 200, body
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("outlook-server")
@@ -128,7 +117,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     config_path.write_bytes(tomli_w.dumps(data).encode())
     listener = Listener()
     with GunicornServer(config_path, tmp / "gunicorn.log", workers=1) as server:
-        set_switches(server, ENABLED, imap=True, pop=False)
+        LiveAdmin(server).put(ENABLED, imap=True, pop=False)
         (pid,) = worker_pids(server.log_text())
         result = Served(server, listener, pid)
         result.baseline_rss_kib = rss_kib(pid)
@@ -356,7 +345,7 @@ CONSISTENCY = [(False, False), (True, False), (False, True), (True, True)]
 @pytest.mark.parametrize(("imap", "pop"), CONSISTENCY)
 def test_thunderbird_and_outlook_see_the_same_switches(served: Served, imap: bool, pop: bool) -> None:
     address = "switched@example.net"
-    set_switches(served.server, address, imap=imap, pop=pop)
+    LiveAdmin(served.server).put(address, imap=imap, pop=pop)
     expected = [name for name, on in (("IMAP", imap), ("POP3", pop)) if on]
 
     status, _, body = http_call("GET", f"{served.server.url}/mail/config-v1.1.xml?emailaddress={address}")
@@ -385,26 +374,24 @@ def test_thunderbird_and_outlook_see_the_same_switches(served: Served, imap: boo
 def test_the_readme_example_request_with_the_readme_path(served: Served) -> None:
     """The issue's 'done when', with the example file the README's curl command posts."""
     example = (ROOT / "config" / "examples" / "request.xml").read_bytes()
-    set_switches(served.server, "alice@example.net", imap=True, pop=False)
+    LiveAdmin(served.server).put("alice@example.net", imap=True, pop=False)
     status, headers, body = http_call("POST", served.server.url + "/Autodiscover/Autodiscover.xml", example, XML)
     assert status == 200 and headers["Content-Type"] == OUTLOOK_CONTENT_TYPE
     assert [p.type for p in protocols(body)] == ["IMAP", "SMTP", "SMTP"]
 
 
 @pytest.mark.parametrize("transfer", ["Content-Length", "chunked"])
-def test_the_largest_cap_meets_flasks_own_limit_with_a_pox_413(
-    config_data: dict[str, Any], write_config: Callable[[dict[str, Any]], Path], tmp_path: Path, transfer: str
-) -> None:
+@pytest.mark.server(config={"outlook": {"max_body_bytes": MAX_BODY_LIMIT}}, workers=1)
+def test_the_largest_cap_meets_flasks_own_limit_with_a_pox_413(server: GunicornServer, transfer: str) -> None:
     """At the top of the range the app's MAX_CONTENT_LENGTH trips too: still the POX 413, never HTML or a 500."""
-    config_data["outlook"] = {"max_body_bytes": MAX_BODY_LIMIT}
     body = b"x" * (2 * MAX_BODY_LIMIT)
     if transfer == "chunked":
         data, headers = chunked(body, 65536), {**XML, "Transfer-Encoding": "chunked"}
     else:
         data, headers = body, XML
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log", workers=1) as server:
-        status, answer_headers, answer = raw_http(server.port, request_bytes(POX, data, headers))
-        assert status == 413 and answer_headers["content-type"] == OUTLOOK_CONTENT_TYPE
-        assert error_code(answer) == OUTLOOK_ERROR_INVALID_REQUEST
-        assert f"larger than {MAX_BODY_LIMIT} bytes".encode() in answer
-        assert "Traceback" not in server.log_text()
+
+    status, answer_headers, answer = raw_http(server.port, request_bytes(POX, data, headers))
+    assert status == 413 and answer_headers["content-type"] == OUTLOOK_CONTENT_TYPE
+    assert error_code(answer) == OUTLOOK_ERROR_INVALID_REQUEST
+    assert f"larger than {MAX_BODY_LIMIT} bytes".encode() in answer
+    assert "Traceback" not in server.log_text()

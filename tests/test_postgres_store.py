@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from autoconfig.store import Store, StoreError, StoreSettings, StoreUnavailable, Switches, open_store
 from autoconfig.store.postgres import SCHEMA_VERSION, PostgresStore
 from tests.support.ports import free_port
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, latin1_database
 
 # Generous: the pool gives up after 2 s; the point is "seconds, not 30 s or forever".
 FAIL_FAST = 10.0
@@ -246,5 +247,66 @@ def test_a_table_gone_under_a_running_store_is_503_not_a_crash(
             with psycopg.connect(pg_dsn, autocommit=True) as conn:
                 conn.execute("ALTER TABLE accounts_away RENAME TO accounts")
         assert store.switches("alice@example.net") == Switches(imap=True)
+    finally:
+        store.close()
+
+
+# -- the libpq lookup path (issue 19's break pass) ------------------------------------------------
+
+JOERG = "jörg@example.net"
+
+
+def test_the_store_reads_back_in_the_admin_api_what_the_cli_wrote_in_a_latin1_database(
+    postgres: PostgresCluster,
+) -> None:
+    store = PostgresStore(latin1_database(postgres, "latin1_store"), timeout=2)
+    try:
+        store.import_switches([(JOERG, Switches(imap=True))], "Zoë")  # psycopg's path
+        account = store.get(JOERG)  # libpq's path
+        assert account.switches == Switches(imap=True)
+        assert account.imap_changed is not None and account.imap_changed.by == "Zoë"
+        store.update("bob@example.net", {"pop": True}, "Zoë")  # libpq's path
+        exported = {a.address: a for a in store.accounts()}  # psycopg's path
+        bob = exported["bob@example.net"].pop_changed
+        assert bob is not None and bob.by == "Zoë"
+    finally:
+        store.close()
+
+
+def test_a_lost_connection_while_the_server_is_frozen_costs_a_503_not_a_hung_request(
+    own_postgres: PostgresCluster,
+) -> None:
+    # One pooled connection lost (its backend terminated: a restart, idle_session_timeout, a
+    # failover) and the server then not answering: the lost connection made the request run
+    # the pool's check() of every idle connection, a query with no deadline, on the request's
+    # own thread, which waited for as long as the server stayed frozen.
+    dsn = own_postgres.create_database("lost_then_frozen")
+    store = PostgresStore(dsn, timeout=1, pool_size=4)
+    try:
+        everyone = threading.Barrier(4)
+
+        def hold(conn: Any) -> None:
+            everyone.wait()  # four at once: the pool opens all four connections
+            time.sleep(0.2)
+
+        threads = [threading.Thread(target=store._db.run, args=(hold,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid() LIMIT 1"
+            )
+        time.sleep(0.2)
+        own_postgres.pause()
+        try:
+            for _ in range(4):  # each pooled connection in turn, the lost one among them
+                raised = raised_within(lambda: store.switches("alice@example.net"), FAIL_FAST)
+                assert isinstance(raised, StoreUnavailable), raised
+        finally:
+            own_postgres.resume()
+        wait_until_reads(store, Switches())
     finally:
         store.close()

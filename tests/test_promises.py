@@ -16,7 +16,6 @@ README still says them.
 
 from __future__ import annotations
 
-import copy
 import json
 import plistlib
 import re
@@ -27,15 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 from lxml import etree
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
 from tests.support import promises
-from tests.support.gunicorn import ROOT, GunicornServer
+from tests.support.admin import LiveAdmin
+from tests.support.config import ADMIN_TOKEN, POLICY_HEADER, base_config
+from tests.support.gunicorn import ROOT, GunicornServer, gunicorn_on
 
 SECRET = "truth-table-policy-secret-0123456789"
-POLICY_HEADER = "X-Autoconfig-Policy-Key"
 WEBMAIL_HOST = "192.0.2.10"
 CLIENT_HOST = "198.51.100.7"
 
@@ -99,20 +97,18 @@ TABLE: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 def start(workdir: Path, isp: str) -> GunicornServer:
-    data = copy.deepcopy(BASE_CONFIG)
+    data = base_config(
+        workdir,
+        limits={"client_rate": 0, "admin_rate": 0},
+        dovecot={"api_header": f"{POLICY_HEADER}: {SECRET}", "webmail_networks": [f"{WEBMAIL_HOST}/32"]},
+    )
     if isp == "pop3-only":
         del data["servers"]["imap"]
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["limits"] = {"client_rate": 0, "admin_rate": 0}
-    data["dovecot"] = {"api_header": f"{POLICY_HEADER}: {SECRET}", "webmail_networks": [f"{WEBMAIL_HOST}/32"]}
-    config = workdir / "autoconfig.toml"
-    config.write_bytes(tomli_w.dumps(data).encode())
-    server = GunicornServer(config, workdir / "gunicorn.log").start()
+    server = gunicorn_on(workdir, data).start()
     for address, switches in STATES.values():
         if switches is not None:
             imap, pop = switches
-            status, _, body = request(server, "PUT", f"/admin/v1/accounts/{address}", {"imap": imap, "pop": pop})
-            assert status == 200, body
+            LiveAdmin(server).put(address, imap=imap, pop=pop)
     return server
 
 

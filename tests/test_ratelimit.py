@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 
 from autoconfig.config import ConfigError, load
 from autoconfig.ratelimit import RateLimiter
-from tests.conftest import ADMIN_TOKEN, MakeApp
+from tests.support.config import ADMIN_TOKEN
+from tests.support.fixture_types import MakeApp
 
 URL = "/mail/config-v1.1.xml?emailaddress=a@example.net"
 

@@ -12,21 +12,13 @@ import pytest
 from lxml import etree
 
 from autoconfig.web.pages import HTML_HEADERS
-from tests.conftest import ADMIN_TOKEN
+from tests.support.admin import LiveAdmin
+from tests.support.config import ADMIN_TOKEN
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import ROOT, GunicornServer, http
 from tests.support.ports import wait_for
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
 from tests.support.promises import CACHE_CONTROL, THUNDERBIRD_PATHS
-
-
-def set_switches(server: GunicornServer, address: str, **switches: bool) -> None:
-    status, _, body = http(
-        "PATCH",
-        f"{server.url}/admin/v1/accounts/{address}",
-        switches,
-        {"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
-    assert status == 200, body
 
 
 def incoming_types(server: GunicornServer, address: str) -> list[str] | None:
@@ -38,47 +30,45 @@ def incoming_types(server: GunicornServer, address: str) -> list[str] | None:
     return [s.get("type", "") for s in root.iterfind("emailProvider/incomingServer")]
 
 
-def test_switches_flipped_through_the_api_change_the_document(live_server: GunicornServer) -> None:
-    assert incoming_types(live_server, "alice@example.net") is None
-    set_switches(live_server, "alice@example.net", imap=True)
-    assert incoming_types(live_server, "alice@example.net") == ["imap"]
-    set_switches(live_server, "alice@example.net", imap=False, pop=True)
-    assert incoming_types(live_server, "alice@example.net") == ["pop3"]
-    set_switches(live_server, "alice@example.net", pop=False)
-    assert incoming_types(live_server, "alice@example.net") is None
+def test_switches_flipped_through_the_api_change_the_document(server: GunicornServer) -> None:
+    assert incoming_types(server, "alice@example.net") is None
+    LiveAdmin(server).set("alice@example.net", imap=True)
+    assert incoming_types(server, "alice@example.net") == ["imap"]
+    LiveAdmin(server).set("alice@example.net", imap=False, pop=True)
+    assert incoming_types(server, "alice@example.net") == ["pop3"]
+    LiveAdmin(server).set("alice@example.net", pop=False)
+    assert incoming_types(server, "alice@example.net") is None
 
 
-def test_unknown_and_disabled_are_identical_on_the_wire(live_server: GunicornServer) -> None:
-    set_switches(live_server, "bob@example.net", imap=True)
-    set_switches(live_server, "bob@example.net", imap=False)
+def test_unknown_and_disabled_are_identical_on_the_wire(server: GunicornServer) -> None:
+    LiveAdmin(server).set("bob@example.net", imap=True)
+    LiveAdmin(server).set("bob@example.net", imap=False)
 
     def answer(address: str) -> tuple[int, dict[str, str], bytes]:
-        status, headers, body = http("GET", f"{live_server.url}/mail/config-v1.1.xml?emailaddress={address}")
+        status, headers, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress={address}")
         headers.pop("Date")
         return status, headers, body
 
     assert answer("bob@example.net") == answer("zed@example.net")
 
 
-def test_credentials_never_reach_the_log(live_server: GunicornServer) -> None:
+def test_credentials_never_reach_the_log(server: GunicornServer) -> None:
     secret = "c2VjcmV0LXVzZXI6aHVudGVyMg=="
     http(
         "GET",
-        f"{live_server.url}/mail/config-v1.1.xml?emailaddress=a@example.net",
+        f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net",
         headers={"Authorization": f"Basic {secret}"},
     )
-    http(
-        "GET", f"{live_server.url}/admin/v1/accounts/a@example.net", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
+    http("GET", f"{server.url}/admin/v1/accounts/a@example.net", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     http(
         "GET",
-        f"{live_server.url}/admin/v1/accounts/a@example.net",
+        f"{server.url}/admin/v1/accounts/a@example.net",
         headers={"Authorization": "Bearer wrong-but-secret-xyz"},
     )
     # The access log is on: wait until gunicorn has written the last request's line.
     written = '"GET /admin/v1/accounts/a@example.net HTTP/1.1" 401'
-    wait_for(lambda: written in live_server.log_text(), timeout=5, what="the access log line")
-    log = live_server.log_text()
+    wait_for(lambda: written in server.log_text(), timeout=5, what="the access log line")
+    log = server.log_text()
     for credential in (secret, ADMIN_TOKEN, "wrong-but-secret-xyz"):
         assert credential not in log
 
@@ -96,21 +86,23 @@ LONG_QUERY = "emailaddress=alice@example.net&x=" + "y" * 6000
     ],
 )
 def test_a_long_request_line_is_the_apps_414_with_the_usual_headers(
-    live_server: GunicornServer, path: str, headers: dict[str, str]
+    server: GunicornServer, path: str, headers: dict[str, str]
 ) -> None:
-    status, got, body = http("GET", f"{live_server.url}{path}?{LONG_QUERY}")
+    status, got, body = http("GET", f"{server.url}{path}?{LONG_QUERY}")
     assert status == 414
     for name, value in {**headers, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}.items():
         assert got[name] == value
     assert b"query string is longer than" in body
 
 
-def test_healthz(live_server: GunicornServer) -> None:
-    status, _, body = http("GET", f"{live_server.url}/healthz")
+def test_healthz(server: GunicornServer) -> None:
+    status, _, body = http("GET", f"{server.url}/healthz")
     assert status == 200 and json.loads(body) == {"status": "ok", "checks": {"store": "ok"}}
 
 
-def test_another_config_and_database_from_the_environment(config_path: Path, tmp_path: Path) -> None:
+def test_another_config_and_database_from_the_environment(
+    config_path: Path, tmp_path: Path, make_server: MakeServer
+) -> None:
     """The issue's 'done when': the CLI switches IMAP on, the server shows IMAP and SMTP only."""
     env = {
         **os.environ,
@@ -125,11 +117,11 @@ def test_another_config_and_database_from_the_environment(config_path: Path, tmp
         capture_output=True,
     )
     server_env = {"AUTOCONFIG_DATABASE_URL": env["AUTOCONFIG_DATABASE_URL"]}
-    with GunicornServer(config_path, tmp_path / "other.log", env=server_env) as server:
-        status, _, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net")
-        assert status == 200
-        root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
-        assert [s.get("type") for s in root.iterfind(".//incomingServer")] == ["imap"]
-        assert {s.get("type") for s in root.iterfind(".//outgoingServer")} == {"smtp"}
-        assert http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=b@example.net")[0] == 404
+    server = make_server(config_path, env=server_env, log="other.log")
+    status, _, body = http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=a@example.net")
+    assert status == 200
+    root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    assert [s.get("type") for s in root.iterfind(".//incomingServer")] == ["imap"]
+    assert {s.get("type") for s in root.iterfind(".//outgoingServer")} == {"smtp"}
+    assert http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress=b@example.net")[0] == 404
     assert (tmp_path / "other.db").exists()

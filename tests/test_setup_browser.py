@@ -6,18 +6,17 @@ Screenshots land in each test's temp dir (setup-*.png) for a human to look at.
 
 from __future__ import annotations
 
-import json
 import plistlib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
-from tests.conftest import ADMIN_TOKEN, WEBMAIL_URL
 from tests.support import export_for_mobile
+from tests.support.admin import LiveAdmin
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.config import WEBMAIL_URL
 from tests.support.gunicorn import GunicornServer
 from tests.support.qr import SCREEN, scan_page
 
@@ -41,17 +40,6 @@ def phone(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
         context.close()
 
 
-def set_switches(server: GunicornServer, address: str, **switches: bool) -> None:
-    request = urllib.request.Request(
-        f"{server.url}/admin/v1/accounts/{address}",
-        data=json.dumps(switches).encode(),
-        method="PATCH",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
-
-
 def look_up(page: Page, server: GunicornServer, address: str) -> None:
     """What a person does: open the page, type the address, press the button."""
     page.goto(f"{server.url}/setup")
@@ -69,11 +57,11 @@ def assert_reads_well_on_a_phone(page: Page, messages: list[str]) -> None:
 
 
 def test_an_enabled_account_sees_its_settings_and_gets_the_profile(
-    live_server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path
+    server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path
 ) -> None:
     page, messages = phone
-    set_switches(live_server, "alice@example.net", imap=True)
-    look_up(page, live_server, "alice@example.net")
+    LiveAdmin(server).set("alice@example.net", imap=True)
+    look_up(page, server, "alice@example.net")
 
     assert page.locator("h1").inner_text() == "Mail settings"
     assert "alice@example.net" in page.locator(".lead").inner_text()
@@ -102,11 +90,11 @@ def test_an_enabled_account_sees_its_settings_and_gets_the_profile(
 
 @pytest.mark.parametrize("address", ["bob@example.net", "nobody-at-all@example.net"])
 def test_a_disabled_or_unknown_account_is_told_to_enable_imap_in_webmail(
-    live_server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path, address: str
+    server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path, address: str
 ) -> None:
     page, messages = phone
-    set_switches(live_server, "bob@example.net", imap=False, pop=False)
-    look_up(page, live_server, address)
+    LiveAdmin(server).set("bob@example.net", imap=False, pop=False)
+    look_up(page, server, address)
 
     assert page.locator("h1").inner_text() == "Enable IMAP or POP first"
     assert "turned off for every mailbox" in page.locator("main").inner_text()
@@ -121,14 +109,14 @@ def test_a_disabled_or_unknown_account_is_told_to_enable_imap_in_webmail(
 
 
 def test_a_phone_scans_the_android_code_off_a_laptop_screen(
-    live_server: GunicornServer, browser: Browser, tmp_path: Path
+    server: GunicornServer, browser: Browser, tmp_path: Path
 ) -> None:
     """The whole way: the real server, the page in Chromium at laptop size, the code photographed and decoded."""
-    set_switches(live_server, "alice@example.net", pop=True)
+    LiveAdmin(server).set("alice@example.net", pop=True)
     context = browser.new_context(viewport=SCREEN)
     try:
         page = context.new_page()
-        page.goto(f"{live_server.url}/setup?emailaddress=alice%40example.net")
+        page.goto(f"{server.url}/setup?emailaddress=alice%40example.net")
         page.screenshot(path=tmp_path / "setup-laptop.png", full_page=True)
         codes = {code.caption: code.payload for code in scan_page(page)}
     finally:
@@ -145,10 +133,10 @@ def test_a_phone_scans_the_android_code_off_a_laptop_screen(
 
 
 def test_a_mistyped_address_gets_the_reason_and_the_form_again(
-    live_server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path
+    server: GunicornServer, phone: tuple[Page, list[str]], tmp_path: Path
 ) -> None:
     page, _ = phone
-    look_up(page, live_server, "alice at example.net")
+    look_up(page, server, "alice at example.net")
     assert page.locator(".problem").inner_text().startswith("invalid email address")
     assert page.get_by_label("Your email address").is_visible()
     page.screenshot(path=tmp_path / "setup-mistyped.png", full_page=True)

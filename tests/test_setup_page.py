@@ -13,8 +13,9 @@ from flask.testing import FlaskClient
 from markupsafe import escape
 from playwright.sync_api import Browser
 
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.admin import Admin
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.config import WEBMAIL_URL
 from tests.support.promises import APPLE_PATHS as APPLE_PROFILE_PATHS
 from tests.support.qr import scan_html
 

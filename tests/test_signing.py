@@ -18,8 +18,9 @@ from click.testing import CliRunner, Result
 from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN
+from tests.support.admin import LiveAdmin
 from tests.support.apple_schema import assert_valid_profile
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.pki import Pki, make_pki, make_unrelated_key
 from tests.support.promises import APPLE_CONTENT_TYPE
@@ -50,31 +51,20 @@ def render(config: Path, address: str, *args: str) -> Result:
     return CliRunner().invoke(main, ["--config", str(config), "render", "apple", address, *args], env={})
 
 
-def enable_over_http(server: GunicornServer, address: str) -> None:
-    request = urllib.request.Request(
-        f"{server.url}/admin/v1/accounts/{address}",
-        data=b'{"imap": true}',
-        method="PATCH",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
-
-
 @pytest.mark.parametrize("key_type", ["ec", "rsa"])
 def test_profile_downloaded_from_gunicorn_verifies_with_openssl(
-    tmp_path: Path, config_data: dict[str, Any], write_config: WriteConfig, key_type: str
+    tmp_path: Path, config_data: dict[str, Any], write_config: WriteConfig, key_type: str, make_server: MakeServer
 ) -> None:
     pki = make_pki(tmp_path / "pki", key_type=key_type)
     unsigned_config = write_config(config_data, "unsigned.toml")
     config_data["apple"] = signing(pki)
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
-        enable_over_http(server, "alice@example.net")
-        url = f"{server.url}/apple/mail.mobileconfig?emailaddress=alice@example.net"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"] == APPLE_CONTENT_TYPE
-            signed = response.read()
+    server = make_server(config_data)
+    LiveAdmin(server).set("alice@example.net", imap=True)
+    url = f"{server.url}/apple/mail.mobileconfig?emailaddress=alice@example.net"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == APPLE_CONTENT_TYPE
+        signed = response.read()
     assert signed[:1] == b"\x30", "DER, not PEM or a bare plist"
     (tmp_path / "alice.mobileconfig").write_bytes(signed)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import multiprocessing
+import os
+import resource
 import socket
 import threading
 import time
@@ -24,10 +25,10 @@ import pytest
 import tomli_w
 
 from autoconfig.worker import DEFAULT_READ_TIMEOUT, MAX_BODY, MAX_HEAD
-from tests.conftest import BASE_CONFIG
-from tests.support.gunicorn import GunicornServer
+from tests.support.config import BASE_CONFIG, base_config
+from tests.support.gunicorn import GunicornServer, gunicorn_on, http
 from tests.support.ports import wait_for
-from tests.test_server import http
+from tests.support.sockets import SLACK, connect, read_answer, status_of, timed_healthz
 
 POX_PATH = "/autodiscover/autodiscover.xml"
 POX_BODY = (
@@ -39,7 +40,6 @@ POX_BODY = (
 )
 # The answer for an address with nothing enabled: Outlook's "no configuration" error.
 POX_DECLINED = b"<ErrorCode>501</ErrorCode>"
-SLACK = 2.0  # seconds beyond the deadline a loaded 2-core machine may need to send the 408
 POLICY_SECRET = "slow-clients-policy-secret-0123456789"
 
 
@@ -47,50 +47,6 @@ def pox_head(length: int | None, *extra: str) -> bytes:
     framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
     lines = [f"POST {POX_PATH} HTTP/1.1", "Host: autoconfig.example.net", "Content-Type: text/xml", framing, *extra]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def connect(server: GunicornServer) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=30)
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection or has sent one final answer
-    (interim 100s included) whole by its Content-Length: an answer to HTTP/1.1 without
-    ``Connection: close`` leaves the connection open for the next request."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-        if answer_end(data) is not None:
-            break
-    return data
-
-
-def answer_end(data: bytes, start: int = 0) -> int | None:
-    """Where the first final answer from ``start`` on ends, once all of it is in ``data``."""
-    while True:
-        head_end = data.find(b"\r\n\r\n", start)
-        if head_end < 0:
-            return None
-        head = data[start:head_end].lower()
-        if head.startswith(b"http/1.1 1"):  # an interim answer: the final one follows
-            start = head_end + 4
-            continue
-        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
-        if b"content-length" not in fields:
-            return None  # framed by the close
-        end = head_end + 4 + int(fields[b"content-length"])
-        return end if len(data) >= end else None
-
-
-def status_of(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1])
-
-
-def timed_healthz(server: GunicornServer) -> float:
-    started = time.monotonic()
-    status, _, body = http("GET", f"{server.url}/healthz")
-    assert status == 200 and json.loads(body)["status"] == "ok", body
-    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +275,138 @@ def test_a_bad_deadline_stops_the_start_with_its_name(tmp_path: Path, config_pat
         server.start()
     server.stop()
     assert "AUTOCONFIG_READ_TIMEOUT must be seconds between 0.1 and 300" in server.log_text()
+
+
+# -- requests the event loop cannot frame (issue 17's break pass) ---------------------------------
+#
+# The worker's event loop hands a request to gunicorn's parser early when it
+# cannot frame it, trusting the parser to refuse it at once.  Where the
+# parser accepted it instead, the worker itself waited for the rest, and
+# (workers + 1) clients that sent such a request and stalled stopped the
+# node answering until the deadline, as stalled bodies did.  Each kind below
+# must leave ``/healthz`` answering within a second and get its answer from
+# the loop, not hold a worker to the deadline.
+
+FRAMING_DEADLINE = 3.0
+FRAMING_WORKERS = 2
+POX_START = (
+    b"POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: autoconfig.example.net\r\nContent-Type: text/xml\r\n"
+)
+
+# What each stalling client sends before it waits, and the status it must get.
+UNFRAMED_STALLS = {
+    # gunicorn takes a chunk size of any number of hex digits; the loop took at most 16.
+    "chunk size with leading zeros": (
+        POX_START + b"Transfer-Encoding: chunked\r\n\r\n000000000000000000400\r\n<?xml",
+        408,
+    ),
+    # gunicorn reads the codings of every Transfer-Encoding field; the loop read the first only.
+    "chunked in a second Transfer-Encoding field": (
+        POX_START + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n<?xml",
+        408,
+    ),
+    # Any client can send a head that long; the loop handed it over unfinished.
+    "head over the buffer": (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-Padding-%d: %s\r\n" % (n, b"p" * 8000) for n in range(MAX_HEAD // 8000 + 1)),
+        431,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def framing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    workdir = tmp_path_factory.mktemp("framing")
+    env = {"AUTOCONFIG_READ_TIMEOUT": str(FRAMING_DEADLINE)}
+    config = base_config(workdir, limits={"client_rate": 0})
+    with gunicorn_on(workdir, config, env=env, workers=FRAMING_WORKERS) as server:
+        yield server
+
+
+@pytest.mark.parametrize("kind", list(UNFRAMED_STALLS))
+def test_a_request_the_loop_cannot_finish_holds_no_worker(framing_server: GunicornServer, kind: str) -> None:
+    sent, expected = UNFRAMED_STALLS[kind]
+    stalled: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for _ in range(FRAMING_WORKERS + 1):
+            sock = connect(framing_server)
+            sock.sendall(sent)
+            stalled.append(sock)
+        time.sleep(0.3)  # long enough for a worker to have taken each one
+        assert timed_healthz(framing_server) < 1.0
+        for sock in stalled:
+            answer = read_answer(sock)
+            assert status_of(answer) == expected, answer[:300]
+        assert time.monotonic() - started < FRAMING_DEADLINE + SLACK
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Transfer-Encoding: chunked\r\n\r\n%s\r\n%s\r\n0\r\n\r\n", id="chunk size with leading zeros"),
+        pytest.param(
+            b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\n%s\r\n0\r\n\r\n",
+            id="chunked in a second Transfer-Encoding field",
+        ),
+    ],
+)
+def test_the_same_framings_complete_are_served_at_once(framing_server: GunicornServer, framing: bytes) -> None:
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?>'
+        b'<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
+        b"<Request><EMailAddress>nobody@example.net</EMailAddress>"
+        b"<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+        b"</AcceptableResponseSchema></Request></Autodiscover>"
+    )
+    started = time.monotonic()
+    with connect(framing_server) as sock:
+        sock.sendall(POX_START + framing % (b"%020x" % len(body), body))
+        answer = read_answer(sock)
+    assert status_of(answer) == 200, answer[:300]
+    assert b"<ErrorCode>501</ErrorCode>" in answer  # the answer for an address with nothing enabled
+    assert time.monotonic() - started < 1.0
+
+
+# Descriptors each worker may open beyond those it holds; UNFRAMED_STALLED connections are more than all have.
+SPARE_DESCRIPTORS = 30
+UNFRAMED_STALLED = 90
+
+
+def test_running_out_of_file_descriptors_pauses_accepting_and_kills_no_worker(framing_server: GunicornServer) -> None:
+    """Under systemd's default limit (1024) more stalled connections than descriptors made accept() fail
+    with EMFILE, and the worker died with every connection it held: now it stops accepting for a moment.
+
+    Each worker's limit is what it holds plus SPARE_DESCRIPTORS, so the workers together run out
+    however the kernel spreads the connections between them (a fixed limit of 64 left both enough
+    when the spread was even), and only once every worker has started: one still starting would
+    have kept its own limit of 1024."""
+    assert FRAMING_WORKERS * SPARE_DESCRIPTORS < UNFRAMED_STALLED
+    wait_for(lambda: len(framing_server.worker_pids()) == FRAMING_WORKERS, 30, f"{FRAMING_WORKERS} workers")
+    workers = sorted(framing_server.worker_pids())
+    before = {pid: resource.prlimit(pid, resource.RLIMIT_NOFILE) for pid in workers}
+    stalled: list[socket.socket] = []
+    try:
+        for pid in workers:
+            held = len(os.listdir(f"/proc/{pid}/fd"))
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (held + SPARE_DESCRIPTORS, before[pid][1]))
+        for _ in range(UNFRAMED_STALLED):
+            sock = connect(framing_server)
+            sock.sendall(POX_START + b"Content-Length: 400\r\n\r\n<?xml")
+            stalled.append(sock)
+        for sock in stalled:
+            answer = read_answer(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]  # not cut off by a dying worker
+        assert timed_healthz(framing_server) < 1.0
+    finally:
+        for sock in stalled:
+            sock.close()
+        for pid, limit in before.items():
+            with contextlib.suppress(ProcessLookupError):
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
+    assert sorted(framing_server.worker_pids()) == workers
+    assert "Exception in worker process" not in framing_server.log_text()
+    framing_server.wait_for_log("Not accepting for 0.1 s: [Errno 24] Too many open files")

@@ -19,11 +19,12 @@ from flask.testing import FlaskClient
 from autoconfig import create_app
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
-from autoconfig.store import StoreError
-from autoconfig.store.sql import numbered
-from tests.conftest import ADMIN_TOKEN
-from tests.support.postgres import PostgresCluster
-from tests.support.sources import DOC, incoming
+from autoconfig.store import StoreError, StoreUnavailable, Switches
+from autoconfig.store.sql import MAX_ROWS, SQLSource, numbered
+from tests.support.config import ADMIN_AUTH
+from tests.support.mariadb import MariaDBServer
+from tests.support.postgres import PostgresCluster, latin1_database
+from tests.support.sources import DOC, incoming, mysql_database, pg_database
 
 MAILBOX = """
 CREATE TABLE mailbox (
@@ -47,7 +48,6 @@ MAILBOXES = [
 ]
 # What the README recommends for iRedMail / Postfixadmin-style tables.
 QUERY = "SELECT enableimap = 1 AND active = 1, enablepop3 = 1 AND active = 1 FROM mailbox WHERE username = %(address)s"
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_a_change_in_the_mail_database_shows_at_the_next_request(sql_client: Fla
 def test_the_admin_api_says_the_source_is_read_only(
     sql_client: FlaskClient, method: str, body: dict[str, bool] | None
 ) -> None:
-    response = sql_client.open("/admin/v1/accounts/alice@example.net", method=method, json=body, headers=AUTH)
+    response = sql_client.open("/admin/v1/accounts/alice@example.net", method=method, json=body, headers=ADMIN_AUTH)
     assert response.status_code == 409
     answer = json.loads(response.data)
     assert answer["error"] == "read_only"
@@ -126,7 +126,7 @@ def test_the_admin_api_says_the_source_is_read_only(
 
 
 def test_the_admin_api_reads_the_switches(sql_client: FlaskClient) -> None:
-    response = sql_client.get("/admin/v1/accounts/bob@example.net", headers=AUTH)
+    response = sql_client.get("/admin/v1/accounts/bob@example.net", headers=ADMIN_AUTH)
     assert response.status_code == 200
     assert json.loads(response.data) == {
         "address": "bob@example.net",
@@ -330,5 +330,45 @@ def test_a_column_type_changed_in_the_mail_database_is_followed_at_once(pg_dsn: 
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute("ALTER TABLE mailbox ALTER imap TYPE int4, ALTER pop TYPE int4")
         assert source.switches("alice@example.net") == Switches(imap=True)
+    finally:
+        source.close()
+
+
+# -- the libpq lookup path (issue 19's break pass) ------------------------------------------------
+
+JOERG = "jörg@example.net"
+SIMPLE_QUERY = "SELECT imap, pop FROM mailbox WHERE username = %(address)s"
+
+
+def test_the_sql_source_finds_a_unicode_mailbox_in_a_latin1_mail_database(postgres: PostgresCluster) -> None:
+    # libpq's client_encoding follows the database's unless told otherwise: the UTF-8 bytes
+    # sent through pglookup were compared as LATIN1 text and matched no row (psycopg's own
+    # path encodes in the connection's encoding and finds it).
+    dsn = latin1_database(postgres, "latin1_mail")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE mailbox (username text PRIMARY KEY, imap int2, pop int2)")
+        conn.execute("INSERT INTO mailbox VALUES (%s, 1, 0)", (JOERG,))
+    source = SQLSource(dsn, SIMPLE_QUERY, timeout=2)
+    try:
+        assert source.switches(JOERG) == Switches(imap=True, pop=False)
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_more_rows_than_the_sql_source_reads_is_no_partial_answer(
+    dialect: str, postgres: PostgresCluster, mariadb: MariaDBServer
+) -> None:
+    # "a protocol is offered only if every row enables it": a row past the limit that turns
+    # IMAP off must not be ignored.  Like the ldap source's sizelimit, a 503 and a log line.
+    insert = "INSERT INTO mailbox VALUES (%s, %s, %s)"
+    rows: list[tuple[str, list[Any]]] = [(insert, [JOERG, 1, 1])] * MAX_ROWS + [(insert, [JOERG, 0, 0])]
+    tables = ["CREATE TABLE mailbox (username varchar(255), imap int2, pop int2)"]
+    make = pg_database if dialect == "postgresql" else mysql_database
+    url = make(postgres if dialect == "postgresql" else mariadb, tables, iter(rows))  # type: ignore[arg-type]
+    source = SQLSource(url, SIMPLE_QUERY, timeout=2)
+    try:
+        with pytest.raises(StoreUnavailable, match=f"more than {MAX_ROWS} rows"):
+            source.switches(JOERG)
     finally:
         source.close()

@@ -26,13 +26,12 @@ import pytest
 import tomli_w
 
 from autoconfig.store.sqlite import FILE_CHECK_INTERVAL
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
-from tests.support.gunicorn import GunicornServer
+from tests.support.admin import LiveAdmin
+from tests.support.config import BASE_CONFIG
+from tests.support.gunicorn import GunicornServer, http
 from tests.support.ports import wait_for
 from tests.support.postgres import PostgresCluster
-from tests.test_server import http
 
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ALICE = "alice@example.net"
 RECOVERY = 15.0  # seconds: generous for a loaded 2-core machine; recovery needs no restart
 
@@ -54,10 +53,6 @@ def write_config(directory: Path, store: dict[str, Any]) -> Path:
 
 def thunderbird(server: GunicornServer, address: str = ALICE) -> tuple[int, dict[str, str], bytes]:
     return http("GET", f"{server.url}/mail/config-v1.1.xml?emailaddress={address}")
-
-
-def patch(server: GunicornServer, address: str, **switches: bool) -> tuple[int, dict[str, str], bytes]:
-    return http("PATCH", f"{server.url}/admin/v1/accounts/{address}", switches, AUTH)
 
 
 def healthz(server: GunicornServer) -> tuple[int, dict[str, Any]]:
@@ -107,14 +102,14 @@ def test_an_unreadable_sqlite_file_at_worker_start_costs_503_not_the_node(workdi
     config = write_config(workdir, {"url": f"sqlite:///{database}"})
     # One worker: after the restart below every request reaches the worker that could not open the file.
     with GunicornServer(config, workdir / "gunicorn.log", workers=1, unprivileged=True) as server:
-        assert patch(server, ALICE, imap=True)[0] == 200
+        LiveAdmin(server).set(ALICE, imap=True)
         database.chmod(0)
         try:
             replacement = restart_a_worker(server)
             assert_node_kept_running(server)
             assert "SQLite store unavailable at start, will retry on use" in server.log_text()
             assert_unavailable(server, "down")
-            status, headers, _ = patch(server, ALICE, pop=True)
+            status, headers, _ = LiveAdmin(server).call("PATCH", ALICE, {"pop": True})
             assert status == 503 and headers["Retry-After"].isdigit()
         finally:
             database.chmod(0o600)
@@ -128,7 +123,7 @@ def test_postgresql_down_at_worker_start_costs_503_not_the_node(tmp_path: Path) 
     with PostgresCluster(tmp_path / "pg") as cluster:
         config = write_config(tmp_path, {"url": cluster.create_database("faults"), "timeout": 1})
         with GunicornServer(config, tmp_path / "gunicorn.log", workers=1) as server:
-            assert patch(server, ALICE, imap=True)[0] == 200
+            LiveAdmin(server).set(ALICE, imap=True)
             cluster.stop_server()
             try:
                 replacement = restart_a_worker(server)
@@ -148,7 +143,7 @@ def sqlite_node(workdir: Path) -> Iterator[tuple[GunicornServer, Path]]:
     database = workdir / "accounts.sqlite3"
     config = write_config(workdir, {"url": f"sqlite:///{database}"})
     with GunicornServer(config, workdir / "gunicorn.log", workers=2, unprivileged=True) as server:
-        assert patch(server, ALICE, imap=True)[0] == 200
+        LiveAdmin(server).set(ALICE, imap=True)
         yield server, database
 
 
@@ -171,7 +166,7 @@ def test_a_replaced_file_is_503_everywhere_until_the_original_is_back(sqlite_nod
 
     assert_unavailable(server, "replaced")
     # The webmail turns IMAP off: refused, since neither file would keep it for every worker.
-    status, headers, body = patch(server, ALICE, imap=False)
+    status, headers, body = LiveAdmin(server).call("PATCH", ALICE, {"imap": False})
     assert status == 503 and headers["Retry-After"].isdigit(), body
     # A worker started now does not adopt the new file: the node still answers with one voice.
     restart_a_worker(server)
@@ -194,7 +189,7 @@ def test_a_deleted_file_is_503_and_no_worker_makes_an_empty_one(sqlite_node: tup
     time.sleep(2 * FILE_CHECK_INTERVAL)
 
     assert_unavailable(server, "replaced")
-    status, _, _ = patch(server, ALICE, pop=True)
+    status, _, _ = LiveAdmin(server).call("PATCH", ALICE, {"pop": True})
     assert status == 503
     restart_a_worker(server)
     assert_node_kept_running(server)
@@ -213,7 +208,7 @@ def test_a_restarted_node_adopts_the_file_now_at_the_path(workdir: Path) -> None
     database = workdir / "accounts.sqlite3"
     config = write_config(workdir, {"url": f"sqlite:///{database}"})
     with GunicornServer(config, workdir / "gunicorn.log", workers=2, unprivileged=True) as server:
-        assert patch(server, ALICE, imap=True)[0] == 200
+        LiveAdmin(server).set(ALICE, imap=True)
     os.replace(replacement_file(database), database)
     with GunicornServer(config, workdir / "gunicorn.log", workers=2, unprivileged=True) as server:
         status, _, body = thunderbird(server)

@@ -28,82 +28,38 @@ dir (story-*.png).
 
 from __future__ import annotations
 
-import copy
-import json
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import tomli_w
 from lxml import etree
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
-from tests.support.dovecot import DovecotServer
+from tests.support.config import ADMIN_TOKEN
 from tests.support.gunicorn import GunicornServer
-from tests.support.mail_clients import deliver, imap_login, pop3_login
+from tests.support.mail_clients import imap_login, pop3_login
 from tests.support.roundcube import RoundcubeServer
-from tests.test_dovecot_login import dovecot_settings
-
-HEADER = "X-Autoconfig-Policy-Key"
-SECRET = "story-dovecot-policy-secret-0123456789"
-PASSWORD = "customer's password 1"
-WEBMAIL_HOST = "127.0.0.1"
-CLIENT_HOST = "127.0.0.3"
-CUSTOMER_IP = "198.51.100.23"
-DESKTOP = {"width": 1280, "height": 860}
-TIMEOUT = 2  # seconds the plugin waits for the service (autoconfig_timeout)
-CUSTOMERS = ("nora", "oscar", "petra", "quinn", "rosa", "sam", "tess")
-USERS = {f"{name}@example.net": PASSWORD for name in CUSTOMERS}
-WELCOME = (
-    b"From: Example Networks <support@example.net>\r\nTo: {to}\r\n"
-    b"Subject: Welcome to Example Networks\r\nMessage-ID: <welcome@example.net>\r\n\r\nHello!\r\n"
+from tests.support.story import (
+    CLIENT_HOST,
+    CUSTOMER_IP,
+    DESKTOP,
+    PASSWORD,
+    TIMEOUT,
+    WEBMAIL_HOST,
+    Stack,
+    assert_inbox_shows,
+    flip,
+    message,
+    open_mail_programs,
+    plugin_options,
+    sign_in,
+    start_stack,
+    switches_shown,
 )
-
-
-@dataclass
-class Stack:
-    service: GunicornServer
-    dovecot: DovecotServer
-    webmail: RoundcubeServer
-
-
-def service_config(workdir: Path) -> Path:
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["dovecot"] = {"api_header": f"{HEADER}: {SECRET}", "webmail_networks": [f"{WEBMAIL_HOST}/32"]}
-    path = workdir / "autoconfig.toml"
-    path.write_bytes(tomli_w.dumps(data).encode())
-    return path
-
-
-def plugin_options(service: GunicornServer) -> dict[str, Any]:
-    return {
-        "autoconfig_api_url": service.url,
-        "autoconfig_api_token": ADMIN_TOKEN,
-        "autoconfig_setup_url": f"{service.url}/setup",
-        "autoconfig_timeout": TIMEOUT,
-        "autoconfig_forward_client_ip": True,
-    }
-
-
-def start_stack(workdir: Path) -> Iterator[Stack]:
-    """The whole platform, as an ISP deploys it, on loopback."""
-    with GunicornServer(service_config(workdir), workdir / "gunicorn.log") as service:
-        settings = dovecot_settings(f"{service.url}/dovecot/auth-policy", f"{HEADER}: {SECRET}", reject_on_fail=False)
-        with DovecotServer(
-            workdir / "dovecot", USERS, extra_config=settings, login_trusted_networks=[f"{WEBMAIL_HOST}/32"]
-        ) as dovecot:
-            for user in USERS:  # from the webmail's host: delivery is not a mail program
-                deliver(dovecot.imap_port, user, PASSWORD, WELCOME.replace(b"{to}", user.encode()))
-            with RoundcubeServer(workdir / "roundcube", dovecot.imap_port, plugin_options(service)) as webmail:
-                yield Stack(service, dovecot, webmail)
 
 
 @pytest.fixture(scope="module")
@@ -122,53 +78,6 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         context.close()
 
 
-# -- what the customer does ---------------------------------------------------------------
-
-
-def sign_in(page: Page, webmail: RoundcubeServer, user: str) -> None:
-    """Sign in to Roundcube; return once the inbox and its welcome message show."""
-    page.goto(webmail.url)
-    page.fill("#rcmloginuser", user)
-    page.fill("#rcmloginpwd", PASSWORD)
-    page.click("#rcmloginsubmit")
-    assert_inbox_shows(page)
-
-
-def assert_inbox_shows(page: Page) -> None:
-    page.wait_for_selector("#messagelist tbody tr")
-    assert "Welcome to Example Networks" in page.inner_text("#messagelist")
-    assert page.locator("#mailboxlist li.inbox.selected").count() == 1
-
-
-def open_mail_programs(page: Page) -> None:
-    """Settings, then "Mail programs" in its menu: the way a customer gets there."""
-    page.click("#taskmenu a.settings")
-    page.click("#settings-menu li.mailprograms a")
-    page.wait_for_selector("#mailprograms")
-
-
-def switches_shown(page: Page) -> dict[str, bool] | None:
-    """The switches on the page, or None when the page shows none."""
-    if page.locator("#mailprograms-form").count() == 0:
-        return None
-    return {name: page.is_checked(f"#mailprograms-{name}") for name in ("imap", "pop")}
-
-
-def flip(page: Page, **switches: bool) -> None:
-    """Set the switches on the page (Elastic draws them as toggles) and save."""
-    for name, on in switches.items():
-        page.locator(f"#mailprograms-{name}").set_checked(on, force=True)
-    page.click("#mailprograms-save")
-    page.wait_for_selector("#mailprograms")
-
-
-def message(page: Page) -> str:
-    for selector in ("#mailprograms-error", "#mailprograms-notice"):
-        if page.locator(selector).count():
-            return page.inner_text(selector)
-    return ""
-
-
 # -- what the rest of the world sees ---------------------------------------------------------
 
 
@@ -181,14 +90,6 @@ def thunderbird(service: GunicornServer, address: str) -> tuple[int, list[str]]:
             return response.status, [server.get("type") for server in document.iter("incomingServer")]
     except urllib.error.HTTPError as exc:
         return exc.code, []
-
-
-def stored(service: GunicornServer, address: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{service.url}/admin/v1/accounts/{address}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return dict(json.loads(response.read()))
 
 
 def mail_program_login(stack: Stack, user: str, protocol: str = "imap") -> str:
@@ -205,7 +106,7 @@ def test_the_customers_story(stack: Stack, context: BrowserContext, tmp_path: Pa
     page = context.new_page()
 
     # 1. A new customer, with everything off, signs in to the webmail: it works.
-    assert stored(stack.service, user)["imap_changed"] is None
+    assert stack.admin.get(user)["imap_changed"] is None
     sign_in(page, stack.webmail, user)
 
     # 2. Settings -> Mail programs: both switches off, as the service has them.
@@ -224,7 +125,7 @@ def test_the_customers_story(stack: Stack, context: BrowserContext, tmp_path: Pa
     setup = page.get_attribute("#mailprograms-setup", "href")
     assert setup == f"{stack.service.url}/setup?emailaddress=nora%40example.net"
     page.screenshot(path=str(tmp_path / "story-2-after.png"), full_page=True)
-    change = stored(stack.service, user)
+    change = stack.admin.get(user)
     assert (change["imap"], change["pop"]) == (True, False)
     assert change["imap_changed"]["by"] == "api:webmail/roundcube:nora%40example.net"
 
@@ -280,13 +181,7 @@ def test_the_page_shows_what_the_service_has_not_what_it_showed_before(stack: St
     sign_in(page, stack.webmail, user)
     open_mail_programs(page)
     assert switches_shown(page) == {"imap": False, "pop": False}
-    request = urllib.request.Request(
-        f"{stack.service.url}/admin/v1/accounts/{user}",
-        data=json.dumps({"imap": True, "pop": True}).encode(),
-        method="PUT",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request, timeout=10).close()
+    stack.admin.put(user, imap=True, pop=True)
     page.reload()
     assert switches_shown(page) == {"imap": True, "pop": True}
 
@@ -314,9 +209,9 @@ def test_a_request_naming_another_address_changes_only_the_users_own(stack: Stac
     forged = {"_token": token, "_imap": "1", "_pop": "1"}
     forged |= {"_address": victim, "_email": victim, "_user": victim, "emailaddress": victim, "_username": victim}
     assert "Saved." in save_request(page, stack.webmail, forged)
-    assert stored(stack.service, victim)["imap_changed"] is None
-    assert (stored(stack.service, victim)["imap"], stored(stack.service, victim)["pop"]) == (False, False)
-    assert (stored(stack.service, user)["imap"], stored(stack.service, user)["pop"]) == (True, True)
+    assert stack.admin.get(victim)["imap_changed"] is None
+    assert (stack.admin.get(victim)["imap"], stack.admin.get(victim)["pop"]) == (False, False)
+    assert (stack.admin.get(user)["imap"], stack.admin.get(user)["pop"]) == (True, True)
 
 
 @pytest.mark.parametrize(
@@ -339,13 +234,13 @@ def test_a_save_without_the_request_token_changes_nothing(
     sign_in(page, stack.webmail, user)
     open_mail_programs(page)
     flip(page, imap=True, pop=True)
-    before = stored(stack.service, user)
+    before = stack.admin.get(user)
     assert refusal in save_request(page, stack.webmail, form)
-    assert stored(stack.service, user) == before
+    assert stack.admin.get(user) == before
     # A GET to the save action is no save either.
     page.goto(f"{stack.webmail.url}?_task=settings&_action=plugin.autoconfig_mail_programs-save&_imap=0&_pop=0")
     assert message(page).startswith("Nothing was changed")
-    assert stored(stack.service, user) == before
+    assert stack.admin.get(user) == before
 
 
 # -- the service down, slow or refusing --------------------------------------------------------
@@ -410,7 +305,7 @@ def test_a_save_the_service_never_answers_is_not_called_saved(stack: Stack, cont
     page = context.new_page()
     sign_in(page, stack.webmail, user)
     open_mail_programs(page)
-    before = stored(stack.service, user)
+    before = stack.admin.get(user)
     page.locator("#mailprograms-pop").set_checked(not before["pop"], force=True)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -426,7 +321,7 @@ def test_a_save_the_service_never_answers_is_not_called_saved(stack: Stack, cont
     assert message(page).startswith("Your change could not be confirmed")
     assert switches_shown(page) is None
     assert TIMEOUT <= elapsed < TIMEOUT + 8  # one wait, not a second one for a read
-    assert stored(stack.service, user) == before
+    assert stack.admin.get(user) == before
 
 
 @pytest.mark.parametrize(

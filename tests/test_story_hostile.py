@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.roundcube import RoundcubeServer
-from tests.test_story import (
+from tests.support.story import (
     DESKTOP,
     PASSWORD,
     TIMEOUT,
@@ -42,7 +42,6 @@ from tests.test_story import (
     plugin_options,
     sign_in,
     start_stack,
-    stored,
     switches_shown,
 )
 
@@ -403,7 +402,7 @@ def test_a_save_the_service_fails_shows_the_failure_and_no_switch(
         stack.webmail.configure(**plugin_options(stack.service))
     assert message(own_page).startswith(expected)
     assert switches_shown(own_page) is None
-    assert stored(stack.service, user)["imap_changed"] is None
+    assert stack.admin.get(user)["imap_changed"] is None
     assert_nothing_leaked(own_page, stack)
 
 
@@ -431,7 +430,7 @@ def test_a_service_that_dies_after_making_the_change_is_not_said_to_have_failed(
         own_page.wait_for_selector("#mailprograms-error")
     finally:
         stack.webmail.configure(**plugin_options(stack.service))
-    assert stored(stack.service, user)["imap"] is True
+    assert stack.admin.get(user)["imap"] is True
     assert message(own_page).startswith(NOT_CONFIRMED)
     assert switches_shown(own_page) is None
 
@@ -488,10 +487,10 @@ def test_a_save_without_the_token_in_the_form_changes_nothing(
     open_mail_programs(own_page)
     token = own_page.get_attribute("#mailprograms-form input[name=_token]", "value")
     assert token
-    before = stored(stack.service, user)
+    before = stack.admin.get(user)
     answer = save_form(own_page, stack, **forge(token))
     assert "Saved." not in answer
-    assert stored(stack.service, user) == before
+    assert stack.admin.get(user) == before
 
 
 def test_a_save_after_the_session_ended_changes_nothing(stack: Stack, own_page: Page) -> None:
@@ -506,7 +505,7 @@ def test_a_save_after_the_session_ended_changes_nothing(stack: Stack, own_page: 
         database.execute("DELETE FROM session")
     own_page.click("#mailprograms-save")
     own_page.wait_for_selector("#rcmloginuser")
-    assert stored(stack.service, user)["imap_changed"] is None
+    assert stack.admin.get(user)["imap_changed"] is None
     # Signed in again, Roundcube returns to the save action, now a GET with a fresh
     # _token in the URL: the plugin reads the token from the form only, so still no save.
     own_page.fill("#rcmloginuser", user)
@@ -515,7 +514,7 @@ def test_a_save_after_the_session_ended_changes_nothing(stack: Stack, own_page: 
     own_page.wait_for_selector("#mailprograms")
     assert "_token=" in own_page.url
     assert message(own_page).startswith("Nothing was changed")
-    assert stored(stack.service, user)["imap_changed"] is None
+    assert stack.admin.get(user)["imap_changed"] is None
 
 
 def test_the_webmail_url_of_a_refusal_leads_to_the_plugin_after_signing_in(stack: Stack, own_page: Page) -> None:

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import Admin
+from tests.support.admin import Admin
 from tests.support.brands import brands_config
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import plistlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,13 +23,12 @@ from lxml import etree
 
 from autoconfig import create_app
 from autoconfig.config import ConfigError, load
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL, Admin
+from tests.support.admin import Admin, LiveAdmin
 from tests.support.apple_schema import assert_valid_profile
 from tests.support.brands import (
     BRAND_WEBMAIL,
     MAILBOXES,
     OTHER_WEBMAIL,
-    enable,
     get,
     login,
     outlook,
@@ -37,7 +36,9 @@ from tests.support.brands import (
     thunderbird,
     verified,
 )
+from tests.support.config import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
 from tests.support.dns_helpers import dns_settings
+from tests.support.fixture_types import MakeServer
 from tests.support.gunicorn import GunicornServer
 from tests.support.knot import KnotServer
 from tests.support.pki import make_pki
@@ -204,14 +205,11 @@ def test_each_brand_signs_with_its_own_identity_or_the_shared_one(
 
 
 @pytest.fixture
-def hosted_server(
-    tmp_path: Path, config_data: dict[str, Any], write_config: Callable[..., Path], knot: KnotServer
-) -> Iterator[GunicornServer]:
+def hosted_server(config_data: dict[str, Any], make_server: MakeServer, knot: KnotServer) -> GunicornServer:
     settings = dns_settings(knot.port)
     del settings["mx_hosts"]  # each brand has its own
     config_data["dns"] = settings
-    with GunicornServer(write_config(config_data), tmp_path / "gunicorn.log") as server:
-        yield server
+    return make_server(config_data)
 
 
 @pytest.mark.parametrize(
@@ -224,7 +222,7 @@ def hosted_server(
 def test_a_hosted_customer_domain_answers_with_the_brand_of_its_mx(
     hosted_server: GunicornServer, address: str, provider_id: str, host: str
 ) -> None:
-    enable(hosted_server, address)
+    LiveAdmin(hosted_server).set(address, imap=True)
     status, body = get(hosted_server, f"/mail/config-v1.1.xml?emailaddress={address}")
     assert status == 200, body
     provider = etree.fromstring(body).find("emailProvider")

@@ -21,12 +21,11 @@ from lxml import etree
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import StoreUnavailable
-from tests.conftest import WEBMAIL_URL, Admin
+from tests.support.admin import Admin, LiveAdmin
 from tests.support.brands import (
     BRAND_WEBMAIL,
     POLICY_HEADER,
     POLICY_SECRET,
-    enable,
     get,
     login,
     outlook,
@@ -34,8 +33,10 @@ from tests.support.brands import (
     thunderbird,
     verified,
 )
+from tests.support.config import WEBMAIL_URL, base_config
 from tests.support.dns_helpers import SilentDnsServer, dns_settings
-from tests.support.gunicorn import GunicornServer
+from tests.support.fixture_types import MakeServer
+from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.knot import KnotServer
 from tests.support.pki import make_pki
 from tests.support.ports import free_port
@@ -249,19 +250,19 @@ def _raw_get(server: GunicornServer, path: str, host: bytes) -> tuple[int, str]:
 
 
 def test_hostile_host_headers_get_the_brand_of_their_domain_the_first_brand_or_a_400(
-    live_server: GunicornServer,
+    server: GunicornServer,
 ) -> None:
     """Through gunicorn, so werkzeug's own parsing of the Host header is exercised too."""
     paths = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml", "/setup")
     for host, expected in GOOD_HOSTS:
         other = WEBMAIL_URL if expected == BRAND_WEBMAIL else BRAND_WEBMAIL
         for path in paths:
-            status, text = _raw_get(live_server, path, host.encode())
+            status, text = _raw_get(server, path, host.encode())
             assert status in (200, 404), (host, path, status, text)
             assert expected in text and other not in text, (host, path, text)
     for raw in BAD_HOSTS:
         for path in (*paths, "/apple/mail.mobileconfig?emailaddress=carol@brand.example"):
-            status, text = _raw_get(live_server, path, raw)
+            status, text = _raw_get(server, path, raw)
             assert status == 400, (raw, path, status, text)
 
 
@@ -420,7 +421,7 @@ def _hosted(
     data["dns"] = settings
     data["providers"][0]["mx_hosts"] = isp_mx
     data["providers"][1]["mx_hosts"] = brand_mx
-    return GunicornServer(write_config(data), tmp_path / "gunicorn.log")
+    return gunicorn_on(tmp_path, data)
 
 
 def _post_login(server: GunicornServer, address: str, protocol: str = "imap") -> tuple[int, bytes]:
@@ -457,19 +458,19 @@ def test_hosted_domains_whose_best_mx_mix_two_brands_are_no_brand_s(
     )
     with server:
         for address in ("owner@shop.example", "owner@mixed.example", "owner@pacc.example"):
-            enable(server, address)
+            LiveAdmin(server).set(address, imap=True)
             status, body = get(server, f"/mail/config-v1.1.xml?emailaddress={address}")
             assert status == 404, (address, body)
             assert b"Brand Telecom" not in body and b"Example Networks" not in body
             assert _post_login(server, address) == (200, b'{"status":0}\n'), address
         # best MX mx1 (pref 10) is the ISP's alone; the mx.other.example backup at 20 is ignored
-        enable(server, "owner@backup.example")
+        LiveAdmin(server).set("owner@backup.example", imap=True)
         status, body = get(server, "/mail/config-v1.1.xml?emailaddress=owner@backup.example")
         assert status == 200 and b'id="example.net"' in body and b"brand" not in body, body
         # elsewhere.example's only MX is mx.other.example: Brand Telecom's here; brandshop's MX, spelt
         # mx.brand.example in DNS and MX.BRAND.EXAMPLE in the config, is Brand Telecom's too
         for address in ("owner@elsewhere.example", "Shopper@BRANDSHOP.Example"):
-            enable(server, address)
+            LiveAdmin(server).set(address, imap=True)
             status, body = get(server, f"/mail/config-v1.1.xml?emailaddress={quote(address)}")
             assert status == 200, (address, body)
             assert b'id="brand.example"' in body and b"example.net" not in body, body
@@ -503,7 +504,7 @@ def test_a_dead_resolver_gives_503_for_hosted_domains_and_serves_every_brand_s_l
                 ("alice@example.org", "example.net"),
                 ("carol@brand-two.example", "brand.example"),
             ):
-                enable(server, address)
+                LiveAdmin(server).set(address, imap=True)
                 status, body = get(server, f"/mail/config-v1.1.xml?emailaddress={address}")
                 assert status == 200 and f'id="{brand_id}"'.encode() in body, (address, status, body)
                 status, body = get(server, f"/setup?emailaddress={address}")
@@ -633,16 +634,11 @@ def test_cli_render_is_written_in_the_mailbox_s_brand_and_signed_by_its_signer(
 
 
 def test_the_one_brand_form_still_detects_hosted_domains_by_dns_mx_hosts(
-    tmp_path: Path, write_config: Callable[..., Path], knot: KnotServer
+    tmp_path: Path, make_server: MakeServer, knot: KnotServer
 ) -> None:
-    from tests.conftest import BASE_CONFIG
-
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{tmp_path}/accounts.sqlite3"
-    data["dns"] = dns_settings(knot.port)
-    with GunicornServer(write_config(data), tmp_path / "gunicorn.log") as server:
-        enable(server, "owner@shop.example")
-        status, body = get(server, "/mail/config-v1.1.xml?emailaddress=owner@shop.example")
-        assert status == 200 and b'id="example.net"' in body
-        status, _ = get(server, "/mail/config-v1.1.xml?emailaddress=owner@brandshop.example")
-        assert status == 404
+    server = make_server(base_config(tmp_path, dns=dns_settings(knot.port)))
+    LiveAdmin(server).set("owner@shop.example", imap=True)
+    status, body = get(server, "/mail/config-v1.1.xml?emailaddress=owner@shop.example")
+    assert status == 200 and b'id="example.net"' in body
+    status, _ = get(server, "/mail/config-v1.1.xml?emailaddress=owner@brandshop.example")
+    assert status == 404

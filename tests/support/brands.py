@@ -17,11 +17,10 @@ from urllib.parse import quote
 
 from flask.testing import FlaskClient
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG, WEBMAIL_URL
+from tests.support.config import BASE_CONFIG, POLICY_HEADER, WEBMAIL_URL
 from tests.support.gunicorn import GunicornServer
 
 BRAND_WEBMAIL = "https://mail.brand.example/settings"
-POLICY_HEADER = "X-Autoconfig-Policy-Key"
 POLICY_SECRET = "policy-secret-0123456789"
 
 ISP = {
@@ -111,14 +110,3 @@ def get(server: GunicornServer, path: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
-
-
-def enable(server: GunicornServer, address: str) -> None:
-    request = urllib.request.Request(
-        f"{server.url}/admin/v1/accounts/{address}",
-        data=b'{"imap": true}',
-        method="PATCH",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200

@@ -55,7 +55,12 @@ ROOT_MAIL_USER = "nobody"
 # user*master logs in as user with the master's password (auth_master_user_separator).
 MASTER_SEPARATOR = "*"
 # The shipped snippet for each Dovecot series, in config/.
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 SNIPPETS = {"2.3": "dovecot-2.3-auth-policy.conf", "2.4": "dovecot-2.4-auth-policy.conf"}
+# The request attributes the snippets send, and "tls", which Dovecot adds to every request itself;
+# Dovecot's defaults the snippets leave out.
+SNIPPET_SENDS = {"login", "protocol", "remote", "real_remote", "session_id", "tls"}
+SNIPPET_NEVER_SENDS = {"pwhash", "device_id", "fail_type"}
 
 # Dovecot's default attributes, spelled out so a test can rely on the JSON
 # body the policy server receives: login name, protocol ("imap"/"pop3"),
@@ -104,6 +109,23 @@ def installed_series() -> str:
     if series not in SNIPPETS:
         raise RuntimeError(f"Dovecot {installed_version()} is installed; these fixtures speak 2.3 and 2.4")
     return series
+
+
+def dovecot_settings(url: str, api_header: str, reject_on_fail: bool, series: str | None = None) -> str:
+    """The shipped snippet (for the installed Dovecot, or ``series``) with this test's URL, secret,
+    nonce and fail choice: each a ``name = value`` line of its own, as an admin or
+    ``autoconfig dovecot snippet`` fills it in."""
+    text = (REPOSITORY / "config" / SNIPPETS[series or installed_series()]).read_text()
+    for name, value in (
+        ("auth_policy_server_url", url),
+        ("auth_policy_server_api_header", api_header),
+        ("auth_policy_hash_nonce", secrets.token_hex(16)),
+        ("auth_policy_reject_on_fail", "yes" if reject_on_fail else "no"),
+    ):
+        text, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", text, flags=re.MULTILINE)
+        assert count == 1, f"the snippet must set {name} exactly once"
+    assert not [line for line in text.splitlines() if "replace-with" in line and not line.startswith("#")]
+    return text
 
 
 class DovecotServer(ManagedServer):

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .config import write_toml
 from .ports import ManagedServer, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,6 +172,23 @@ class GunicornServer(ManagedServer):
         if self._proc is not None:
             stop_process(self._proc, timeout=10)
             self._proc = None
+
+
+def gunicorn_on(
+    directory: Path,
+    config: dict[str, Any] | Path,
+    *,
+    name: str = "autoconfig.toml",
+    log: str = "gunicorn.log",
+    env: dict[str, str] | None = None,
+    workers: int | None = 2,
+    unprivileged: bool = False,
+) -> GunicornServer:
+    """A server (not started yet) on ``config``, its log in ``directory``: a dict is written there
+    as ``name`` first.  What the ``server`` and ``make_server`` fixtures start, and what a module's
+    own longer-lived server fixture starts in its own temp dir."""
+    path = write_toml(directory / name, config) if isinstance(config, dict) else config
+    return GunicornServer(path, directory / log, env=env, workers=workers, unprivileged=unprivileged)
 
 
 def http(

@@ -270,3 +270,14 @@ class PostgresStandby(PostgresCluster):
             row = conn.execute("SELECT pg_promote(true, %s)", (timeout,)).fetchone()
         if row != (True,):
             raise RuntimeError(f"{self.name} was not promoted within {timeout} s:\n{self.log_text()[-3000:]}")
+
+
+def latin1_database(postgres: PostgresCluster, name: str) -> str:
+    """A database in LATIN1, as older mail systems' databases still are."""
+    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(
+                sql.Identifier(name)
+            )
+        )
+    return postgres.dsn(name)

@@ -15,15 +15,13 @@ from typing import Any
 
 import tomli_w
 
-from tests.conftest import ADMIN_TOKEN, BASE_CONFIG
+from tests.support.config import ADMIN_AUTH, BASE_CONFIG, POLICY_HEADER
 
 from .outlook import pox_request
 
-POLICY_HEADER = "X-Autoconfig-Policy-Key"
 POLICY_SECRET = "dovecot-policy-secret-0123456789"
 ENABLED = "alice@example.net"  # the routes' account: a test's server turns its IMAP on first
 OTHER = "bob@example.net"  # the one the DELETE row resets
-ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JSON = {"Content-Type": "application/json"}
 
 
@@ -45,6 +43,13 @@ class Route:
     def target(self, params: tuple[tuple[str, str], ...] | None = None) -> str:
         pairs = self.params if params is None else params
         return self.path + ("?" + "&".join(f"{name}={value}" for name, value in pairs) if pairs else "")
+
+    def asking_for(self, address: str) -> tuple[str, bytes | None]:
+        """The target and body of this request with ``address`` where it names ENABLED."""
+        params = tuple((name, address if value == ENABLED else value) for name, value in self.params)
+        target = self.target(params).replace(f"/{ENABLED}", f"/{address}")
+        body = pox_request(address) if self.body is not None and self.errors == "pox" else self.body
+        return target, body
 
 
 ROUTES = [
@@ -107,6 +112,19 @@ ROUTES = [
     ),
     Route("health.healthz", "GET", "/healthz"),
     Route("metrics.scrape", "GET", "/metrics"),
+]
+
+
+# The client formats' routes whose request names the account: a mail program or a person asking.
+ADDRESSED = [
+    route
+    for route in ROUTES
+    if route.endpoint.split(".")[0] in {"thunderbird", "apple", "setup", "outlook"}
+    and (
+        ENABLED in route.path
+        or any(value == ENABLED for _, value in route.params)
+        or (route.errors == "pox" and route.body)
+    )
 ]
 
 

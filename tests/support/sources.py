@@ -6,12 +6,14 @@ app as a client would: which incoming servers the autoconfig document lists.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -19,7 +21,12 @@ from autoconfig import create_app
 from autoconfig.config import load
 from tests.support.ports import DataServer
 
+if TYPE_CHECKING:
+    from tests.support.mariadb import MariaDBServer
+    from tests.support.postgres import PostgresCluster
+
 DOC = "/mail/config-v1.1.xml?emailaddress="
+_mail_databases = itertools.count(1)
 
 
 def app_on_store(
@@ -71,3 +78,30 @@ def frozen(server: DataServer) -> Iterator[None]:
         yield
     finally:
         server.resume()
+
+
+def mysql_database(server: MariaDBServer, tables: list[str], rows: Iterator[tuple[str, list[Any]]]) -> str:
+    """A fresh MariaDB database with these tables and rows, read by a SELECT-only user: its URL."""
+    name = f"mail_{next(_mail_databases)}"
+    url = server.create_database(name, "autoconfig_ro", "ro-secret")
+    conn = server.root(name)
+    try:
+        cur = conn.cursor()
+        for statement in tables:
+            cur.execute(statement)
+        for statement, values in rows:
+            cur.execute(statement, values)
+    finally:
+        conn.close()
+    return url
+
+
+def pg_database(cluster: PostgresCluster, tables: list[str], rows: Iterator[tuple[str, list[Any]]]) -> str:
+    """A fresh PostgreSQL database with these tables and rows: its DSN."""
+    dsn = cluster.create_database(f"mail_{next(_mail_databases)}")
+    with psycopg.connect(dsn) as conn:
+        for statement in tables:
+            conn.execute(statement)
+        for statement, values in rows:
+            conn.execute(statement, values)
+    return dsn
