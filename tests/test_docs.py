@@ -34,7 +34,8 @@ def without_code(text: str) -> str:
 
 
 def anchor(heading: str) -> str:
-    """GitHub's anchor for a heading: the text without markup, lowercased, punctuation but - and _ dropped, spaces as -."""
+    """GitHub's anchor for a heading: its text without markup, lowercased, punctuation but - and _ dropped,
+    spaces as -."""
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link's text stays, its target goes
     text = text.replace("`", "").lower()
     text = "".join(c for c in text if c.isalnum() or c in " -_")
@@ -67,17 +68,16 @@ def test_the_docs_have_links_to_check() -> None:
     assert len(PAGES) > 1 and len(LINKS) > len(PAGES)
 
 
-@pytest.mark.parametrize(
-    ("page", "line", "target"), LINKS, ids=[f"{p.relative_to(ROOT)}:{n} {t}" for p, n, t in LINKS]
-)
+@pytest.mark.parametrize(("page", "line", "target"), LINKS, ids=[f"{p.relative_to(ROOT)}:{n} {t}" for p, n, t in LINKS])
 def test_every_link_in_the_readme_and_docs_resolves(page: Path, line: int, target: str) -> None:
+    where = f"{page.relative_to(ROOT)}:{line}: {target}"
     path, _, fragment = target.partition("#")
     goal = (page.parent / path).resolve() if path else page
-    assert goal.exists(), f"{page.relative_to(ROOT)}:{line}: {target}: no such file"
-    assert goal.is_relative_to(ROOT), f"{page.relative_to(ROOT)}:{line}: {target}: outside the repository"
+    assert goal.exists(), f"{where}: no such file"
+    assert goal.is_relative_to(ROOT), f"{where}: outside the repository"
     if fragment:
-        assert goal.suffix == ".md", f"{page.relative_to(ROOT)}:{line}: {target}: an anchor into a file that is not a page"
-        assert fragment in anchors(goal), f"{page.relative_to(ROOT)}:{line}: {target}: no such heading"
+        assert goal.suffix == ".md", f"{where}: an anchor into a file that is not a page"
+        assert fragment in anchors(goal), f"{where}: no such heading"
 
 
 def test_every_docs_page_is_on_the_readme_map() -> None:

@@ -269,7 +269,8 @@ def test_the_table_covers_every_client_endpoint() -> None:
 # -- the docs say what the tests hold --------------------------------------------------------
 
 README = (ROOT / "README.md").read_text()
-CLIENTS = (ROOT / "docs" / "clients.md").read_text()  # "What clients get", "Outlook", "Apple devices and the setup page"
+# "What clients get", "Outlook", "Apple devices and the setup page": where the promised answers are documented.
+CLIENTS = (ROOT / "docs" / "clients.md").read_text()
 
 
 @pytest.mark.parametrize(
