@@ -306,7 +306,7 @@ def test_dovecot_sends_the_snippets_attributes_and_never_a_password_hash(
 # -- the wrong snippet for the version -------------------------------------------------------
 
 OTHER_SERIES = {"2.3": "2.4", "2.4": "2.3"}
-INSTALLED_AS = "/etc/dovecot/conf.d/95-autoconfig-policy.conf"  # where README.md's quotes put the file
+INSTALLED_AS = "/etc/dovecot/conf.d/95-autoconfig-policy.conf"  # where docs/dovecot.md's quotes put the file
 
 
 def refusal(series: str, snippet: str) -> tuple[int, str]:
@@ -327,10 +327,10 @@ def fatal(path: str, number: int, why: str) -> str:
     return f"doveconf: Fatal: Error in configuration file {path} line {number}: {why}"
 
 
-def test_the_other_versions_snippet_stops_dovecot_with_the_error_the_readme_quotes(tmp_path: Path) -> None:
+def test_the_other_versions_snippet_stops_dovecot_with_the_error_the_docs_quote(tmp_path: Path) -> None:
     """Each snippet in the other version: doveconf (which dovecot, ``doveadm reload`` and systemd
-    run first) and dovecot itself refuse it, naming the file and line; README.md quotes that line
-    as it reads for the file installed as the README says (each platform checks its own)."""
+    run first) and dovecot itself refuse it, naming the file and line; docs/dovecot.md quotes that line
+    as it reads for the file installed as that page says (each platform checks its own)."""
     other = OTHER_SERIES[SERIES]
     shipped = {series: (ROOT / "config" / name).read_text() for series, name in SNIPPETS.items()}
     # Debian's layout: dovecot.conf (2.4's starts with its version) includes conf.d/*.conf.
@@ -352,8 +352,8 @@ def test_the_other_versions_snippet_stops_dovecot_with_the_error_the_readme_quot
     assert wrong.returncode != 0
     number, why = refusal(SERIES, shipped[other])
     assert fatal(str(installed), number, why) in wrong.stderr.splitlines(), wrong.stderr
-    readme = (ROOT / "README.md").read_text()
-    assert fatal(INSTALLED_AS, number, why) in readme, "README.md must quote Dovecot's refusal as it is"
+    page = (ROOT / "docs" / "dovecot.md").read_text()
+    assert fatal(INSTALLED_AS, number, why) in page, "docs/dovecot.md must quote Dovecot's refusal as it is"
 
     # dovecot itself does not start with it either.
     settings = dovecot_settings(

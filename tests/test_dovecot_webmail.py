@@ -353,7 +353,7 @@ def test_real_dovecot_behind_a_proxy_sees_the_proxy_as_the_real_peer(
     gated: tuple[GunicornServer, DovecotServer],
 ) -> None:
     """With the PROXY protocol, the real peer is the load balancer for every client behind it: a
-    load balancer must never be in webmail_networks (README, "Behind a proxy")."""
+    load balancer must never be in webmail_networks (docs/dovecot.md, "Behind a proxy")."""
     service, dovecot = gated
     refused = proxied_imap_login(dovecot.haproxy_port, LOAD_BALANCER, "198.51.100.7", "kim@example.net")
     assert refused.startswith("[ALERT] IMAP is turned off")

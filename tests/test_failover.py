@@ -1,6 +1,6 @@
 """Failover on record: two nodes on one libpq URL naming a primary and its streaming standby.
 
-README, "Several nodes on PostgreSQL": the nodes name both database hosts in
+docs/several-nodes.md, "A standby, and failover": the nodes name both database hosts in
 one URL with ``target_session_attrs=read-write``, so libpq connects only to
 the host that takes writes.  Here the primary is a real PostgreSQL, the
 standby a real ``pg_basebackup -R`` copy streaming from it on 127.0.0.2, and
@@ -19,8 +19,8 @@ and the standby promoted a moment later.  What is checked:
 
 Replication is asynchronous: the test waits for the standby to replay the
 primary's writes before the crash, as "replicated" means.  A write in the
-last moments before a real crash may not have reached the standby; README
-says so.
+last moments before a real crash may not have reached the standby;
+docs/several-nodes.md says so.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ BOB = "bob@example.org"  # POP on, IMAP off; written only before the crash
 
 
 def failover_url(primary: PostgresCluster, standby: PostgresStandby) -> str:
-    """The URL README gives: both hosts, the writable one chosen by libpq."""
+    """The URL docs/several-nodes.md gives: both hosts, the writable one chosen by libpq."""
     hosts = f"{primary.address}:{primary.port},{standby.address}:{standby.port}"
     return (
         f"postgresql://{SUPERUSER}@{hosts}/{DATABASE}?target_session_attrs=read-write&connect_timeout={CONNECT_TIMEOUT}"

@@ -1,4 +1,4 @@
-"""The service's log (autoconfig/logs.py): the line format the README shows, routine lines
+"""The service's log (autoconfig/logs.py): the line format docs/dovecot.md shows, routine lines
 written in batches, warnings at once and in order, nothing lost at exit or doubled by a fork."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Moving from SQLite to PostgreSQL with the README's commands loses no switch."""
+"""Moving from SQLite to PostgreSQL with the commands of docs/several-nodes.md loses no switch."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_sqlite_to_csv_to_postgresql_to_csv_loses_nothing(cli: Cli, config_path:
     csv_file = config_path.parent / "switches.csv"
     csv_file.write_text(exported.output, encoding="utf-8")
 
-    # The same config, with the database named by the environment: the README's migration commands.
+    # The same config, with the database named by the environment: docs/several-nodes.md's migration commands.
     on_postgres = {"AUTOCONFIG_DATABASE_URL": pg_dsn}
     runner = CliRunner()
     imported = runner.invoke(main, ["--config", str(config_path), "accounts", "import", str(csv_file)], env=on_postgres)

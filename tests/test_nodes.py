@@ -1,6 +1,6 @@
 """Several responder nodes on one PostgreSQL: two real gunicorn servers.
 
-The stated bound (README, "Several nodes on PostgreSQL") is zero: nodes keep
+The stated bound (docs/several-nodes.md, "Consistency bound") is zero: nodes keep
 no cache, so a write acknowledged by one node is what the very next request
 to any node sees.  These tests check exactly that, with no waiting.
 """

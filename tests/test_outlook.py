@@ -427,7 +427,7 @@ def test_unknown_outlook_option_is_refused(
 
 
 SETTINGS = ["IMAP", "SMTP", "SMTP"]
-# What the README promises: text/xml or application/xml in UTF-8 is read, and a body
+# What docs/clients.md promises: text/xml or application/xml in UTF-8 is read, and a body
 # without any Content-Type is read as XML too; any other type gets Error 600.
 REQUEST_CONTENT_TYPES = [
     ("text/xml", SETTINGS),

@@ -372,7 +372,7 @@ def test_thunderbird_and_outlook_see_the_same_switches(served: Served, imap: boo
 
 
 def test_the_readme_example_request_with_the_readme_path(served: Served) -> None:
-    """The issue's 'done when', with the example file the README's curl command posts."""
+    """The issue's 'done when', with the example file docs/clients.md's curl command posts."""
     example = (ROOT / "config" / "examples" / "request.xml").read_bytes()
     LiveAdmin(served.server).put("alice@example.net", imap=True, pop=False)
     status, headers, body = http_call("POST", served.server.url + "/Autodiscover/Autodiscover.xml", example, XML)

@@ -21,7 +21,7 @@ from tests.support.gunicorn import FACTORY, ROOT
 UNIT = ROOT / "config" / "autoconfig.service"
 ENV_FILE = ROOT / "config" / "autoconfig.env"
 MAX_EXPOSURE = 2.0
-# Where the README installs things; the unit must name exactly these.
+# Where docs/installing.md installs things; the unit must name exactly these.
 VENV = "/opt/autoconfig"
 GUNICORN_SETTINGS = "/etc/autoconfig/gunicorn.conf.py"
 
@@ -72,7 +72,7 @@ def test_the_unit_is_sandboxed_to_an_exposure_of_at_most_2() -> None:
 def test_the_environment_file_names_only_variables_the_service_reads_and_its_examples_load(
     tmp_path: Path, config_data: dict[str, Any]
 ) -> None:
-    """Uncommented, the examples are what sh (the README's CLI wrapper) and the config loader accept."""
+    """Uncommented, the examples are what sh (docs/installing.md's CLI wrapper) and the config loader accept."""
     examples = "\n".join(
         line.removeprefix("#") for line in ENV_FILE.read_text().splitlines() if re.match(r"#?[A-Z_]+=", line)
     )

@@ -42,7 +42,7 @@ def signing(pki: Pki, *, chain: bool = True) -> dict[str, str]:
 
 
 def openssl_verify(signed: Path, root: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    """Exactly the command in the README."""
+    """Exactly the command in docs/clients.md."""
     command = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signed), "-CAfile", str(root)]
     return subprocess.run([*command, "-out", str(out)], capture_output=True, text=True, timeout=30, check=False)
 

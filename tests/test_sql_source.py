@@ -46,7 +46,7 @@ MAILBOXES = [
     ("carol@example.net", 0, 1, 1),  # a disabled mailbox: nothing, whatever its flags say
     ("dave@example.org", 1, 0, 0),
 ]
-# What the README recommends for iRedMail / Postfixadmin-style tables.
+# What docs/sources.md recommends for iRedMail / Postfixadmin-style tables.
 QUERY = "SELECT enableimap = 1 AND active = 1, enablepop3 = 1 AND active = 1 FROM mailbox WHERE username = %(address)s"
 
 

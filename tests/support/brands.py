@@ -93,7 +93,7 @@ def signing(pki: Any) -> dict[str, str]:
 
 
 def verified(signed: bytes, root: Path) -> bytes | None:
-    """The profile inside ``signed`` if openssl verifies it up to ``root`` (the README's command), else None."""
+    """The profile inside ``signed`` if openssl verifies it up to ``root`` (docs/clients.md's command), else None."""
     result = subprocess.run(
         ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-CAfile", str(root)],
         input=signed,

@@ -21,7 +21,7 @@ from .config import write_toml
 from .ports import ManagedServer, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-# What an installed package gives gunicorn (README, config/autoconfig.service); a clone uses wsgi:app.
+# What an installed package gives gunicorn (docs/installing.md, config/autoconfig.service); a clone uses wsgi:app.
 FACTORY = "autoconfig:create_app()"
 
 

@@ -1,12 +1,13 @@
-"""What the README and the client specifications promise, written out as literals.
+"""What the docs and the client specifications promise, written out as literals.
 
 Tests compare answers with these, never with ``autoconfig.spec``: a constant
 changed there changes the code and any test that reads it together, and
 everything would stay green while every client broke.  tests/test_promises.py
-checks that the README still says each of these.
+checks that docs/clients.md, where the answers are documented, still says
+each of these.
 """
 
-# README "What clients get": every client answer.
+# docs/clients.md, "What clients get": every client answer.
 CACHE_CONTROL = "private, no-cache"
 
 # Thunderbird (draft-ietf-mailmaint-autoconfig and Thunderbird's own lookups).
@@ -35,7 +36,7 @@ AUTODISCOVER_V1 = "AutodiscoverV1"
 # The people's page.
 SETUP_PATH = "/setup"
 
-# [MS-OXDSCLI] error codes the README names, and the other schema clients ask for.
+# [MS-OXDSCLI] error codes docs/clients.md names, and the other schema clients ask for.
 OUTLOOK_ERROR_ADDRESS_NOT_FOUND = "500"
 OUTLOOK_ERROR_INVALID_REQUEST = "600"
 OUTLOOK_ERROR_SCHEMA_UNAVAILABLE = "601"
