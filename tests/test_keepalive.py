@@ -11,20 +11,17 @@ keep-alive time; ``Connection: close`` (and HTTP/1.0) closes.
 
 from __future__ import annotations
 
-import copy
 import json
 import signal
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import tomli_w
 
 from autoconfig.worker import MAX_IDLE, STOP_IDLE_LINGER
-from tests.support.config import BASE_CONFIG
-from tests.support.gunicorn import GunicornServer
+from tests.support.config import base_config
+from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.ports import wait_for
 from tests.support.sockets import SLACK, answer_end, connect, status_of, timed_healthz
 
@@ -114,13 +111,8 @@ def connection_field(answer: bytes) -> str:
 
 def start(tmp_path_factory: pytest.TempPathFactory, name: str, workers: int, env: dict[str, str]) -> GunicornServer:
     workdir = tmp_path_factory.mktemp(name)
-    data: dict[str, Any] = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["limits"] = {"client_rate": 0}
-    data["dovecot"] = {"api_header": f"X-Policy-Key: {POLICY_SECRET}"}
-    config = workdir / "autoconfig.toml"
-    config.write_bytes(tomli_w.dumps(data).encode())
-    return GunicornServer(config, workdir / "gunicorn.log", env=env, workers=workers).start()
+    config = base_config(workdir, limits={"client_rate": 0}, dovecot={"api_header": f"X-Policy-Key: {POLICY_SECRET}"})
+    return gunicorn_on(workdir, config, env=env, workers=workers).start()
 
 
 @pytest.fixture(scope="module")
