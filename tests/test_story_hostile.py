@@ -364,14 +364,14 @@ def own_page(context: BrowserContext) -> Iterator[Page]:
 
 
 def open_then_break(page: Page, stack: Stack, user: str, hostile: HostileAPI, behaviour: Behaviour) -> None:
-    """The user opens the page while the service works, ticks IMAP; then the service breaks."""
+    """The user opens the page while the service works, ticks IMAP; then the service breaks
+    (the caller points the plugin at ``hostile`` for the save: ``plugin_configured``)."""
     page.context.clear_cookies()
     sign_in(page, stack.webmail, user)
     open_mail_programs(page)
     assert switches_shown(page) == {"imap": False, "pop": False}
     page.locator("#mailprograms-imap").set_checked(True, force=True)
     hostile.behaviour = behaviour
-    stack.webmail.configure(autoconfig_api_url=hostile.url)
 
 
 @pytest.mark.parametrize(
@@ -388,11 +388,9 @@ def test_a_save_the_service_fails_shows_the_failure_and_no_switch(
 ) -> None:
     user = "oscar@example.net"
     open_then_break(own_page, stack, user, hostile, behaviour)
-    try:
+    with plugin_configured(stack, autoconfig_api_url=hostile.url):
         own_page.click("#mailprograms-save")
         own_page.wait_for_selector("#mailprograms-error")
-    finally:
-        stack.webmail.configure(**plugin_options(stack.service))
     assert message(own_page).startswith(expected)
     assert switches_shown(own_page) is None
     assert stack.admin.get(user)["imap_changed"] is None
@@ -418,11 +416,9 @@ def test_a_service_that_dies_after_making_the_change_is_not_said_to_have_failed(
         hang_up(handler)
 
     open_then_break(own_page, stack, user, hostile, store_then_die)
-    try:
+    with plugin_configured(stack, autoconfig_api_url=hostile.url):
         own_page.click("#mailprograms-save")
         own_page.wait_for_selector("#mailprograms-error")
-    finally:
-        stack.webmail.configure(**plugin_options(stack.service))
     assert stack.admin.get(user)["imap"] is True
     assert message(own_page).startswith(NOT_CONFIRMED)
     assert switches_shown(own_page) is None
