@@ -676,6 +676,17 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def judged_rows(results: list[Result]) -> Iterator[tuple[Result, Target, Result | None]]:
+    """Autoconfig's rows with a CPU ratio (and its range), each with its format's target and the
+    baseline's row at the same format and connections (None if it was not measured): the rows
+    both the verdict lines (``report``) and the per-format table judge."""
+    by_key = {(r.server, r.fmt, r.connections): r for r in results}
+    for r in results:
+        if r.server == "autoconfig" and r.ratio is not None and r.ratio_range is not None:
+            target = TARGETS[r.fmt]
+            yield r, target, by_key.get((target.baseline, r.fmt, r.connections))
+
+
 def report(results: list[Result], repeat: int) -> list[str]:
     lines = [
         f"{'server':<11} {'format':<14} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
@@ -689,11 +700,7 @@ def report(results: list[Result], repeat: int) -> list[str]:
         )
     lines += ["", *per_format_table(results, repeat), ""]
     by_key = {(r.server, r.fmt, r.connections): r for r in results}
-    for r in results:
-        if r.server != "autoconfig" or r.ratio is None or r.ratio_range is None:
-            continue
-        target = TARGETS[r.fmt]
-        base = by_key.get((target.baseline, r.fmt, r.connections))
+    for r, target, base in judged_rows(results):
         if base is None:
             continue
         low, high = r.ratio_range
@@ -743,11 +750,7 @@ def per_format_table(results: list[Result], repeat: int) -> list[str]:
         f"{'p99 ms':>7} {'base p99':>8} {'verdict':>7} {'automx2':>8}"
     ]
     by_key = {(r.server, r.fmt, r.connections): r for r in results}
-    for r in results:
-        if r.server != "autoconfig" or r.ratio is None or r.ratio_range is None:
-            continue
-        target = TARGETS[r.fmt]
-        base = by_key.get((target.baseline, r.fmt, r.connections))
+    for r, target, base in judged_rows(results):
         base_p99 = f"{base.p99_ms:.2f}" if base is not None else "-"
         judged = "info" if target.cpu_ratio is None else verdict(r.ratio <= target.cpu_ratio)
         low, high = r.ratio_range

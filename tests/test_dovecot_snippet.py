@@ -54,6 +54,13 @@ def settings(text: str) -> dict[str, str]:
     return found
 
 
+def snippet_settings(run: Run, *args: str, **env: str) -> dict[str, str]:
+    """The settings a run of the command printed, once it succeeded (a failure shows its output)."""
+    result = run(*args, **env)
+    assert result.exit_code == 0, result.output
+    return settings(result.stdout)
+
+
 def doveconf(snippet: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """``doveconf -P`` of a config that includes only ``snippet`` (plus 2.4's mandatory first lines)."""
     main_config = tmp_path / "dovecot.conf"
@@ -137,9 +144,7 @@ def test_without_a_version_the_installed_dovecot_chooses_and_its_doveconf_reads_
     ],
 )
 def test_the_url_defaults_to_where_gunicorn_listens(run: Run, bind: str, url: str) -> None:
-    result = run("--dovecot-version", "2.3", AUTOCONFIG_BIND=bind)
-    assert result.exit_code == 0, result.output
-    assert settings(result.stdout)["auth_policy_server_url"] == url
+    assert snippet_settings(run, "--dovecot-version", "2.3", AUTOCONFIG_BIND=bind)["auth_policy_server_url"] == url
 
 
 @pytest.mark.parametrize(
@@ -158,9 +163,7 @@ def test_the_url_defaults_to_where_gunicorn_listens(run: Run, bind: str, url: st
     ],
 )
 def test_a_url_given_is_the_service_as_dovecot_reaches_it(run: Run, url: str, written: str) -> None:
-    result = run("--dovecot-version", "2.4", "--url", url)
-    assert result.exit_code == 0, result.output
-    assert settings(result.stdout)["auth_policy_server_url"] == written
+    assert snippet_settings(run, "--dovecot-version", "2.4", "--url", url)["auth_policy_server_url"] == written
 
 
 @pytest.mark.parametrize(

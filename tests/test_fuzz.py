@@ -8,7 +8,6 @@ account has enabled, and nothing else ever gets one."""
 
 from __future__ import annotations
 
-import copy
 import json
 import plistlib
 import re
@@ -17,7 +16,6 @@ from typing import Any
 from urllib.parse import quote_from_bytes
 
 import pytest
-import tomli_w
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +25,7 @@ from lxml import etree
 from autoconfig import create_app
 from autoconfig.config import load
 from autoconfig.spec import AUTODISCOVER_BASE_NS, OUTLOOK_REQUEST_NS, OUTLOOK_RESPONSE_NS
-from tests.support.config import ADMIN_AUTH, BASE_CONFIG
+from tests.support.config import ADMIN_AUTH, config_file
 from tests.support.promises import THUNDERBIRD_PATHS
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -37,12 +35,7 @@ ALLOWED = {200, 400, 404, 414}
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     directory = tmp_path_factory.mktemp("fuzz")
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{directory}/accounts.sqlite3"
-    data["limits"] = {"client_rate": 0}
-    path = directory / "autoconfig.toml"
-    path.write_bytes(tomli_w.dumps(data).encode())
-    app = create_app(load(path, env={}))
+    app = create_app(load(config_file(directory, limits={"client_rate": 0}), env={}))
     app.extensions["autoconfig"].store.update("fuzz@example.net", {"imap": True}, "test")
     yield app
     app.extensions["autoconfig"].store.close()
@@ -139,12 +132,11 @@ ORACLE_XML = etree.XMLParser(resolve_entities=False, no_network=True)
 @pytest.fixture(scope="module")
 def oracle_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     directory = tmp_path_factory.mktemp("oracle")
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{directory}/accounts.sqlite3"
-    data["limits"] = {"client_rate": 0, "admin_rate": 0}
-    data["dovecot"] = {"api_header": f"X-Policy-Key: {POLICY_SECRET}"}
-    path = directory / "autoconfig.toml"
-    path.write_bytes(tomli_w.dumps(data).encode())
+    path = config_file(
+        directory,
+        limits={"client_rate": 0, "admin_rate": 0},
+        dovecot={"api_header": f"X-Policy-Key: {POLICY_SECRET}"},
+    )
     app = create_app(load(path, env={}))
     for address, (imap, pop) in ORACLE_ACCOUNTS.items():
         app.extensions["autoconfig"].store.update(address, {"imap": imap, "pop": pop}, "test")

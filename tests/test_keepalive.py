@@ -11,20 +11,18 @@ keep-alive time; ``Connection: close`` (and HTTP/1.0) closes.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import signal
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import tomli_w
 
 from autoconfig.worker import MAX_IDLE, STOP_IDLE_LINGER
-from tests.support.config import BASE_CONFIG
-from tests.support.gunicorn import GunicornServer
+from tests.support.config import base_config
+from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.ports import wait_for
 from tests.support.sockets import SLACK, answer_end, connect, status_of, timed_healthz
 
@@ -56,7 +54,7 @@ def policy(secret: str = POLICY_SECRET, *fields: str) -> bytes:
 
 
 class Client:
-    """One connection, answers read one by one by their framing (Content-Length)."""
+    """One connection, answers read one by one by their framing (Content-Length); ``with`` closes it."""
 
     def __init__(self, server: GunicornServer) -> None:
         self.sock = connect(server)
@@ -102,6 +100,12 @@ class Client:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def connection_field(answer: bytes) -> str:
     head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
@@ -113,14 +117,10 @@ def connection_field(answer: bytes) -> str:
 
 
 def start(tmp_path_factory: pytest.TempPathFactory, name: str, workers: int, env: dict[str, str]) -> GunicornServer:
+    """A server of its own (started and always stopped by ``with``), no rate limit, the policy secret set."""
     workdir = tmp_path_factory.mktemp(name)
-    data: dict[str, Any] = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["limits"] = {"client_rate": 0}
-    data["dovecot"] = {"api_header": f"X-Policy-Key: {POLICY_SECRET}"}
-    config = workdir / "autoconfig.toml"
-    config.write_bytes(tomli_w.dumps(data).encode())
-    return GunicornServer(config, workdir / "gunicorn.log", env=env, workers=workers).start()
+    config = base_config(workdir, limits={"client_rate": 0}, dovecot={"api_header": f"X-Policy-Key: {POLICY_SECRET}"})
+    return gunicorn_on(workdir, config, env=env, workers=workers)
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +131,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]
         # gunicorn reads these after its config file: the keep-alive time and the worker timeout, shortened.
         "GUNICORN_CMD_ARGS": f"--keep-alive {KEEPALIVE} --timeout {WORKER_TIMEOUT}",
     }
-    running = start(tmp_path_factory, "keepalive", 1, env)
-    try:
+    with start(tmp_path_factory, "keepalive", 1, env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_a_keep_alive_client_gets_several_answers_on_one_connection(server: GunicornServer) -> None:
-    client = Client(server)
-    try:
+    with Client(server) as client:
         for request, status, part in [
             (policy(), 200, b'"status":-1'),  # nobody@example.net has nothing enabled
             (get("/mail/config-v1.1.xml?emailaddress=nobody@example.net"), 404, b"enable IMAP"),
@@ -152,13 +148,10 @@ def test_a_keep_alive_client_gets_several_answers_on_one_connection(server: Guni
             assert status_of(answer) == status and part in answer, answer[:400]
             assert connection_field(answer) == "keep-alive"
         assert not client.closed_by_server(0.3)
-    finally:
-        client.close()
 
 
 def test_a_pipelined_pair_is_answered_in_order(server: GunicornServer) -> None:
-    client = Client(server)
-    try:
+    with Client(server) as client:
         # Sent in one piece: the second request is read along with the first.
         client.sock.sendall(get("/healthz") + policy() + get("/mail/config-v1.1.xml?emailaddress=x@example.net"))
         first, second, third = client.answer(), client.answer(), client.answer()
@@ -167,19 +160,14 @@ def test_a_pipelined_pair_is_answered_in_order(server: GunicornServer) -> None:
         assert status_of(third) == 404 and b"enable IMAP" in third
         # And the connection is still good for more.
         assert status_of(client.ask(get("/healthz"))) == 200
-    finally:
-        client.close()
 
 
 def test_a_body_the_application_did_not_read_is_skipped_before_the_next_request(server: GunicornServer) -> None:
-    client = Client(server)
-    try:
+    with Client(server) as client:
         client.sock.sendall(policy(secret="wrong-secret-wrong-secret-00") + policy())
         refused, answered = client.answer(), client.answer()
         assert status_of(refused) == 401, refused[:300]
         assert status_of(answered) == 200 and b'"status":-1' in answered, answered[:300]
-    finally:
-        client.close()
 
 
 def test_connection_close_is_honoured(server: GunicornServer) -> None:
@@ -188,40 +176,30 @@ def test_connection_close_is_honoured(server: GunicornServer) -> None:
         policy(POLICY_SECRET, "Connection: close").replace(b"Connection: Keep-Alive\r\n", b""),
         get("/healthz", version="1.0"),  # HTTP/1.0 closes unless it asks for keep-alive
     ]:
-        client = Client(server)
-        try:
+        with Client(server) as client:
             answer = client.ask(request)
             assert status_of(answer) == 200, answer[:300]
             assert connection_field(answer) == "close"
             assert client.closed_by_server(2.0)
-        finally:
-            client.close()
-    client = Client(server)
-    try:
+    with Client(server) as client:
         answer = client.ask(get("/healthz", "Connection: keep-alive", version="1.0"))
         assert connection_field(answer) == "keep-alive"
         assert status_of(client.ask(get("/healthz", "Connection: close", version="1.0"))) == 200
         assert client.closed_by_server(2.0)
-    finally:
-        client.close()
 
 
 def test_a_pipelined_request_after_connection_close_is_not_served(server: GunicornServer) -> None:
-    client = Client(server)
-    try:
+    with Client(server) as client:
         client.sock.sendall(get("/healthz", "Connection: close") + get("/healthz"))
         assert connection_field(client.answer()) == "close"
         assert client.closed_by_server(2.0)
         assert client.buffer == b""
-    finally:
-        client.close()
 
 
 def test_an_idle_connection_that_trickles_half_a_request_gets_408_and_holds_no_worker(
     server: GunicornServer,
 ) -> None:
-    client = Client(server)
-    try:
+    with Client(server) as client:
         assert status_of(client.ask(policy())) == 200
         time.sleep(0.5)  # idle a while, then half of the next question
         half = policy()[:80]
@@ -237,21 +215,16 @@ def test_an_idle_connection_that_trickles_half_a_request_gets_408_and_holds_no_w
         assert status_of(answer) == 408, answer[:300]
         assert READ_TIMEOUT - 0.5 < waited < READ_TIMEOUT + SLACK, waited
         assert client.closed_by_server(2.0)
-    finally:
-        client.close()
     assert "WORKER TIMEOUT" not in server.log_text()
 
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_time_without_a_word(server: GunicornServer) -> None:
-    client = Client(server)
-    try:
+    with Client(server) as client:
         assert status_of(client.ask(get("/healthz"))) == 200
         started = time.monotonic()
         assert client.closed_by_server(KEEPALIVE + SLACK)
         assert time.monotonic() - started > KEEPALIVE - 0.5
         assert client.buffer == b""  # no 408 for a connection that was only waiting
-    finally:
-        client.close()
 
 
 def test_idle_connections_kept_longer_than_the_worker_timeout_leave_the_heartbeat_going(
@@ -259,16 +232,13 @@ def test_idle_connections_kept_longer_than_the_worker_timeout_leave_the_heartbea
 ) -> None:
     """The loop notifies the arbiter while it waits: idle connections never make it look stuck."""
     workers = server.worker_pids()
-    clients = [Client(server) for _ in range(5)]
-    try:
+    with contextlib.ExitStack() as held:
+        clients = [held.enter_context(Client(server)) for _ in range(5)]
         for client in clients:
             assert status_of(client.ask(get("/healthz"))) == 200
         time.sleep(WORKER_TIMEOUT + 1)  # kept (KEEPALIVE < this, so some closed meanwhile: none killed the worker)
         assert server.worker_pids() == workers
         assert timed_healthz(server) < 1.0
-    finally:
-        for client in clients:
-            client.close()
     assert "WORKER TIMEOUT" not in server.log_text()
 
 
@@ -276,12 +246,11 @@ def test_many_idle_connections_leave_healthz_answering_and_the_oldest_beyond_the
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """One worker with the settings' keep-alive time: it keeps MAX_IDLE connections, closing the oldest first."""
-    server = start(tmp_path_factory, "many-idle", 1, {})
     count = MAX_IDLE + 40
     clients: list[Client] = []
-    try:
+    with start(tmp_path_factory, "many-idle", 1, {}) as server, contextlib.ExitStack() as held:
         for _ in range(count):
-            client = Client(server)
+            client = held.enter_context(Client(server))
             assert status_of(client.ask(get("/healthz"))) == 200
             clients.append(client)
         assert max(timed_healthz(server) for _ in range(5)) < 1.0
@@ -290,19 +259,14 @@ def test_many_idle_connections_leave_healthz_answering_and_the_oldest_beyond_the
         assert sum(closed) == count - MAX_IDLE, closed
         assert all(closed[: count - MAX_IDLE]) and not any(closed[count - MAX_IDLE :]), closed
         assert status_of(clients[-1].ask(get("/healthz"))) == 200  # the kept ones still serve
-    finally:
-        for client in clients:
-            client.close()
-        server.stop()
 
 
 def test_a_stopping_worker_closes_its_idle_connections_at_once(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Graceful stop: idle connections are closed within STOP_IDLE_LINGER, not kept for graceful_timeout (10 s)."""
-    server = start(tmp_path_factory, "stopping", 2, {})
     clients: list[Client] = []
-    try:
+    with start(tmp_path_factory, "stopping", 2, {}) as server, contextlib.ExitStack() as held:
         for _ in range(10):
-            client = Client(server)
+            client = held.enter_context(Client(server))
             assert connection_field(client.ask(get("/healthz"))) == "keep-alive"
             clients.append(client)
         started = time.monotonic()
@@ -310,25 +274,16 @@ def test_a_stopping_worker_closes_its_idle_connections_at_once(tmp_path_factory:
         wait_for(lambda: server._proc.poll() is not None, 10, "gunicorn to stop")  # type: ignore[union-attr]
         assert time.monotonic() - started < STOP_IDLE_LINGER + 3
         assert all(client.closed_by_server(1.0) for client in clients)
-    finally:
-        for client in clients:
-            client.close()
-        server.stop()
     assert "Exception" not in server.log_text()
 
 
 def test_a_request_arriving_on_an_idle_connection_of_a_stopping_worker_is_answered_with_close(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    server = start(tmp_path_factory, "stopping-request", 1, {})
-    client = Client(server)
-    try:
+    with start(tmp_path_factory, "stopping-request", 1, {}) as server, Client(server) as client:
         assert connection_field(client.ask(get("/healthz"))) == "keep-alive"
         server._proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         time.sleep(STOP_IDLE_LINGER / 4)  # the worker has heard of it, its idle connection is still open
         answer = client.ask(policy())
         assert status_of(answer) == 200 and connection_field(answer) == "close"
         assert client.closed_by_server(2.0)
-    finally:
-        client.close()
-        server.stop()

@@ -16,8 +16,6 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from lxml import etree
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.gunicorn import FACTORY, ROOT
+from tests.support.gunicorn import FACTORY, ROOT, http
 from tests.support.ports import PortInUse, await_start, free_port, stop_process
 
 DEMO_CONFIG = ROOT / "config" / "autoconfig.toml"
@@ -184,14 +182,6 @@ def test_check_config_runs_from_any_directory_and_creates_nothing(installed: Ins
     assert list(installed.workdir.iterdir()) == []
 
 
-def _get(url: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
 def _start_gunicorn(installed: Installed, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """gunicorn from the new virtualenv on a free port, or ``PortInUse`` from ``await_start``."""
     port = free_port()
@@ -207,7 +197,7 @@ def _start_gunicorn(installed: Installed, log: Path) -> tuple[subprocess.Popen[b
         )
     await_start(
         proc,
-        lambda: _get(f"{url}/healthz")[0] == 200,
+        lambda: http("GET", f"{url}/healthz")[0] == 200,
         timeout=30,
         what="gunicorn from the installed wheel",
         name="gunicorn",
@@ -235,12 +225,12 @@ def served(installed: Installed) -> Iterator[str]:
 
 def test_gunicorn_serves_thunderbird_from_the_installed_package(installed: Installed, served: str) -> None:
     address = "alice@example.net"
-    status, _, _ = _get(f"{served}/mail/config-v1.1.xml?emailaddress={address}")
+    status, _, _ = http("GET", f"{served}/mail/config-v1.1.xml?emailaddress={address}")
     assert status == 404  # nothing enabled yet
     # The installed command, from the same directory, writes the store the server reads.
     result = installed.run(installed.command, "--config", DEMO_CONFIG, "accounts", "set", address, "--imap", "on")
     assert result.returncode == 0, result.stderr
-    status, headers, body = _get(f"{served}/mail/config-v1.1.xml?emailaddress={address}")
+    status, headers, body = http("GET", f"{served}/mail/config-v1.1.xml?emailaddress={address}")
     assert status == 200
     assert headers["Cache-Control"] == "private, no-cache"
     root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
@@ -248,10 +238,10 @@ def test_gunicorn_serves_thunderbird_from_the_installed_package(installed: Insta
 
 
 def test_the_setup_page_and_its_stylesheet_come_from_the_wheel(installed: Installed, served: str) -> None:
-    status, _, body = _get(f"{served}/setup")
+    status, _, body = http("GET", f"{served}/setup")
     assert status == 200
     assert b"Example Networks Mail" in body
-    status, _, body = _get(f"{served}/setup/static/setup.css")
+    status, _, body = http("GET", f"{served}/setup/static/setup.css")
     assert status == 200
     with zipfile.ZipFile(installed.wheel) as wheel:
         assert body == wheel.read("autoconfig/static/setup.css")

@@ -5,20 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.support.gunicorn import ROOT
+from tests.support.gunicorn import ROOT, http
 from tests.support.ports import PortInUse, await_start, free_port, stop_process
-
-
-def _get(url: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 def test_serve_starts_while_postgresql_is_down_and_answers_503(tmp_path: Path) -> None:
@@ -38,7 +28,7 @@ def test_serve_starts_while_postgresql_is_down_and_answers_503(tmp_path: Path) -
         try:
             await_start(
                 proc,
-                lambda url=url: _get(f"{url}/healthz")[0] in (200, 503),
+                lambda url=url: http("GET", f"{url}/healthz")[0] in (200, 503),
                 timeout=120,  # the first run may set up .venv's runtime requirements
                 what="./scripts/serve",
                 name="scripts/serve",
@@ -47,9 +37,9 @@ def test_serve_starts_while_postgresql_is_down_and_answers_503(tmp_path: Path) -
         except PortInUse:
             continue
         try:
-            status, _, body = _get(f"{url}/healthz")
+            status, _, body = http("GET", f"{url}/healthz")
             assert (status, json.loads(body)["status"]) == (503, "down")
-            status, headers, _ = _get(f"{url}/mail/config-v1.1.xml?emailaddress=alice@example.net")
+            status, headers, _ = http("GET", f"{url}/mail/config-v1.1.xml?emailaddress=alice@example.net")
             assert status == 503 and headers["Retry-After"] == "5"
         finally:
             stop_process(proc, timeout=10)

@@ -10,7 +10,6 @@ are served as usual.
 from __future__ import annotations
 
 import contextlib
-import copy
 import multiprocessing
 import os
 import resource
@@ -19,13 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import tomli_w
 
 from autoconfig.worker import DEFAULT_READ_TIMEOUT, MAX_BODY, MAX_HEAD
-from tests.support.config import BASE_CONFIG, base_config
+from tests.support.config import base_config
 from tests.support.gunicorn import GunicornServer, gunicorn_on, http
 from tests.support.ports import wait_for
 from tests.support.sockets import SLACK, connect, read_answer, status_of, timed_healthz
@@ -53,12 +50,7 @@ def pox_head(length: int | None, *extra: str) -> bytes:
 def serve_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     """config/gunicorn.conf.py as scripts/serve runs it: default workers, default read deadline."""
     workdir = tmp_path_factory.mktemp("slow")
-    data = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["limits"] = {"client_rate": 0}
-    config = workdir / "autoconfig.toml"
-    config.write_bytes(tomli_w.dumps(data).encode())
-    with GunicornServer(config, workdir / "gunicorn.log", workers=None) as server:
+    with gunicorn_on(workdir, base_config(workdir, limits={"client_rate": 0}), workers=None) as server:
         # Every worker the settings start has booted, so "workers + 1" counts them all.
         expected = multiprocessing.cpu_count() * 2 + 1
         wait_for(
@@ -221,13 +213,9 @@ def test_odd_requests_are_answered_at_once(serve_settings: GunicornServer, reque
 @pytest.fixture(scope="module")
 def short_deadline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     workdir = tmp_path_factory.mktemp("short")
-    data: dict[str, Any] = copy.deepcopy(BASE_CONFIG)
-    data["store"]["url"] = f"sqlite:///{workdir}/accounts.sqlite3"
-    data["dovecot"] = {"api_header": f"X-Policy-Key: {POLICY_SECRET}"}
-    config = workdir / "autoconfig.toml"
-    config.write_bytes(tomli_w.dumps(data).encode())
+    config = base_config(workdir, dovecot={"api_header": f"X-Policy-Key: {POLICY_SECRET}"})
     env = {"AUTOCONFIG_READ_TIMEOUT": "1.5"}
-    with GunicornServer(config, workdir / "gunicorn.log", env=env, workers=1) as server:
+    with gunicorn_on(workdir, config, env=env, workers=1) as server:
         yield server
 
 

@@ -279,25 +279,35 @@ def test_a_worker_opening_the_sqlite_file_during_an_import_does_not_wait_for_it(
     importer.close()
 
 
-def test_a_write_to_a_replaced_sqlite_file_is_refused_and_lands_nowhere(tmp_path: Path) -> None:
+@pytest.fixture
+def sqlite_file(tmp_path: Path) -> Path:
+    return tmp_path / "accounts.sqlite3"
+
+
+@pytest.fixture
+def sqlite_store(sqlite_file: Path) -> Iterator[SQLiteStore]:
+    """A SQLiteStore on ``sqlite_file``, closed when the test ends; a test may close it sooner and use it again."""
+    store = SQLiteStore(f"sqlite:///{sqlite_file}")
+    yield store
+    store.close()
+
+
+def test_a_write_to_a_replaced_sqlite_file_is_refused_and_lands_nowhere(
+    tmp_path: Path, sqlite_file: Path, sqlite_store: SQLiteStore
+) -> None:
     """The path no longer leads to the open file: 503 territory, and no write is acknowledged."""
-    path = tmp_path / "accounts.sqlite3"
-    store = SQLiteStore(f"sqlite:///{path}")
-    try:
-        store.update("alice@example.net", {"imap": True}, "test")
-        path.rename(tmp_path / "moved.sqlite3")
-        with closing(sqlite3.connect(path)) as other:  # someone else's file at the path
-            other.execute("CREATE TABLE unrelated (x)")
-        with pytest.raises(StoreReplaced, match="replaced under the running node"):
-            store.update("alice@example.net", {"pop": True}, "test")
-        with pytest.raises(StoreReplaced):
-            store.switches("alice@example.net")
-        with pytest.raises(StoreReplaced):
-            store.ping()
-        (tmp_path / "moved.sqlite3").replace(path)  # the original is back: service resumes
-        assert store.switches("alice@example.net") == Switches(imap=True, pop=False)
-    finally:
-        store.close()
+    sqlite_store.update("alice@example.net", {"imap": True}, "test")
+    sqlite_file.rename(tmp_path / "moved.sqlite3")
+    with closing(sqlite3.connect(sqlite_file)) as other:  # someone else's file at the path
+        other.execute("CREATE TABLE unrelated (x)")
+    with pytest.raises(StoreReplaced, match="replaced under the running node"):
+        sqlite_store.update("alice@example.net", {"pop": True}, "test")
+    with pytest.raises(StoreReplaced):
+        sqlite_store.switches("alice@example.net")
+    with pytest.raises(StoreReplaced):
+        sqlite_store.ping()
+    (tmp_path / "moved.sqlite3").replace(sqlite_file)  # the original is back: service resumes
+    assert sqlite_store.switches("alice@example.net") == Switches(imap=True, pop=False)
 
 
 def test_a_sqlite_file_that_cannot_be_opened_at_start_is_opened_later(tmp_path: Path) -> None:
@@ -330,14 +340,12 @@ def open_files(database: Path) -> int:
     return count
 
 
-def test_closing_the_store_closes_the_connections_of_every_thread(tmp_path: Path) -> None:
-    path = tmp_path / "accounts.sqlite3"
-    store = SQLiteStore(f"sqlite:///{path}")
-    mine = open_files(path)
+def test_closing_the_store_closes_the_connections_of_every_thread(sqlite_file: Path, sqlite_store: SQLiteStore) -> None:
+    mine = open_files(sqlite_file)
     looked_up, finish = threading.Event(), threading.Event()
 
     def worker_thread() -> None:
-        store.switches("alice@example.net")
+        sqlite_store.switches("alice@example.net")
         looked_up.set()
         finish.wait(10)
 
@@ -345,62 +353,48 @@ def test_closing_the_store_closes_the_connections_of_every_thread(tmp_path: Path
     thread.start()
     try:
         assert looked_up.wait(5)
-        assert open_files(path) > mine > 0, "the thread has a connection of its own"
-        store.close()
-        assert open_files(path) == 0, "a connection of a thread that is still running was left open"
+        assert open_files(sqlite_file) > mine > 0, "the thread has a connection of its own"
+        sqlite_store.close()
+        assert open_files(sqlite_file) == 0, "a connection of a thread that is still running was left open"
     finally:
         finish.set()
         thread.join()
-    assert store.switches("alice@example.net") == OFF, "a closed store opens a fresh connection on use"
-    store.close()
+    assert sqlite_store.switches("alice@example.net") == OFF, "a closed store opens a fresh connection on use"
 
 
-def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
-    path = tmp_path / "accounts.sqlite3"
-    store = SQLiteStore(f"sqlite:///{path}")
+def test_a_threads_connection_is_closed_when_the_thread_ends(sqlite_file: Path, sqlite_store: SQLiteStore) -> None:
     # Only the threads' connections, then: while another connection of this process holds a
     # lock on the file, SQLite keeps a closed one's descriptor for reuse (POSIX locks belong
     # to the process), so the count would not show the closes.
-    store.close()
-    try:
-        threads = [threading.Thread(target=store.switches, args=("alice@example.net",)) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert open_files(path) == 0
-    finally:
-        store.close()
+    sqlite_store.close()
+    threads = [threading.Thread(target=sqlite_store.switches, args=("alice@example.net",)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert open_files(sqlite_file) == 0
 
 
-def test_a_connection_that_failed_is_closed(tmp_path: Path) -> None:
-    path = tmp_path / "accounts.sqlite3"
-    store = SQLiteStore(f"sqlite:///{path}")
-    try:
-        with closing(sqlite3.connect(path)) as other:
-            other.execute("DROP TABLE accounts")  # every lookup now fails with an OperationalError
-        with pytest.raises(StoreUnavailable, match="no such table"):
-            store.switches("alice@example.net")
-        assert open_files(path) == 0
-    finally:
-        store.close()
+def test_a_connection_that_failed_is_closed(sqlite_file: Path, sqlite_store: SQLiteStore) -> None:
+    with closing(sqlite3.connect(sqlite_file)) as other:
+        other.execute("DROP TABLE accounts")  # every lookup now fails with an OperationalError
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        sqlite_store.switches("alice@example.net")
+    assert open_files(sqlite_file) == 0
 
 
-def test_a_forked_child_closes_its_copies_of_the_parents_connections_at_once(tmp_path: Path) -> None:
+def test_a_forked_child_closes_its_copies_of_the_parents_connections_at_once(
+    sqlite_file: Path, sqlite_store: SQLiteStore
+) -> None:
     """The copies are closed before anything else runs in the child (SQLiteStore.forget_after_fork says why)."""
-    path = tmp_path / "accounts.sqlite3"
-    store = SQLiteStore(f"sqlite:///{path}")
-    try:
-        store.update("alice@example.net", {"imap": True}, "parent")
-        assert open_files(path) > 0
-        pid = os.fork()
-        if pid == 0:
-            inherited_closed = open_files(path) == 0
-            served = store.switches("alice@example.net") == Switches(imap=True)
-            os._exit(0 if inherited_closed and served and open_files(path) > 0 else 1)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert open_files(path) > 0, "the parent's connection is its own"
-        assert store.switches("alice@example.net") == Switches(imap=True)
-    finally:
-        store.close()
+    sqlite_store.update("alice@example.net", {"imap": True}, "parent")
+    assert open_files(sqlite_file) > 0
+    pid = os.fork()
+    if pid == 0:
+        inherited_closed = open_files(sqlite_file) == 0
+        served = sqlite_store.switches("alice@example.net") == Switches(imap=True)
+        os._exit(0 if inherited_closed and served and open_files(sqlite_file) > 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert open_files(sqlite_file) > 0, "the parent's connection is its own"
+    assert sqlite_store.switches("alice@example.net") == Switches(imap=True)

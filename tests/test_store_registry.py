@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -23,8 +23,11 @@ from click.testing import CliRunner
 from autoconfig.cli import main
 from autoconfig.config import ConfigError, load
 from autoconfig.store import Store, StoreError, StoreSettings, Switches, inspect_store, open_store, registry
-from autoconfig.store.settings import Backend, SourceSettings, Table
+from autoconfig.store.settings import Backend, SourceSettings
 from autoconfig.store.source import ReadOnlySource
+
+if TYPE_CHECKING:
+    from autoconfig.store.settings import Table  # the config reader's table, named for type checkers only
 
 Write = Callable[[dict[str, Any]], Path]
 

@@ -28,7 +28,6 @@ dir (story-*.png).
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -55,8 +54,10 @@ from tests.support.story import (
     flip,
     message,
     open_mail_programs,
-    plugin_options,
+    plugin_configured,
     sign_in,
+    signed_in,
+    silent_service,
     start_stack,
     switches_shown,
 )
@@ -161,8 +162,7 @@ def sign_out_and_in(page: Page, webmail: RoundcubeServer, user: str) -> None:
 
 def test_pop_works_the_same_way(stack: Stack, context: BrowserContext) -> None:
     user = "oscar@example.net"
-    page = context.new_page()
-    sign_in(page, stack.webmail, user)
+    page = signed_in(context, stack.webmail, user)
     open_mail_programs(page)
     flip(page, pop=True)
     assert switches_shown(page) == {"imap": False, "pop": True}
@@ -177,8 +177,7 @@ def test_pop_works_the_same_way(stack: Stack, context: BrowserContext) -> None:
 def test_the_page_shows_what_the_service_has_not_what_it_showed_before(stack: Stack, context: BrowserContext) -> None:
     """A switch changed elsewhere (another tab, the helpdesk) shows at the next visit."""
     user = "petra@example.net"
-    page = context.new_page()
-    sign_in(page, stack.webmail, user)
+    page = signed_in(context, stack.webmail, user)
     open_mail_programs(page)
     assert switches_shown(page) == {"imap": False, "pop": False}
     stack.admin.put(user, imap=True, pop=True)
@@ -201,8 +200,7 @@ def save_request(page: Page, webmail: RoundcubeServer, form: dict[str, str]) -> 
 
 def test_a_request_naming_another_address_changes_only_the_users_own(stack: Stack, context: BrowserContext) -> None:
     user, victim = "quinn@example.net", "rosa@example.net"
-    page = context.new_page()
-    sign_in(page, stack.webmail, user)
+    page = signed_in(context, stack.webmail, user)
     open_mail_programs(page)
     token = page.get_attribute("#mailprograms-form input[name=_token]", "value")
     assert token
@@ -230,8 +228,7 @@ def test_a_save_without_the_request_token_changes_nothing(
     stack: Stack, context: BrowserContext, form: dict[str, str], refusal: str
 ) -> None:
     user = "sam@example.net"
-    page = context.new_page()
-    sign_in(page, stack.webmail, user)
+    page = signed_in(context, stack.webmail, user)
     open_mail_programs(page)
     flip(page, imap=True, pop=True)
     before = stack.admin.get(user)
@@ -256,8 +253,7 @@ def test_with_the_service_stopped_a_save_fails_plainly_and_the_webmail_still_wor
     own_stack: Stack, context: BrowserContext, tmp_path: Path
 ) -> None:
     user = "tess@example.net"
-    page = context.new_page()
-    sign_in(page, own_stack.webmail, user)
+    page = signed_in(context, own_stack.webmail, user)
     open_mail_programs(page)
     assert switches_shown(page) == {"imap": False, "pop": False}
     page.locator("#mailprograms-imap").set_checked(True, force=True)
@@ -282,18 +278,11 @@ def test_with_the_service_stopped_a_save_fails_plainly_and_the_webmail_still_wor
 def test_a_slow_service_is_given_up_on_within_the_timeout(stack: Stack, context: BrowserContext) -> None:
     """A service that accepts the connection and never answers costs the user a few seconds, no more."""
     user = "nora@example.net"
-    page = context.new_page()
-    sign_in(page, stack.webmail, user)
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        stack.webmail.configure(autoconfig_api_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
-        try:
-            started = time.monotonic()
-            open_mail_programs(page)
-            elapsed = time.monotonic() - started
-        finally:
-            stack.webmail.configure(autoconfig_api_url=stack.service.url)
+    page = signed_in(context, stack.webmail, user)
+    with silent_service(stack):
+        started = time.monotonic()
+        open_mail_programs(page)
+        elapsed = time.monotonic() - started
     assert message(page).startswith("The settings for mail programs cannot be shown right now")
     assert switches_shown(page) is None
     assert TIMEOUT <= elapsed < TIMEOUT + 8
@@ -302,22 +291,15 @@ def test_a_slow_service_is_given_up_on_within_the_timeout(stack: Stack, context:
 def test_a_save_the_service_never_answers_is_not_called_saved(stack: Stack, context: BrowserContext) -> None:
     """Past the timeout the change may or may not have been made: the user is told so, and shown no switch."""
     user = "nora@example.net"
-    page = context.new_page()
-    sign_in(page, stack.webmail, user)
+    page = signed_in(context, stack.webmail, user)
     open_mail_programs(page)
     before = stack.admin.get(user)
     page.locator("#mailprograms-pop").set_checked(not before["pop"], force=True)
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        stack.webmail.configure(autoconfig_api_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
-        try:
-            started = time.monotonic()
-            page.click("#mailprograms-save")
-            page.wait_for_selector("#mailprograms-error")
-            elapsed = time.monotonic() - started
-        finally:
-            stack.webmail.configure(autoconfig_api_url=stack.service.url)
+    with silent_service(stack):
+        started = time.monotonic()
+        page.click("#mailprograms-save")
+        page.wait_for_selector("#mailprograms-error")
+        elapsed = time.monotonic() - started
     assert message(page).startswith("Your change could not be confirmed")
     assert switches_shown(page) is None
     assert TIMEOUT <= elapsed < TIMEOUT + 8  # one wait, not a second one for a read
@@ -336,13 +318,9 @@ def test_a_refusing_service_shows_a_plain_message_and_no_switches(
     stack: Stack, context: BrowserContext, options: dict[str, str], expected: str
 ) -> None:
     user = "oscar@example.net"
-    page = context.new_page()
-    sign_in(page, stack.webmail, user)
-    stack.webmail.configure(**options)
-    try:
+    page = signed_in(context, stack.webmail, user)
+    with plugin_configured(stack, **options):
         open_mail_programs(page)
-    finally:
-        stack.webmail.configure(**plugin_options(stack.service))
     assert message(page).startswith(expected)
     assert switches_shown(page) is None
     assert "not-the-admin-token" not in page.content()

@@ -39,8 +39,10 @@ from tests.support.story import (
     Stack,
     message,
     open_mail_programs,
+    plugin_configured,
     plugin_options,
     sign_in,
+    signed_in,
     start_stack,
     switches_shown,
 )
@@ -107,6 +109,19 @@ def flood(total: int, chunked: bool) -> Behaviour:
     return behave
 
 
+def _dribble(api: HostileAPI, handler: BaseHTTPRequestHandler, byte: bytes) -> None:
+    """``byte`` every 0.2 s (1000 at most) until the test stops the API or the client hangs up:
+    what the two trickling behaviours send after their start."""
+    try:
+        for _ in range(1000):
+            if api.stopping.wait(0.2):
+                return
+            handler.wfile.write(byte)
+            handler.wfile.flush()
+    except OSError:
+        pass
+
+
 def trickle(api: HostileAPI) -> Behaviour:
     """A 200 that sends its body one byte at a time, for as long as the client listens."""
 
@@ -115,14 +130,7 @@ def trickle(api: HostileAPI) -> Behaviour:
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", "1000")
         handler.end_headers()
-        try:
-            for _ in range(1000):
-                if api.stopping.wait(0.2):
-                    return
-                handler.wfile.write(b" ")
-                handler.wfile.flush()
-        except OSError:
-            pass
+        _dribble(api, handler, b" ")
 
     return behave
 
@@ -132,14 +140,7 @@ def trickle_headers(api: HostileAPI) -> Behaviour:
 
     def behave(handler: BaseHTTPRequestHandler) -> None:
         handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        try:
-            for _ in range(1000):
-                if api.stopping.wait(0.2):
-                    return
-                handler.wfile.write(b"a")
-                handler.wfile.flush()
-        except OSError:
-            pass
+        _dribble(api, handler, b"a")
 
     return behave
 
@@ -211,18 +212,13 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture(scope="module")
 def customer(stack: Stack, context: BrowserContext) -> Page:
     """nora, signed in once for the module; each test starts from the plugin's page."""
-    page = context.new_page()
-    sign_in(page, stack.webmail, "nora@example.net")
-    return page
+    return signed_in(context, stack.webmail, "nora@example.net")
 
 
 @pytest.fixture
 def plugin_pointed_at(stack: Stack, hostile: HostileAPI) -> Iterator[HostileAPI]:
-    stack.webmail.configure(autoconfig_api_url=hostile.url)
-    try:
+    with plugin_configured(stack, autoconfig_api_url=hostile.url):
         yield hostile
-    finally:
-        stack.webmail.configure(**plugin_options(stack.service))
 
 
 def visit(page: Page, stack: Stack) -> tuple[int, float]:
@@ -349,11 +345,8 @@ def test_a_misconfigured_timeout_still_gives_up_in_seconds(
 ) -> None:
     """Guzzle reads 0 as "wait for ever"; nginx gives up after 60 s with a gateway error."""
     plugin_pointed_at.behaviour = silence(plugin_pointed_at)
-    stack.webmail.configure(autoconfig_timeout=timeout)
-    try:
+    with plugin_configured(stack, autoconfig_timeout=timeout):
         status, elapsed = visit(customer, stack)
-    finally:
-        stack.webmail.configure(autoconfig_timeout=TIMEOUT)
     assert (status, message(customer)[: len(NOT_READ)]) == (200, NOT_READ)
     assert elapsed < bound
 
@@ -371,14 +364,14 @@ def own_page(context: BrowserContext) -> Iterator[Page]:
 
 
 def open_then_break(page: Page, stack: Stack, user: str, hostile: HostileAPI, behaviour: Behaviour) -> None:
-    """The user opens the page while the service works, ticks IMAP; then the service breaks."""
+    """The user opens the page while the service works, ticks IMAP; then the service breaks
+    (the caller points the plugin at ``hostile`` for the save: ``plugin_configured``)."""
     page.context.clear_cookies()
     sign_in(page, stack.webmail, user)
     open_mail_programs(page)
     assert switches_shown(page) == {"imap": False, "pop": False}
     page.locator("#mailprograms-imap").set_checked(True, force=True)
     hostile.behaviour = behaviour
-    stack.webmail.configure(autoconfig_api_url=hostile.url)
 
 
 @pytest.mark.parametrize(
@@ -395,11 +388,9 @@ def test_a_save_the_service_fails_shows_the_failure_and_no_switch(
 ) -> None:
     user = "oscar@example.net"
     open_then_break(own_page, stack, user, hostile, behaviour)
-    try:
+    with plugin_configured(stack, autoconfig_api_url=hostile.url):
         own_page.click("#mailprograms-save")
         own_page.wait_for_selector("#mailprograms-error")
-    finally:
-        stack.webmail.configure(**plugin_options(stack.service))
     assert message(own_page).startswith(expected)
     assert switches_shown(own_page) is None
     assert stack.admin.get(user)["imap_changed"] is None
@@ -425,11 +416,9 @@ def test_a_service_that_dies_after_making_the_change_is_not_said_to_have_failed(
         hang_up(handler)
 
     open_then_break(own_page, stack, user, hostile, store_then_die)
-    try:
+    with plugin_configured(stack, autoconfig_api_url=hostile.url):
         own_page.click("#mailprograms-save")
         own_page.wait_for_selector("#mailprograms-error")
-    finally:
-        stack.webmail.configure(**plugin_options(stack.service))
     assert stack.admin.get(user)["imap"] is True
     assert message(own_page).startswith(NOT_CONFIRMED)
     assert switches_shown(own_page) is None
@@ -541,11 +530,8 @@ def test_the_webmail_url_of_a_refusal_leads_to_the_plugin_after_signing_in(stack
     ids=["no-token", "no-url", "not-a-url", "file-url", "all-null"],
 )
 def test_a_misconfigured_plugin_shows_a_plain_message(stack: Stack, customer: Page, options: dict[str, Any]) -> None:
-    stack.webmail.configure(**options)
-    try:
+    with plugin_configured(stack, **options):
         status, _elapsed = visit(customer, stack)
-    finally:
-        stack.webmail.configure(**plugin_options(stack.service))
     assert (status, message(customer)[: len(NOT_READ)]) == (200, NOT_READ)
     assert switches_shown(customer) is None
     assert "root:" not in customer.content()

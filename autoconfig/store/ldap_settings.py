@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 from .base import StoreError
 from .presets import LDAP_PRESETS
-from .settings import Backend, SourceSettings, StoreSettings, Table
+from .settings import Backend, SourceSettings, StoreSettings
 from .source import PLACEHOLDER, check_parameters
 
 if TYPE_CHECKING:
     from .base import Store
+    from .settings import Table
 
 SCHEMES = ("ldap://", "ldaps://")
 CUSTOM = ("filter", "attribute", "imap_values", "pop_values")  # what a preset supplies

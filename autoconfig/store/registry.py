@@ -10,14 +10,18 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import StoreError
 from .ldap_settings import LDAP
 from .mysql_settings import MYSQL
 from .postgres_settings import POSTGRESQL
-from .settings import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Backend, Inspector, Opener, StoreSettings, Table
+from .settings import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Backend, Inspector, Opener, StoreSettings
 from .sql_settings import SQL
 from .sqlite_settings import SQLITE
+
+if TYPE_CHECKING:
+    from .settings import Table
 
 __all__ = ["BACKENDS", "StoreSettings", "check_store", "check_url", "read_store"]
 

@@ -13,45 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    # A backend's reader gets the config reader's own table (typed getters whose errors name file
+    # and key).  Named for the type checker only: the readers are checked against the class itself,
+    # with no second copy of its signatures to keep in step, and at run time this module still
+    # imports nothing of the config reader (importing a renderer stays cheap).
+    from ..config import _Table
     from .base import Store
+
+    Table = _Table
 
 # Connections per process, and whole seconds before a request gives up (503).  Whole seconds:
 # MySQL's connect/read/write timeouts and libpq's connect_timeout take nothing finer, so a
 # fraction could not mean the same thing on every backend.
 DEFAULT_POOL_SIZE = 4
 DEFAULT_TIMEOUT = 2
-
-
-class Table(Protocol):
-    """A config table being read (``config._Table``): typed getters whose errors name file and key."""
-
-    def key(self, name: str) -> str: ...
-
-    def has(self, name: str) -> bool: ...
-
-    def error(self, key: str, message: str) -> Exception: ...
-
-    def string(
-        self,
-        name: str,
-        default: str | None = None,
-        check: Callable[[str], str] | None = None,
-        choices: tuple[str, ...] | None = None,
-        multiline: bool = False,
-    ) -> str: ...
-
-    def integer(self, name: str, default: int | None = None, low: int = 0, high: int = 2**31) -> int: ...
-
-    def boolean(self, name: str, default: bool | None = None) -> bool: ...
-
-    def strings(self, name: str, default: list[str] | None = None) -> list[str]: ...
-
-    def table(self, name: str, required: bool = True) -> Table: ...
-
-    def finish(self) -> None: ...
 
 
 class SourceSettings:
@@ -77,7 +55,7 @@ class StoreSettings:
         return self.url.split(":", 1)[0]
 
 
-Reader = Callable[[Table, Mapping[str, str], Path], SourceSettings]
+Reader = Callable[["Table", Mapping[str, str], Path], SourceSettings]
 Opener = Callable[[StoreSettings], "Store"]
 Inspector = Callable[[StoreSettings], str]
 

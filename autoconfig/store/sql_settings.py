@@ -16,11 +16,12 @@ from .base import StoreError
 from .mysql_settings import MYSQL
 from .postgres_settings import POSTGRESQL
 from .presets import SQL_PRESETS
-from .settings import Backend, SourceSettings, StoreSettings, Table
+from .settings import Backend, SourceSettings, StoreSettings
 from .source import check_parameters
 
 if TYPE_CHECKING:
     from .base import Store
+    from .settings import Table
 
 DIALECTS = {"postgresql": POSTGRESQL.schemes, "mysql": MYSQL.schemes}
 

@@ -377,12 +377,12 @@ def _store_down(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("path", ["/setup", "/apple/mail.mobileconfig"])
 def test_a_store_outage_page_for_a_brand_mailbox_is_not_the_other_brand_s(
-    brands_app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, path: str
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     """carol@brand.example is Brand Telecom's (its domain is listed), but the 503 page came out under the
     Host's brand: the public_url host autoconfig.example.net, where every link and QR code points,
     so Brand Telecom's users read "Example Networks Mail" and were offered "you@example.net"."""
-    _store_down(brands_app, monkeypatch)
+    _store_down(app, monkeypatch)
     response = client.get(f"{path}?emailaddress=carol@brand.example", headers={"Host": "autoconfig.example.net"})
     assert response.status_code == 503
     text = _text(response)

@@ -60,6 +60,34 @@ def wait_until_recovered(client: FlaskClient, address: str, expected: list[str],
     assert incoming(client, address) == expected
 
 
+def assert_outages_answered_503(client: FlaskClient, server: DataServer) -> None:
+    """A source's outages as a mail client must meet them, on one app (no restart, no reload).
+
+    ``server`` holds imap@example.net (IMAP only) and both@example.net (IMAP and POP) and the
+    source waits 1 s at most.  Stopped: every ask a 503 with Retry-After at once, offering no
+    server.  Frozen (connections open, nothing answers): a 503 within the timeout and a second.
+    After each, the right answer again.  The SQL and LDAP sources must all behave so.
+    """
+    assert incoming(client, "imap@example.net") == ["imap"]
+    with stopped(server):
+        for _ in range(3):
+            started = time.monotonic()
+            response = client.get(DOC + "imap@example.net")
+            assert response.status_code == 503
+            assert response.headers["Retry-After"]
+            assert b"imap.example.net" not in response.data
+            assert time.monotonic() - started < 1.5
+    wait_until_recovered(client, "imap@example.net", ["imap"])
+
+    with frozen(server):
+        started = time.monotonic()
+        response = client.get(DOC + "both@example.net")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503
+        assert elapsed < 1 + 1.0, f"a frozen {server.name} held the request {elapsed:.1f} s (timeout 1 s)"
+    wait_until_recovered(client, "both@example.net", ["imap", "pop3"])
+
+
 @contextmanager
 def stopped(server: DataServer) -> Iterator[None]:
     """The server gone for the block (data and port kept), started again after it."""

@@ -9,12 +9,14 @@ the customer's mail program from 127.0.0.3.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import BrowserContext, Page
 
 from .admin import LiveAdmin
 from .config import ADMIN_TOKEN, POLICY_HEADER, base_config
@@ -76,7 +78,36 @@ def start_stack(workdir: Path) -> Iterator[Stack]:
                 yield Stack(service, dovecot, webmail)
 
 
+@contextlib.contextmanager
+def plugin_configured(stack: Stack, **options: Any) -> Iterator[None]:
+    """The webmail's plugin with ``options`` for the ``with`` block, then set up as ``start_stack``
+    set it (``plugin_options``) whatever the block raised: the module's next test shares the stack."""
+    stack.webmail.configure(**options)
+    try:
+        yield
+    finally:
+        stack.webmail.configure(**plugin_options(stack.service))
+
+
+@contextlib.contextmanager
+def silent_service(stack: Stack) -> Iterator[None]:
+    """The plugin pointed, for the ``with`` block, at a port that accepts connections and never
+    answers: how a hung service looks to the plugin, which must give up after its timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        with plugin_configured(stack, autoconfig_api_url=f"http://127.0.0.1:{silent.getsockname()[1]}"):
+            yield
+
+
 # -- what the customer does ---------------------------------------------------------------
+
+
+def signed_in(context: BrowserContext, webmail: RoundcubeServer, user: str) -> Page:
+    """A new tab of ``context`` with ``user`` signed in to the webmail: where the story tests start."""
+    page = context.new_page()
+    sign_in(page, webmail, user)
+    return page
 
 
 def sign_in(page: Page, webmail: RoundcubeServer, user: str) -> None:
