@@ -6,8 +6,15 @@ whole request is there, and it must tell it as gunicorn's parser will, which
 then reads the same bytes.  Handing over a request gunicorn finds unfinished
 holds a worker until the read deadline; waiting on one gunicorn finds whole
 makes a valid request time out, and misplaces the start of the next
-(pipelining, keep-alive).  Apart from the sockets, it can be held to
-gunicorn's parser as a unit.
+(pipelining, keep-alive).  tests/test_worker_framing.py holds this module to
+gunicorn's parser, byte for byte.
+
+Only what decides where a request ends is judged here (RFC 9112, section 6),
+exactly as gunicorn judges it; what gunicorn refuses for its framing is
+REFUSE, handed over at once for gunicorn to answer.  A head gunicorn refuses
+for another reason (its method, its target, a field's syntax, its limits)
+waits for the body it declares like any other and is refused once that has
+arrived, or gets 408 at the deadline: a buffer held, never a worker.
 """
 
 from __future__ import annotations
@@ -37,139 +44,167 @@ class Verdict(enum.Enum):
     HEAD_TOO_LARGE = "head too large"  # over MAX_HEAD and the head has not ended: 431 from the loop
 
 
-# Any number of hex digits, as gunicorn's parser takes them (leading zeros
-# included): a size this refused but gunicorn accepted would hand over a
-# request whose body had not arrived, and hold the worker until the deadline.
+# Any number of hex digits, leading zeros included, as gunicorn takes them: a size refused
+# here that gunicorn accepted would hand over a request whose body had not arrived.
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+# RFC 9112 section 7.1.1: chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_EXT = re.compile(rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*")
+_CODINGS = frozenset((b"chunked", b"identity", b"gzip", b"deflate", b"compress"))
 
-
-class Framing:
-    """Where a request in a buffer ends, learnt from its head (RFC 9112, section 6)."""
-
-    HEAD = 0  # the head has not ended yet
-    LENGTH = 1  # the request ends ``length`` bytes after the head
-    CHUNKED = 2  # the body is chunked: read chunk by chunk
-    JUDGE = 3  # nothing to wait for: gunicorn's parser decides (and refuses what is malformed)
+_HEAD, _LENGTH, _CHUNKS, _TRAILERS = range(4)
 
 
 class RequestFraming:
-    """One request's framing, resumed as more of it arrives: ``advance`` each time the buffer grows."""
+    """One request's framing, resumed as more of it arrives: ``advance`` each time the buffer grows.
 
-    __slots__ = ("_chunk_line_limit", "asks_continue", "end", "framing", "head_end", "scan", "want")
+    Searches resume where the last one stopped, so a request trickling in
+    byte by byte costs linear time.
+    """
+
+    __slots__ = ("_chunk_line_limit", "_phase", "_scan", "_trailers", "asks_continue", "end", "head_end")
 
     def __init__(self, chunk_line_limit: int = DEFAULT_CHUNK_LINE_LIMIT) -> None:
         self._chunk_line_limit = chunk_line_limit
-        self.framing = Framing.HEAD
+        self._phase = _HEAD
+        self._scan = 0  # where the search for the head's end, a chunk, or the trailers' end resumes
+        self._trailers = 0  # where the trailer section starts, once the last chunk is here
         self.head_end = 0
-        self.want = 0  # total bytes the request spans, once known (LENGTH)
-        self.scan = 0  # where the search for the head's end, then chunk parsing, resumes
-        self.end = 0
+        self.end = 0  # where the request ends: once COMPLETE, or from the head on for a Content-Length
+        # Set by the call that framed a head asking for 100-continue with none of its body here:
+        # the client waits for that answer before it sends the body.
         self.asks_continue = False
 
     def advance(self, data: bytes | bytearray) -> Verdict:
         """The verdict on ``data``, everything buffered so far (the same buffer, only ever longer)."""
         self.asks_continue = False
-        if self.framing == Framing.HEAD:
-            # Searched from where the last search stopped: a head trickling in byte by byte costs linear time.
-            end = data.find(b"\r\n\r\n", max(0, self.scan - 3))
-            if end < 0:
-                if len(data) > MAX_HEAD:
-                    return Verdict.HEAD_TOO_LARGE
-                if _bare_lf(data, self.scan):
-                    return Verdict.REFUSE  # gunicorn's parser refuses it at once
-                self.scan = len(data)
-                return Verdict.WAIT
-            self.head_end = end + 4
-            self.framing, length, expect = frame(bytes(data[: self.head_end]))
-            self.want, self.scan = self.head_end + length, self.head_end
-            if self.framing == Framing.JUDGE:
-                return Verdict.REFUSE
-            if length > MAX_BODY:
-                return Verdict.OVERSIZE  # the application refuses it, or reads it, by its declared length
-            self.asks_continue = expect and len(data) == self.head_end
-        if self.framing == Framing.LENGTH:
-            if len(data) >= self.want:
-                self.end = self.want
+        if self._phase == _HEAD:
+            verdict = self._head(data)
+            if verdict is not None:
+                return verdict
+        if self._phase == _LENGTH:
+            if len(data) >= self.end:
                 return Verdict.COMPLETE
         else:
-            body_end, self.scan = chunked_end(data, self.scan)
-            if body_end is not None:
-                self.end = body_end
-                return Verdict.COMPLETE
+            verdict = self._chunks(data)
+            if verdict is not None:
+                return verdict
         return Verdict.OVERSIZE if len(data) - self.head_end > MAX_BODY else Verdict.WAIT
 
-
-def _field(lower: bytes, name: bytes) -> bytes | None:
-    """The value of header ``name`` (lower case) in the lower-cased head, or None."""
-    start = lower.find(b"\r\n" + name + b":")
-    if start < 0:
+    def _head(self, data: bytes | bytearray) -> Verdict | None:
+        end = data.find(b"\r\n\r\n", max(0, self._scan - 3))
+        if end < 0:
+            if len(data) > MAX_HEAD:
+                return Verdict.HEAD_TOO_LARGE
+            if _bare_lf(data, self._scan):
+                return Verdict.REFUSE  # gunicorn refuses the head at once rather than wait for its end
+            self._scan = len(data)
+            return Verdict.WAIT
+        self.head_end = end + 4
+        head = bytes(data[: self.head_end])
+        if _bare_lf(head, self._scan):
+            return Verdict.REFUSE  # every line of a head ends in CRLF, or gunicorn refuses it
+        lower = head.lower()
+        start = 2 if lower.startswith(b"\r\n") else 0  # one empty line before the request is ignored
+        line_end = lower.find(b"\r\n", start)
+        http10 = lower.endswith(b" http/1.0", start, line_end)
+        fields = lower[line_end:]
+        lengths = _values(fields, b"content-length")
+        codings = _values(fields, b"transfer-encoding")
+        expect = lower.endswith(b"http/1.1", start, line_end) and _values(fields, b"expect")[:1] == [b"100-continue"]
+        if codings:
+            # Transfer-Encoding with Content-Length is a smuggling attempt, chunked in HTTP/1.0 has no
+            # sure end (section 6.1), and a coding list not ending in chunked has no length at all.
+            if lengths or http10 or not _chunked(codings):
+                return Verdict.REFUSE
+            self._phase, self._scan = _CHUNKS, self.head_end
+        elif lengths:
+            if len(lengths) > 1 or not lengths[0].isdigit():
+                return Verdict.REFUSE  # a length given twice ("1, 2" included) or not a number
+            length = int(lengths[0])
+            self._phase, self.end = _LENGTH, self.head_end + length
+            if length > MAX_BODY:
+                return Verdict.OVERSIZE
+            expect = expect and length > 0
+        else:
+            self._phase, self.end = _LENGTH, self.head_end  # a request without either has no body
+            expect = False
+        self.asks_continue = expect and len(data) == self.head_end
         return None
-    start += len(name) + 3
-    return lower[start : lower.find(b"\r\n", start)].strip()
+
+    def _chunks(self, data: bytes | bytearray) -> Verdict | None:
+        pos = self._scan
+        while self._phase == _CHUNKS:
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                if len(data) - pos > self._chunk_line_limit:
+                    return Verdict.REFUSE
+                self._scan = pos
+                return None
+            size = _chunk_size(bytes(data[pos:line_end]))
+            if size is None:
+                return Verdict.REFUSE
+            if size == 0:
+                self._phase = _TRAILERS
+                self._trailers = pos = line_end + 2
+                break
+            following = line_end + 2 + size
+            if len(data) < following + 2:
+                self._scan = pos
+                return None
+            if data[following : following + 2] != b"\r\n":
+                return Verdict.REFUSE  # chunk data longer than its size says
+            pos = following + 2
+        # The trailer section: field lines, then an empty line (section 7.1.2).
+        start = self._trailers
+        if data[start : start + 2] == b"\r\n":
+            self.end = start + 2
+            return Verdict.COMPLETE
+        found = data.find(b"\r\n\r\n", max(start, pos - 3))
+        if found >= 0:
+            self.end = found + 4
+            return Verdict.COMPLETE
+        if _bare_lf(data, max(start, pos)):
+            return Verdict.REFUSE
+        self._scan = len(data)
+        return None
 
 
-def _codings(lower: bytes) -> bytes | None:
-    """Every Transfer-Encoding field of the lower-cased head as one list, or None.
-
-    gunicorn reads the codings of all the fields in order ("gzip" in one,
-    "chunked" in the next is a chunked body), so only the last coding of the
-    last field says whether the body is chunked.
-    """
-    first = _field(lower, b"transfer-encoding")
-    if first is None or lower.count(b"\r\ntransfer-encoding:") == 1:
-        return first
-    values, start = [], lower.find(b"\r\ntransfer-encoding:")
+def _values(fields: bytes, name: bytes) -> list[bytes]:
+    """The values of every field ``name`` in the lower-cased field lines (each line after a CRLF)."""
+    values = []
+    prefix = b"\r\n" + name + b":"
+    start = fields.find(prefix)
     while start >= 0:
-        start += len(b"\r\ntransfer-encoding:")
-        values.append(lower[start : lower.find(b"\r\n", start)].strip())
-        start = lower.find(b"\r\ntransfer-encoding:", start)
-    return b", ".join(values)
+        start += len(prefix)
+        end = fields.find(b"\r\n", start)
+        values.append(fields[start:end].strip(b" \t"))
+        start = fields.find(prefix, end)
+    return values
 
 
-def frame(head: bytes) -> tuple[int, int, bool]:
-    """(framing, body length, wants 100-continue) for a complete head (ending in CRLF CRLF).
+def _chunked(codings: list[bytes]) -> bool:
+    """Whether the codings of every Transfer-Encoding field, in order, make a chunked body gunicorn takes.
 
-    Anything this cannot read with certainty is JUDGE: gunicorn's parser
-    then sees the request at once.  JUDGE is only for requests gunicorn
-    refuses from the head alone (Content-Length with Transfer-Encoding, a
-    coding list that does not end in chunked, a length that is not a
-    number or is given twice): one it accepted would have its body read by
-    the worker, which a stalling client could hold until the deadline.
+    gunicorn reads them as one list ("gzip" in one field, "chunked" in the
+    next is a chunked body), refuses codings it does not know, and takes
+    chunked only once and last (stacked chunking is never meant).
     """
-    lower = head.lower()
-    expect = lower.startswith(b"http/1.1", lower.find(b"\r\n") - 8) and _field(lower, b"expect") == b"100-continue"
-    coding = _codings(lower)
-    length = _field(lower, b"content-length")
-    if coding is not None:
-        if length is not None or not coding.endswith(b"chunked"):
-            return Framing.JUDGE, 0, False
-        return Framing.CHUNKED, 0, expect
-    if length is None:
-        return Framing.LENGTH, 0, False
-    if not length.isdigit() or lower.count(b"\r\ncontent-length:") > 1:
-        return Framing.JUDGE, 0, False
-    return Framing.LENGTH, int(length), expect and length != b"0"
+    listed = [coding.strip(b" \t") for coding in b",".join(codings).split(b",")]
+    return listed[-1] == b"chunked" and listed.count(b"chunked") == 1 and all(c in _CODINGS for c in listed)
 
 
-def chunked_end(data: bytes | bytearray, pos: int) -> tuple[int | None, int]:
-    """(end of the chunked body that starts at ``pos``, or None while incomplete; where to resume).
-
-    A malformed size line ends the wait (the end is "now"): gunicorn's parser refuses it.
-    """
-    while True:
-        line_end = data.find(b"\r\n", pos)
-        if line_end < 0:
-            return None, pos
-        size = bytes(data[pos:line_end]).split(b";", 1)[0].strip()
-        if not _CHUNK_SIZE.fullmatch(size):
-            return len(data), pos
-        if int(size, 16) == 0:
-            trailers_end = data.find(b"\r\n\r\n", line_end)
-            return (None, pos) if trailers_end < 0 else (trailers_end + 4, pos)
-        following = line_end + 2 + int(size, 16) + 2
-        if following > len(data):
-            return None, pos
-        pos = following
+def _chunk_size(line: bytes) -> int | None:
+    """The size a chunk-size line gives, or None for one gunicorn refuses (blanks only before a ";")."""
+    size, semicolon, extensions = line.partition(b";")
+    if semicolon:
+        size = size.rstrip(b" \t")
+        if not _CHUNK_EXT.fullmatch(b";" + extensions):
+            return None
+    if not _CHUNK_SIZE.fullmatch(size):
+        return None
+    return int(size, 16)
 
 
 def _bare_lf(data: bytes | bytearray, start: int) -> bool:

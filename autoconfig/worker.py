@@ -386,8 +386,9 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             self._linger(sock)
             return True
         sock.prime(bytes(pending.data), pending.deadline, pending.continue_sent)
-        complete = verdict is Verdict.COMPLETE or (verdict is Verdict.REFUSE and pending.framing.head_end > 0)
-        self.handle(pending.listener, sock, pending.addr, complete=complete)
+        # Only a request read whole is complete: a refused one's end is unknown, so its connection is
+        # neither kept nor closed at once (the client may still be sending: a reset would destroy the answer).
+        self.handle(pending.listener, sock, pending.addr, complete=verdict is Verdict.COMPLETE)
         return True
 
     def _serve_ready(self) -> None:
@@ -510,8 +511,12 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             req = next(parser)
             keep = bool(self.handle_request(listener, req, client, addr)) and self._may_keep
             # A body the application did not read is still in the buffer: skip it, so that what
-            # follows is the next request.  It was all read, so this waits for nothing.
-            keep = keep and parser.finish_body(deadline=time.monotonic() + 0.1)
+            # follows is the next request.  It was all read, so this waits for nothing.  Should that
+            # rest be malformed (a trailer gunicorn refuses), the answer is out: close, not a second one.
+            try:
+                keep = keep and parser.finish_body(deadline=time.monotonic() + 0.1)
+            except http.errors.ParseException:
+                keep = False
         except http.errors.NoMoreData as exc:
             self.log.debug("Ignored premature client disconnection. %s", exc)
         except StopIteration as exc:
