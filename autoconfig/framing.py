@@ -103,7 +103,7 @@ class RequestFraming:
             return Verdict.WAIT
         self.head_end = end + 4
         head = bytes(data[: self.head_end])
-        if _bare_lf(head, self._scan):
+        if head.count(b"\n") != head.count(b"\r\n"):
             return Verdict.REFUSE  # every line of a head ends in CRLF, or gunicorn refuses it
         lower = head.lower()
         start = 2 if lower.startswith(b"\r\n") else 0  # one empty line before the request is ignored
