@@ -11,7 +11,9 @@ than threads does the same.
 no threads, which is what gave the best tail latency in bench/) but, like
 a buffering proxy, accepts every connection into a small event loop and
 hands a request to the application only once all of it has arrived: the
-head, then the body by its Content-Length or its chunked framing.  A
+head, then the body by its Content-Length or its chunked framing
+(autoconfig/framing.py, which must decide where a request ends as
+gunicorn's parser will: tests/test_worker_framing.py holds it to that).  A
 connection whose request is not complete ``read_timeout`` seconds after it
 was accepted gets ``408 Request Timeout`` and is closed, however it
 trickles.  Stalled clients cost a buffer each, never a worker.
