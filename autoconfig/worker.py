@@ -11,7 +11,9 @@ than threads does the same.
 no threads, which is what gave the best tail latency in bench/) but, like
 a buffering proxy, accepts every connection into a small event loop and
 hands a request to the application only once all of it has arrived: the
-head, then the body by its Content-Length or its chunked framing.  A
+head, then the body by its Content-Length or its chunked framing
+(autoconfig/framing.py, which must decide where a request ends as
+gunicorn's parser will: tests/test_worker_framing.py holds it to that).  A
 connection whose request is not complete ``read_timeout`` seconds after it
 was accepted gets ``408 Request Timeout`` and is closed, however it
 trickles.  Stalled clients cost a buffer each, never a worker.
@@ -55,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import selectors
 import socket
 import struct
@@ -69,17 +70,11 @@ from gunicorn.http import wsgi
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout as _HTTPRequestTimeout
 
+from autoconfig.framing import DEFAULT_CHUNK_LINE_LIMIT, RequestFraming, Verdict
+from autoconfig.framing import MAX_BODY as MAX_BODY
+from autoconfig.framing import MAX_HEAD as MAX_HEAD
+
 DEFAULT_READ_TIMEOUT = 5.0
-# Most of a request held while it arrives.  A body longer than MAX_BODY (the
-# largest a mail client sends: an Outlook request at the default [outlook]
-# max_body_bytes) is handed over at that point and its rest read under the
-# same deadline.  The endpoints that take larger bodies (the Dovecot policy
-# endpoint, the admin API) check their caller's secret before they read one.
-# A head longer than MAX_HEAD is refused (431) without a worker: anyone can
-# send one, and handed over it would hold the worker until the deadline
-# (gunicorn's own limits, 50 fields of 8 KiB, allow far more than this).
-MAX_HEAD = 64 * 1024
-MAX_BODY = 16 * 1024
 # After the answer, how long a connection may keep sending before it is closed
 # (RFC 9112, section 9.6: read on after a half-close so unread input cannot
 # turn the close into a reset that destroys the answer).
@@ -123,15 +118,6 @@ TOO_LARGE_RESPONSE = _plain_answer(
     b"431 Request Header Fields Too Large", b"431 Request Header Fields Too Large: the request head is over 64 KiB\n"
 )
 
-# Any number of hex digits, as gunicorn's parser takes them (leading zeros
-# included): a size this refused but gunicorn accepted would hand over a
-# request whose body had not arrived, and hold the worker until the deadline.
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
-
-
-class HeadTooLarge(Exception):
-    """The head has passed MAX_HEAD without ending: refused by the loop, never handed over."""
-
 
 class RequestTimeout(_HTTPRequestTimeout):
     """The rest of a handed-over request did not arrive before the deadline.
@@ -153,98 +139,6 @@ def read_timeout(value: str | None) -> float:
     if not 0.1 <= seconds <= 300:
         raise ValueError(f"AUTOCONFIG_READ_TIMEOUT must be seconds between 0.1 and 300, not {value!r}")
     return seconds
-
-
-class Framing:
-    """Where a request in a buffer ends, learnt from its head (RFC 9112, section 6)."""
-
-    HEAD = 0  # the head has not ended yet
-    LENGTH = 1  # the request ends ``length`` bytes after the head
-    CHUNKED = 2  # the body is chunked: read chunk by chunk
-    JUDGE = 3  # nothing to wait for: gunicorn's parser decides (and refuses what is malformed)
-
-
-def _field(lower: bytes, name: bytes) -> bytes | None:
-    """The value of header ``name`` (lower case) in the lower-cased head, or None."""
-    start = lower.find(b"\r\n" + name + b":")
-    if start < 0:
-        return None
-    start += len(name) + 3
-    return lower[start : lower.find(b"\r\n", start)].strip()
-
-
-def _codings(lower: bytes) -> bytes | None:
-    """Every Transfer-Encoding field of the lower-cased head as one list, or None.
-
-    gunicorn reads the codings of all the fields in order ("gzip" in one,
-    "chunked" in the next is a chunked body), so only the last coding of the
-    last field says whether the body is chunked.
-    """
-    first = _field(lower, b"transfer-encoding")
-    if first is None or lower.count(b"\r\ntransfer-encoding:") == 1:
-        return first
-    values, start = [], lower.find(b"\r\ntransfer-encoding:")
-    while start >= 0:
-        start += len(b"\r\ntransfer-encoding:")
-        values.append(lower[start : lower.find(b"\r\n", start)].strip())
-        start = lower.find(b"\r\ntransfer-encoding:", start)
-    return b", ".join(values)
-
-
-def frame(head: bytes) -> tuple[int, int, bool]:
-    """(framing, body length, wants 100-continue) for a complete head (ending in CRLF CRLF).
-
-    Anything this cannot read with certainty is JUDGE: gunicorn's parser
-    then sees the request at once.  JUDGE is only for requests gunicorn
-    refuses from the head alone (Content-Length with Transfer-Encoding, a
-    coding list that does not end in chunked, a length that is not a
-    number or is given twice): one it accepted would have its body read by
-    the worker, which a stalling client could hold until the deadline.
-    """
-    lower = head.lower()
-    expect = lower.startswith(b"http/1.1", lower.find(b"\r\n") - 8) and _field(lower, b"expect") == b"100-continue"
-    coding = _codings(lower)
-    length = _field(lower, b"content-length")
-    if coding is not None:
-        if length is not None or not coding.endswith(b"chunked"):
-            return Framing.JUDGE, 0, False
-        return Framing.CHUNKED, 0, expect
-    if length is None:
-        return Framing.LENGTH, 0, False
-    if not length.isdigit() or lower.count(b"\r\ncontent-length:") > 1:
-        return Framing.JUDGE, 0, False
-    return Framing.LENGTH, int(length), expect and length != b"0"
-
-
-def chunked_end(data: bytes | bytearray, pos: int) -> tuple[int | None, int]:
-    """(end of the chunked body that starts at ``pos``, or None while incomplete; where to resume).
-
-    A malformed size line ends the wait (the end is "now"): gunicorn's parser refuses it.
-    """
-    while True:
-        line_end = data.find(b"\r\n", pos)
-        if line_end < 0:
-            return None, pos
-        size = bytes(data[pos:line_end]).split(b";", 1)[0].strip()
-        if not _CHUNK_SIZE.fullmatch(size):
-            return len(data), pos
-        if int(size, 16) == 0:
-            trailers_end = data.find(b"\r\n\r\n", line_end)
-            return (None, pos) if trailers_end < 0 else (trailers_end + 4, pos)
-        following = line_end + 2 + int(size, 16) + 2
-        if following > len(data):
-            return None, pos
-        pos = following
-
-
-def _bare_lf(data: bytearray, start: int) -> bool:
-    """Whether a LF at or after ``start`` lacks its CR (RFC 9112 lines end in CRLF)."""
-    at = data.find(b"\n", start)
-    while at >= 0:
-        if at == 0 or data[at - 1] != 0x0D:
-            return True
-        at = data.find(b"\n", at + 1)
-    return False
 
 
 class ReplaySocket(socket.socket):
@@ -302,57 +196,23 @@ class ReplaySocket(socket.socket):
 class _Pending:
     """A connection whose request is still arriving."""
 
-    __slots__ = ("addr", "continue_sent", "data", "deadline", "framing", "head_end", "listener", "scan", "sock", "want")
+    __slots__ = ("addr", "continue_sent", "data", "deadline", "framing", "listener", "sock")
 
-    def __init__(self, sock: ReplaySocket, addr: Any, listener: Any, deadline: float) -> None:
+    def __init__(self, sock: ReplaySocket, addr: Any, listener: Any, deadline: float, chunk_line_limit: int) -> None:
         self.sock, self.addr, self.listener, self.deadline = sock, addr, listener, deadline
         self.data = bytearray()
-        self.framing = Framing.HEAD
-        self.head_end = 0
-        self.want = 0  # total bytes the request spans, once known (LENGTH)
-        self.scan = 0  # where the search for the head's end, then chunk parsing, resumes
+        self.framing = RequestFraming(chunk_line_limit)
         self.continue_sent = False
 
-    def complete(self) -> bool | None:
-        """True once the whole request is buffered; None when it must be handed over incomplete."""
-        data = self.data
-        if self.framing == Framing.HEAD:
-            # Searched from where the last search stopped: a head trickling in byte by byte costs linear time.
-            end = data.find(b"\r\n\r\n", max(0, self.scan - 3))
-            if end < 0:
-                if len(data) > MAX_HEAD:
-                    raise HeadTooLarge()
-                if _bare_lf(data, self.scan):
-                    return None  # gunicorn's parser refuses it at once
-                self.scan = len(data)
-                return False
-            self.head_end = end + 4
-            self.framing, length, expect = frame(bytes(data[: self.head_end]))
-            self.want, self.scan = self.head_end + length, self.head_end
-            if self.framing == Framing.JUDGE:
-                return True
-            if length > MAX_BODY:
-                return None  # the application refuses it, or reads it, by its declared length
-            if expect and not self._has_body():
-                self._continue()
-        if self.framing == Framing.LENGTH:
-            if len(data) >= self.want:
-                return True
-        else:
-            body_end, self.scan = chunked_end(data, self.scan)
-            if body_end is not None:
-                return True
-        return None if len(data) - self.head_end > MAX_BODY else False
-
-    def _has_body(self) -> bool:
-        return len(self.data) > self.head_end
-
-    def _continue(self) -> None:
-        try:
-            self.sock.send(CONTINUE, socket.MSG_DONTWAIT)
-            self.continue_sent = True
-        except OSError:
-            pass
+    def advance(self) -> Verdict:
+        verdict = self.framing.advance(self.data)
+        if self.framing.asks_continue:
+            try:
+                self.sock.send(CONTINUE, socket.MSG_DONTWAIT)
+                self.continue_sent = True
+            except OSError:
+                pass
+        return verdict
 
 
 class _Idle:
@@ -390,6 +250,10 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         self._accept_resume = 0.0  # while out of file descriptors: when to try accepting again
         self._max_pending = max(1, self.cfg.worker_connections)
         self._keepalive = float(self.cfg.keepalive or 0)
+        # gunicorn's own limit on a chunk-size line, which the framing must apply as it does.
+        self._chunk_line_limit = self.cfg.limit_request_field_size
+        if self._chunk_line_limit <= 0:
+            self._chunk_line_limit = DEFAULT_CHUNK_LINE_LIMIT
         for listener in self.sockets:
             listener.setblocking(False)
         self._selector.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
@@ -480,11 +344,14 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                     return
                 raise
             sock = ReplaySocket(listener.family, listener.type, listener.proto, fileno=fd)
-            pending = _Pending(sock, addr, listener, time.monotonic() + self.read_timeout)
+            pending = self._new_pending(sock, addr, listener)
             # Most requests are already here: serve them without a trip through the selector.
             if not self._receive(pending, registered=False):
                 self._add_pending(pending)
         self._accept(self.alive and len(self._pending) < self._max_pending)
+
+    def _new_pending(self, sock: ReplaySocket, addr: Any, listener: Any) -> _Pending:
+        return _Pending(sock, addr, listener, time.monotonic() + self.read_timeout, self._chunk_line_limit)
 
     def _add_pending(self, pending: _Pending) -> None:
         self._pending[pending.sock.fileno()] = pending
@@ -510,20 +377,20 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
     def _advance(self, pending: _Pending, registered: bool) -> bool:
         """Serve the request if all of it is buffered.  True when the connection is done with."""
         sock = pending.sock
-        try:
-            complete = pending.complete()
-        except HeadTooLarge:
-            self._forget(pending, registered)
+        verdict = pending.advance()
+        if verdict is Verdict.WAIT:
+            return False
+        self._forget(pending, registered)
+        if verdict is Verdict.HEAD_TOO_LARGE:
             self.log.info("431: the request head from %s is over %d bytes", _peer(pending.addr), MAX_HEAD)
             with contextlib.suppress(OSError):
                 sock.send(TOO_LARGE_RESPONSE, socket.MSG_DONTWAIT)
             self._linger(sock)
             return True
-        if complete is False:
-            return False
-        self._forget(pending, registered)
         sock.prime(bytes(pending.data), pending.deadline, pending.continue_sent)
-        self.handle(pending.listener, sock, pending.addr, complete=bool(complete))
+        # Only a request read whole is complete: a refused one's end is unknown, so its connection is
+        # neither kept nor closed at once (the client may still be sending: a reset would destroy the answer).
+        self.handle(pending.listener, sock, pending.addr, complete=verdict is Verdict.COMPLETE)
         return True
 
     def _serve_ready(self) -> None:
@@ -576,7 +443,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         """Put an answered connection back into the loop: idle until its next request, or pending
         with the start of a pipelined one already read."""
         if leftover:
-            pending = _Pending(sock, addr, listener, time.monotonic() + self.read_timeout)
+            pending = self._new_pending(sock, addr, listener)
             pending.data += leftover
             self._add_pending(pending)
             self._ready.append(pending)  # served from the loop, after the others have had their turn
@@ -598,7 +465,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             self._close_idle(idle)
             return
         del self._idle[sock.fileno()]
-        pending = _Pending(sock, idle.addr, idle.listener, time.monotonic() + self.read_timeout)
+        pending = self._new_pending(sock, idle.addr, idle.listener)
         pending.data += chunk
         self._pending[sock.fileno()] = pending
         self._pending_order.append(pending)
@@ -646,8 +513,12 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             req = next(parser)
             keep = bool(self.handle_request(listener, req, client, addr)) and self._may_keep
             # A body the application did not read is still in the buffer: skip it, so that what
-            # follows is the next request.  It was all read, so this waits for nothing.
-            keep = keep and parser.finish_body(deadline=time.monotonic() + 0.1)
+            # follows is the next request.  It was all read, so this waits for nothing.  Should that
+            # rest be malformed (a trailer gunicorn refuses), the answer is out: close, not a second one.
+            try:
+                keep = keep and parser.finish_body(deadline=time.monotonic() + 0.1)
+            except http.errors.ParseException:
+                keep = False
         except http.errors.NoMoreData as exc:
             self.log.debug("Ignored premature client disconnection. %s", exc)
         except StopIteration as exc:
