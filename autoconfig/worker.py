@@ -95,6 +95,9 @@ MAX_IDLE = 256
 # A stopping worker keeps its idle connections this long (at most their keep-alive time), so a
 # request already on its way on one is answered (with "Connection: close"), not cut off.
 STOP_IDLE_LINGER = 1.0
+# An answer is held and written in one piece up to this size (ReplaySocket.hold_writes); a larger
+# one (none of this service's, but a static file could be) goes out in pieces of this size.
+OUT_LIMIT = 64 * 1024
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -191,6 +194,43 @@ class ReplaySocket(socket.socket):
             self._continue_sent = False
             return len(data)
         return super().send(data, flags)
+
+    # -- the answer, written in one piece ----------------------------------------------------------
+
+    _out: bytearray | None = None  # while an answer is being written: what it wrote so far
+
+    def hold_writes(self) -> None:
+        """Collect what gunicorn writes until ``release_writes``.
+
+        gunicorn sends an answer's head and its body in two ``sendall`` calls:
+        two system calls, and two segments that wake the client twice (Dovecot's
+        HTTP client reads every login's answer).  This service's answers are a
+        few kilobytes, so the whole answer is one write; past ``OUT_LIMIT`` it
+        goes out as it comes.
+        """
+        self._out = bytearray()
+
+    def release_writes(self) -> None:
+        out, self._out = self._out, None
+        if out:
+            super().sendall(out)
+
+    def sendall(self, data: Any, flags: int = 0, /) -> None:
+        out = self._out
+        if out is None:
+            super().sendall(data, flags)
+            return
+        out += data
+        if len(out) >= OUT_LIMIT:
+            self._out = bytearray()
+            super().sendall(out, flags)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """A file's bytes go out after what was held (the head gunicorn wrote before them)."""
+        out, self._out = self._out, bytearray() if self._out is not None else None
+        if out:
+            super().sendall(out)
+        return super().sendfile(file, offset, count)
 
 
 class _Pending:
@@ -559,7 +599,12 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 self.alive = False
             if not (self._may_keep and self.alive):
                 resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
+            client.hold_writes()
+            try:
+                respiter = self.wsgi(environ, resp.start_response)
+            except BaseException:
+                client.release_writes()  # nothing was written: an error answer must not be held
+                raise
             try:
                 if isinstance(respiter, environ["wsgi.file_wrapper"]):
                     resp.write_file(respiter)
@@ -568,9 +613,12 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                         resp.write(item)
                 resp.close()
             finally:
-                self.log.access(resp, req, environ, datetime.now() - request_start)
-                if hasattr(respiter, "close"):
-                    respiter.close()
+                try:
+                    client.release_writes()  # before the access log: the client need not wait for it
+                finally:
+                    self.log.access(resp, req, environ, datetime.now() - request_start)
+                    if hasattr(respiter, "close"):
+                        respiter.close()
             return not resp.should_close()
         except OSError:
             raise  # the client went away: handle() says so, no error answer
