@@ -67,6 +67,7 @@ from typing import Any
 
 from gunicorn import http
 from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout as _HTTPRequestTimeout
 
@@ -231,6 +232,19 @@ class ReplaySocket(socket.socket):
         if out:
             super().sendall(out)
         return super().sendfile(file, offset, count)
+
+
+def _nothing_left(req: Any) -> bool:
+    """True when the request's body is known to be off the connection: framed by length, all of it read.
+
+    Most answered requests (every GET, every Dovecot decision) end so, and
+    then gunicorn's ``finish_body`` is skipped: it would find nothing, after
+    setting and restoring the socket's timeout (four system calls).
+    Anything else (a chunked body, one the application left, a reader
+    this does not know) goes through ``finish_body``.
+    """
+    reader = getattr(getattr(req, "body", None), "reader", None)
+    return isinstance(reader, LengthReader) and reader.length == 0
 
 
 class _Pending:
@@ -556,7 +570,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             # follows is the next request.  It was all read, so this waits for nothing.  Should that
             # rest be malformed (a trailer gunicorn refuses), the answer is out: close, not a second one.
             try:
-                keep = keep and parser.finish_body(deadline=time.monotonic() + 0.1)
+                keep = keep and (_nothing_left(req) or parser.finish_body(deadline=time.monotonic() + 0.1))
             except http.errors.ParseException:
                 keep = False
         except http.errors.NoMoreData as exc:
