@@ -514,15 +514,22 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         return True
 
     def _serve_ready(self) -> None:
-        """Serve pipelined requests that were buffered whole behind an answered one, one per connection per turn."""
+        """Serve pipelined requests that were buffered behind an answered one, one per connection per turn.
+
+        Such a connection is read from again only once what it sent is used up (its next request is not
+        all there): reading on while its requests wait would let a client that pipelines faster than it
+        is answered (or never reads its answers) fill the worker's memory, 64 KiB per answer, and every
+        answer would copy all of it.
+        """
         for _ in range(len(self._ready)):
             pending = self._ready.popleft()
-            if self._pending.get(pending.sock.fileno()) is pending:
-                self._advance(pending, registered=True)
+            if self._pending.get(pending.sock.fileno()) is pending and not self._advance(pending, registered=True):
+                self._selector.register(pending.sock, selectors.EVENT_READ, pending)
 
     def _forget(self, pending: _Pending, registered: bool) -> None:
         if registered:
-            self._selector.unregister(pending.sock)
+            with contextlib.suppress(KeyError):  # a pipelined request served from the buffer was never registered
+                self._selector.unregister(pending.sock)
             del self._pending[pending.sock.fileno()]
             if len(self._pending) < self._max_pending and self.alive:
                 self._accept(True)
@@ -563,10 +570,13 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         """Put an answered connection back into the loop: idle until its next request, or pending
         with the start of a pipelined one already read."""
         if leftover:
+            # Served from the loop, after the others have had their turn; not read from meanwhile
+            # (``_serve_ready``).
             pending = self._new_pending(sock, addr, listener)
             pending.data += leftover
-            self._add_pending(pending)
-            self._ready.append(pending)  # served from the loop, after the others have had their turn
+            self._pending[sock.fileno()] = pending
+            self._pending_order.append(pending)
+            self._ready.append(pending)
             return
         idle = _Idle(sock, addr, listener, time.monotonic() + self._keepalive)
         self._idle[sock.fileno()] = idle
