@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -622,3 +624,64 @@ def test_a_client_that_stops_reading_holds_the_worker_no_longer_than_the_deadlin
         assert received.startswith(b"HTTP/1.1 200 OK\r\n")
     wait_for(lambda: "did not take its answer" in server.log_text()[logged:], 10, "the write timeout logged")
     assert "Traceback" not in server.log_text()[logged:]
+
+
+def test_a_client_that_resets_mid_answer_costs_nothing(server: GunicornServer) -> None:
+    """Pipelined requests, then a reset (SO_LINGER 0) while their answers are being written: the worker logs no
+    error and answers the next client at once."""
+    logged = len(server.log_text())
+    for _ in range(5):
+        sock = connect(server)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(get("/setup/static/setup.css") * 200)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    assert timed_healthz(server) < 1.0
+    assert "Traceback" not in server.log_text()[logged:]
+    assert "Socket error" not in server.log_text()[logged:]
+
+
+def test_a_killed_worker_with_kept_connections_is_replaced_and_they_are_closed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """SIGKILL of the worker holding idle kept-alive connections: each sees the end of its connection (no half
+    answer), and the master's new worker serves."""
+    workdir = tmp_path_factory.mktemp("killed")
+    with gunicorn_on(workdir, base_config(workdir, limits={"client_rate": 0}), workers=1) as killed:
+        (worker,) = killed.worker_pids()
+        with contextlib.ExitStack() as held:
+            wires = [held.enter_context(Wire(killed)) for _ in range(5)]
+            for wire in wires:
+                wire.sock.sendall(HEALTHZ)
+                assert wire.answer().field("connection") == "keep-alive"
+            os.kill(worker, signal.SIGKILL)
+            for wire in wires:
+                assert wire.rest(5.0) == (b"", True)
+        wait_for(lambda: len(killed.worker_pids()) == 1 and killed.worker_pids() != [worker], 15, "a new worker")
+        wait_for(lambda: _answers(killed), 15, "the new worker to answer")
+
+
+def _answers(server: GunicornServer) -> bool:
+    try:
+        return timed_healthz(server) < 1.0
+    except OSError:
+        return False
+
+
+def test_a_graceful_stop_during_a_write_that_waits_ends_within_the_write_deadline(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """SIGTERM while a client that stopped reading has answers waiting: the stop is not held for
+    graceful_timeout (10 s) or until a kill.  The worker answers the request it is on with Connection: close
+    (or gives up its write at the deadline, if that write waits) and exits."""
+    workdir = tmp_path_factory.mktemp("stopping")
+    config = base_config(workdir, limits={"client_rate": 0})
+    env = {"AUTOCONFIG_READ_TIMEOUT": str(READ_TIMEOUT)}
+    with gunicorn_on(workdir, config, env=env, workers=1) as stopping:
+        with contextlib.closing(flood_unread(stopping, HEALTHZ)):
+            started = time.monotonic()
+            os.kill(stopping.pid, signal.SIGTERM)
+            wait_for(lambda: not stopping.worker_pids(), 10, "the worker to exit")
+            assert time.monotonic() - started < READ_TIMEOUT + SLACK
+        log = stopping.log_text()
+    assert "Traceback" not in log and "WORKER TIMEOUT" not in log
