@@ -41,7 +41,7 @@ class Verdict(enum.Enum):
     COMPLETE = "complete"  # all of it is here, ending at ``RequestFraming.end``
     REFUSE = "refuse"  # gunicorn's parser refuses it from what is here: hand it over to be answered
     OVERSIZE = "oversize"  # a body over MAX_BODY: hand it over, gunicorn reads the rest under the deadline
-    HEAD_TOO_LARGE = "head too large"  # over MAX_HEAD and the head has not ended: 431 from the loop
+    HEAD_TOO_LARGE = "head too large"  # over MAX_HEAD, ended or not: 431 from the loop
 
 
 # Any number of hex digits, leading zeros included, as gunicorn takes them: a size refused
@@ -102,6 +102,10 @@ class RequestFraming:
             self._scan = len(data)
             return Verdict.WAIT
         self.head_end = end + 4
+        if self.head_end > MAX_HEAD:
+            # Refused however it arrived: whether its end came in the read that took it past
+            # MAX_HEAD (one write) or after (trickled) is the network's doing, not the client's.
+            return Verdict.HEAD_TOO_LARGE
         head = bytes(data[: self.head_end])
         if head.count(b"\n") != head.count(b"\r\n"):
             return Verdict.REFUSE  # every line of a head ends in CRLF, or gunicorn refuses it

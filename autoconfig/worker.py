@@ -57,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import selectors
 import socket
 import struct
@@ -123,6 +124,10 @@ TOO_LARGE_RESPONSE = _plain_answer(
 )
 
 
+class WriteTimeout(TimeoutError):
+    """The client did not take its answer within the write deadline (it stopped reading)."""
+
+
 class RequestTimeout(_HTTPRequestTimeout):
     """The rest of a handed-over request did not arrive before the deadline.
 
@@ -151,11 +156,23 @@ class ReplaySocket(socket.socket):
     gunicorn's parser reads from this as from the socket itself.  Anything
     beyond the buffered part (a request too large to buffer) is read under
     the connection's deadline.
+
+    Writes have a deadline too.  A client that stops reading (and pipelines
+    requests meanwhile, so that its answers fill the socket buffers both
+    ways) would otherwise block the worker in ``sendall`` until gunicorn
+    killed it (``timeout``, 30 s) with every connection it held.  So writing
+    an answer waits for the client at most ``write_timeout`` seconds (the
+    worker's ``read_timeout``: as long to take an answer as to send a
+    request), then raises ``WriteTimeout``, and the connection is closed.  A
+    write the kernel takes at once, nearly all of them, costs no extra
+    system call.
     """
 
     _buffered = b""
     _continue_sent = False
     _deadline = 0.0
+    write_timeout = DEFAULT_READ_TIMEOUT  # the worker sets its own read_timeout on each connection
+    _write_deadline = 0.0  # of the answer being written, from when a write of it first had to wait
 
     def prime(self, buffered: bytes, deadline: float, continue_sent: bool) -> ReplaySocket:
         self._buffered, self._deadline, self._continue_sent = buffered, deadline, continue_sent
@@ -188,14 +205,6 @@ class ReplaySocket(socket.socket):
         except BlockingIOError:  # the kernel's receive timeout
             raise RequestTimeout() from None
 
-    def send(self, data: Any, flags: int = 0, /) -> int:
-        # The event loop already said "100 Continue" to get the body; gunicorn says it again
-        # when it parses the head, and a second interim answer would only confuse a client.
-        if self._continue_sent and data == CONTINUE:
-            self._continue_sent = False
-            return len(data)
-        return super().send(data, flags)
-
     # -- the answer, written in one piece ----------------------------------------------------------
 
     _out: bytearray | None = None  # while an answer is being written: what it wrote so far
@@ -207,31 +216,87 @@ class ReplaySocket(socket.socket):
         two system calls, and two segments that wake the client twice (Dovecot's
         HTTP client reads every login's answer).  This service's answers are a
         few kilobytes, so the whole answer is one write; past ``OUT_LIMIT`` it
-        goes out as it comes.
+        goes out as it comes.  The answer's write deadline starts again.
         """
         self._out = bytearray()
+        self._write_deadline = 0.0
 
     def release_writes(self) -> None:
         out, self._out = self._out, None
         if out:
-            super().sendall(out)
+            self._write(out)
 
     def sendall(self, data: Any, flags: int = 0, /) -> None:
         out = self._out
-        if out is None:
-            super().sendall(data, flags)
+        if out is None:  # a write outside an answer (an error answer gunicorn writes): a deadline of its own
+            self._write_deadline = 0.0
+            self._write(data)
             return
         out += data
         if len(out) >= OUT_LIMIT:
             self._out = bytearray()
-            super().sendall(out, flags)
+            self._write(out)
+
+    def send(self, data: Any, flags: int = 0, /) -> int:
+        # The event loop already said "100 Continue" to get the body; gunicorn says it again
+        # when it parses the head, and a second interim answer would only confuse a client.
+        if self._continue_sent and data == CONTINUE:
+            self._continue_sent = False
+            return len(data)
+        if flags:  # the event loop's own (MSG_DONTWAIT)
+            return super().send(data, flags)
+        self._write_deadline = 0.0
+        self._write(data)
+        return len(data)
+
+    def _write(self, data: Any) -> None:
+        """All of ``data``; waiting for the client only until the write deadline (the class docstring)."""
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                sent = socket.socket.send(self, view, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self._wait_writable()
+                continue
+            view = view[sent:]
+
+    def _wait_writable(self) -> None:
+        now = time.monotonic()
+        if not self._write_deadline:
+            self._write_deadline = now + self.write_timeout
+        remaining = self._write_deadline - now
+        poll = select.poll()
+        poll.register(self, select.POLLOUT)
+        if remaining <= 0 or not poll.poll(remaining * 1000):
+            raise WriteTimeout(errno.ETIMEDOUT, "the client did not take its answer in time")
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
-        """A file's bytes go out after what was held (the head gunicorn wrote before them)."""
+        """A file's bytes go out after what was held (the head gunicorn wrote before them), under the write
+        deadline: the socket is non-blocking for the while (``socket.sendfile`` would wait for the client
+        for ever)."""
         out, self._out = self._out, bytearray() if self._out is not None else None
         if out:
-            super().sendall(out)
-        return super().sendfile(file, offset, count)
+            self._write(out)
+        fileno = file.fileno()
+        if count is None:
+            count = os.fstat(fileno).st_size - offset
+        sent = 0
+        prior = self.gettimeout()
+        self.setblocking(False)
+        try:
+            while sent < count:
+                try:
+                    more = os.sendfile(self.fileno(), fileno, offset + sent, count - sent)
+                except BlockingIOError:
+                    self._wait_writable()
+                    continue
+                if not more:  # the file is shorter than it was
+                    break
+                sent += more
+        finally:
+            self.settimeout(prior)
+        file.seek(offset + sent)
+        return sent
 
 
 def _nothing_left(req: Any) -> bool:
@@ -398,6 +463,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                     return
                 raise
             sock = ReplaySocket(listener.family, listener.type, listener.proto, fileno=fd)
+            sock.write_timeout = self.read_timeout
             pending = self._new_pending(sock, addr, listener)
             # Most requests are already here: serve them without a trip through the selector.
             if not self._receive(pending, registered=False):
@@ -448,15 +514,22 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         return True
 
     def _serve_ready(self) -> None:
-        """Serve pipelined requests that were buffered whole behind an answered one, one per connection per turn."""
+        """Serve pipelined requests that were buffered behind an answered one, one per connection per turn.
+
+        Such a connection is read from again only once what it sent is used up (its next request is not
+        all there): reading on while its requests wait would let a client that pipelines faster than it
+        is answered (or never reads its answers) fill the worker's memory, 64 KiB per answer, and every
+        answer would copy all of it.
+        """
         for _ in range(len(self._ready)):
             pending = self._ready.popleft()
-            if self._pending.get(pending.sock.fileno()) is pending:
-                self._advance(pending, registered=True)
+            if self._pending.get(pending.sock.fileno()) is pending and not self._advance(pending, registered=True):
+                self._selector.register(pending.sock, selectors.EVENT_READ, pending)
 
     def _forget(self, pending: _Pending, registered: bool) -> None:
         if registered:
-            self._selector.unregister(pending.sock)
+            with contextlib.suppress(KeyError):  # a pipelined request served from the buffer was never registered
+                self._selector.unregister(pending.sock)
             del self._pending[pending.sock.fileno()]
             if len(self._pending) < self._max_pending and self.alive:
                 self._accept(True)
@@ -497,10 +570,13 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         """Put an answered connection back into the loop: idle until its next request, or pending
         with the start of a pipelined one already read."""
         if leftover:
+            # Served from the loop, after the others have had their turn; not read from meanwhile
+            # (``_serve_ready``).
             pending = self._new_pending(sock, addr, listener)
             pending.data += leftover
-            self._add_pending(pending)
-            self._ready.append(pending)  # served from the loop, after the others have had their turn
+            self._pending[sock.fileno()] = pending
+            self._pending_order.append(pending)
+            self._ready.append(pending)
             return
         idle = _Idle(sock, addr, listener, time.monotonic() + self._keepalive)
         self._idle[sock.fileno()] = idle
@@ -577,6 +653,9 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             self.log.debug("Ignored premature client disconnection. %s", exc)
         except StopIteration as exc:
             self.log.debug("Closing connection. %s", exc)
+        except WriteTimeout:
+            keep = False
+            self.log.info("%s did not take its answer within %g s: closed", _peer(addr), self.read_timeout)
         except OSError as exc:
             keep = False
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
