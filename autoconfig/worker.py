@@ -70,6 +70,7 @@ from gunicorn import http
 from gunicorn.http import wsgi
 from gunicorn.http.body import LengthReader
 from gunicorn.workers.sync import SyncWorker
+from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import RequestTimeout as _HTTPRequestTimeout
 
 from autoconfig.framing import DEFAULT_CHUNK_LINE_LIMIT, RequestFraming, Verdict
@@ -135,6 +136,48 @@ class RequestTimeout(_HTTPRequestTimeout):
     any other; not an ``OSError``, so no stream wrapper mistakes it for a
     client that went away.
     """
+
+
+class MalformedBody(BadRequest):
+    """gunicorn's parser refused the body while the application read it (a bad chunk, say).
+
+    An HTTP exception, as ``RequestTimeout`` is, so the application answers
+    400 in its family's format; gunicorn's own ``ParseException`` is no HTTP
+    exception, and reached the application as a 500 with a traceback logged.
+    """
+
+    description = "the request body is malformed"
+
+
+class _CheckedInput:
+    """``wsgi.input`` for a body gunicorn decodes as it is read (chunked): its parse errors become ``MalformedBody``."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def read(self, size: int | None = None) -> bytes:
+        data: bytes = self._checked(self._body.read, size)
+        return data
+
+    def readline(self, size: int | None = None) -> bytes:
+        line: bytes = self._checked(self._body.readline, size)
+        return line
+
+    def readlines(self, size: int | None = None) -> list[bytes]:
+        lines: list[bytes] = self._checked(self._body.readlines, size)
+        return lines
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    @staticmethod
+    def _checked(read: Any, size: int | None) -> Any:
+        try:
+            return read(size)
+        except http.errors.ParseException as exc:
+            raise MalformedBody(f"the request body is malformed: {exc}") from None
 
 
 def read_timeout(value: str | None) -> float:
@@ -686,6 +729,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             self.cfg.pre_request(self, req)
             request_start = datetime.now()
             resp, environ = wsgi.create(req, client, addr, listener.getsockname(), self.cfg)
+            if not isinstance(req.body.reader, LengthReader):  # a length-framed body cannot be malformed
+                environ["wsgi.input"] = _CheckedInput(environ["wsgi.input"])
             self.nr += 1
             if self.nr >= self.max_requests:
                 self.log.info("Autorestarting worker after current request.")
