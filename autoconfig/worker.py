@@ -517,9 +517,13 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         return _Pending(sock, addr, listener, time.monotonic() + self.read_timeout, self._chunk_line_limit)
 
     def _add_pending(self, pending: _Pending) -> None:
+        self._track(pending)
+        self._selector.register(pending.sock, selectors.EVENT_READ, pending)
+
+    def _track(self, pending: _Pending) -> None:
+        """Count ``pending`` among the connections whose request is arriving, under its read deadline."""
         self._pending[pending.sock.fileno()] = pending
         self._pending_order.append(pending)
-        self._selector.register(pending.sock, selectors.EVENT_READ, pending)
 
     def _receive(self, pending: _Pending, registered: bool = True) -> bool:
         """Read what has arrived; serve the request once complete.  True when the connection is done with."""
@@ -617,8 +621,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
             # (``_serve_ready``).
             pending = self._new_pending(sock, addr, listener)
             pending.data += leftover
-            self._pending[sock.fileno()] = pending
-            self._pending_order.append(pending)
+            self._track(pending)
             self._ready.append(pending)
             return
         idle = _Idle(sock, addr, listener, time.monotonic() + self._keepalive)
@@ -640,8 +643,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         del self._idle[sock.fileno()]
         pending = self._new_pending(sock, idle.addr, idle.listener)
         pending.data += chunk
-        self._pending[sock.fileno()] = pending
-        self._pending_order.append(pending)
+        self._track(pending)
         self._selector.modify(sock, selectors.EVENT_READ, pending)
         self._advance(pending, registered=True)
 
