@@ -32,11 +32,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from ..errors import (
@@ -48,48 +48,58 @@ from ..errors import (
 )
 from ..login_policy import GATED_PROTOCOLS, REAL_REMOTE, LoginGate, WebmailNetworks
 from ..logs import loggable
-from ..metrics import metrics
+from ..metrics import EXTENSION as METRICS
 from ..spec import JSON_CONTENT_TYPE, MAX_POLICY_BODY
 from .context import single_arg
 from .jsonbody import read_object
 
 if TYPE_CHECKING:
-    pass
+    from ..config import DovecotPolicy
+    from ..metrics import Metrics
+    from ..service import Service
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("dovecot", __name__, url_prefix="/dovecot")
 
 COMMANDS = ("allow", "report")
 UNKNOWN = "unknown"
-PREPARED = "autoconfig.dovecot"
-# What Dovecot sends, taken as it is; anything else goes through werkzeug's parsing.
+DESK = "autoconfig.dovecot"  # app.extensions: the app's PolicyDesk, None without [dovecot]
 _COMMAND_QUERIES = {f"command={command}": command for command in COMMANDS}
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """What every decision needs from ``[dovecot]``, worked out once when the app starts."""
+class PolicyAnswer:
+    """One answer to Dovecot, as the Flask view and the worker's express lane (``web.express``) both send it."""
 
-    header: str
-    environ_key: str  # the header's name in the WSGI environ
-    secret: bytes
-    gate: LoginGate
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    def response(self) -> Response:
+        response = Response(self.body, status=self.status, content_type=JSON_CONTENT_TYPE)
+        for name, value in self.headers:
+            response.headers[name] = value
+        return response
 
 
-@blueprint.record_once
-def _prepare(state: BlueprintSetupState) -> None:
-    svc = state.app.extensions["autoconfig"]
-    settings = svc.config.dovecot
-    state.app.extensions[PREPARED] = (
-        None
-        if settings is None
-        else _Prepared(
-            header=settings.header,
-            environ_key="HTTP_" + settings.header.upper().replace("-", "_"),
-            secret=settings.secret.encode(),
-            gate=LoginGate(svc, WebmailNetworks(settings.webmail_networks)),
-        )
-    )
+def _json_body(answer: dict[str, Any]) -> bytes:
+    """``answer`` as ``jsonify`` writes it (sorted keys, compact, ASCII, a final newline)."""
+    return (json.dumps(answer, ensure_ascii=True, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+@lru_cache(maxsize=64)
+def _decision(status: int, message: str) -> PolicyAnswer:
+    """Dovecot's answer to one question, made once per distinct answer (there are a handful)."""
+    return PolicyAnswer(200, _json_body({"status": status, "msg": message} if message else {"status": status}))
+
+
+def error_answer(exc: ClientError) -> PolicyAnswer:
+    headers: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, Unauthorized):
+        headers = (("WWW-Authenticate", 'ApiKey realm="autoconfig-dovecot-policy"'),)
+    if isinstance(exc, Unavailable):
+        headers = (("Retry-After", str(exc.retry_after)),)
+    return PolicyAnswer(exc.status, _json_body({"error": exc.code, "message": exc.message}), headers)
 
 
 class _Labels:
@@ -103,32 +113,6 @@ class _Labels:
 
     def set_protocol(self, protocol: str) -> None:
         self.protocol = protocol if protocol in GATED_PROTOCOLS else "other"
-
-
-def _count(labels: _Labels, decision: str) -> None:
-    metrics().count_decision(labels.command, labels.protocol, decision)
-
-
-def _error(exc: ClientError) -> Response:
-    response = jsonify(error=exc.code, message=exc.message)
-    response.status_code = exc.status
-    if isinstance(exc, Unauthorized):
-        response.headers["WWW-Authenticate"] = 'ApiKey realm="autoconfig-dovecot-policy"'
-    if isinstance(exc, Unavailable):
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
-
-
-@blueprint.before_request
-def _authenticate() -> None:
-    prepared: _Prepared | None = current_app.extensions[PREPARED]
-    if prepared is None:
-        raise NotFound("the Dovecot auth-policy endpoint is disabled: [dovecot] api_header is not configured")
-    presented = request.environ.get(prepared.environ_key, "").strip()
-    if not hmac.compare_digest(prepared.secret, presented.encode()):
-        _count(_Labels(request.args.get("command")), "unauthorized")
-        log.warning("dovecot auth-policy: request without the right %s header refused", prepared.header)
-        raise Unauthorized(f"send the shared secret in the {prepared.header} header")
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -158,52 +142,107 @@ def _context(body: dict[str, Any], protocol: str, login: str) -> str:
     return context
 
 
-@lru_cache(maxsize=64)
-def _answer_body(status: int, message: str) -> bytes:
-    """Dovecot's answer as ``jsonify`` writes it, made once per distinct answer (there are a handful)."""
-    answer: dict[str, Any] = {"status": status, "msg": message} if message else {"status": status}
-    return (json.dumps(answer, ensure_ascii=True, sort_keys=True, separators=(",", ":")) + "\n").encode()
+class PolicyDesk:
+    """Everything about one of Dovecot's questions after the HTTP layer has read it: the secret,
+    the command, the body, the verdict, its count and its log line, and the answer.
+
+    Framework-free, so that the Flask view and the worker's express lane
+    (``autoconfig.web.express``), which answers Dovecot's questions without
+    Flask, are one code path and cannot drift apart.  ``[dovecot]`` is
+    worked out once, when the app starts.
+    """
+
+    def __init__(self, settings: DovecotPolicy, service: Service, registry: Metrics) -> None:
+        self.header = settings.header
+        self.environ_key = "HTTP_" + settings.header.upper().replace("-", "_")  # the header's name in the environ
+        self.secret = settings.secret.encode()
+        self.gate = LoginGate(service, WebmailNetworks(settings.webmail_networks))
+        self.metrics = registry
+
+    def authentic(self, presented: str, command: str | None) -> bool:
+        """Whether ``presented`` (the header's value) is the secret; a refusal is counted and logged."""
+        if hmac.compare_digest(self.secret, presented.strip().encode()):
+            return True
+        self.metrics.count_decision(_Labels(command).command, UNKNOWN, "unauthorized")
+        log.warning("dovecot auth-policy: request without the right %s header refused", self.header)
+        return False
+
+    def refusal(self) -> Unauthorized:
+        return Unauthorized(f"send the shared secret in the {self.header} header")
+
+    def respond(self, read_command: Callable[[], str | None], read_body: Callable[[], dict[str, Any]]) -> PolicyAnswer:
+        """The answer to an authenticated question.  The HTTP layer says how to read its command (from
+        the query string) and its body (as a JSON object); either raises ClientError for what it refuses."""
+        labels = _Labels()
+        try:
+            return self._answer(labels, read_command(), read_body)
+        except ClientError as exc:
+            self.metrics.count_decision(labels.command, labels.protocol, exc.code)
+            log.warning("dovecot auth-policy: answered %d: %s", exc.status, exc.message)
+            return error_answer(exc)
+
+    def _answer(self, labels: _Labels, command: str | None, read_body: Callable[[], dict[str, Any]]) -> PolicyAnswer:
+        if command not in COMMANDS:
+            raise BadRequest("the query parameter command must be allow or report")
+        labels.command = command
+        body = read_body()  # its pwhash field is never read, so it can never be logged
+        protocol = _text(body, "protocol")
+        labels.set_protocol(protocol)
+        login = _text(body, "login")
+        if command == "report":
+            outcome = "success" if _flag(body, "success") else "failure"
+            if _flag(body, "policy_reject"):
+                outcome = "policy_reject"
+            self.metrics.count_decision(labels.command, labels.protocol, outcome)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("dovecot auth-policy report: %s (%s)", outcome, _context(body, protocol, login))
+            return _decision(0, "")
+        verdict = self.gate.verdict(login, protocol, body.get(REAL_REMOTE))
+        self.metrics.count_decision(labels.command, labels.protocol, verdict.decision)
+        if log.isEnabledFor(logging.INFO):  # the line is built only when it is written
+            log.info("dovecot auth-policy: %s (%s)", verdict.decision, _context(body, protocol, login))
+        return _decision(verdict.status, verdict.message)
 
 
-def _json(status: int, message: str = "") -> Response:
-    return Response(_answer_body(status, message), content_type=JSON_CONTENT_TYPE)
+@blueprint.record_once
+def _prepare(state: BlueprintSetupState) -> None:
+    svc = state.app.extensions["autoconfig"]
+    settings = svc.config.dovecot
+    state.app.extensions[DESK] = None if settings is None else PolicyDesk(settings, svc, state.app.extensions[METRICS])
 
 
-def _answer(labels: _Labels) -> Response:
-    environ = request.environ
-    command = _COMMAND_QUERIES.get(environ.get("QUERY_STRING", "")) or single_arg("command")
-    if command not in COMMANDS:
-        raise BadRequest("the query parameter command must be allow or report")
-    labels.command = command
-    body = read_object(MAX_POLICY_BODY)  # its pwhash field is never read, so it can never be logged
-    protocol = _text(body, "protocol")
-    labels.set_protocol(protocol)
-    login = _text(body, "login")
-    if command == "report":
-        outcome = "success" if _flag(body, "success") else "failure"
-        if _flag(body, "policy_reject"):
-            outcome = "policy_reject"
-        _count(labels, outcome)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("dovecot auth-policy report: %s (%s)", outcome, _context(body, protocol, login))
-        return _json(0)
-    prepared: _Prepared = current_app.extensions[PREPARED]
-    verdict = prepared.gate.verdict(login, protocol, body.get(REAL_REMOTE))
-    _count(labels, verdict.decision)
-    if log.isEnabledFor(logging.INFO):  # the line is built only when it is written
-        log.info("dovecot auth-policy: %s (%s)", verdict.decision, _context(body, protocol, login))
-    return _json(verdict.status, verdict.message)
+def desk_of(app: Flask) -> PolicyDesk | None:
+    """The app's ``PolicyDesk``; None when ``[dovecot]`` is not configured (the endpoint answers 404)."""
+    desk: PolicyDesk | None = app.extensions[DESK]
+    return desk
+
+
+def _error(exc: ClientError) -> Response:
+    return error_answer(exc).response()
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    desk = desk_of(current_app)
+    if desk is None:
+        raise NotFound("the Dovecot auth-policy endpoint is disabled: [dovecot] api_header is not configured")
+    if not desk.authentic(request.environ.get(desk.environ_key, ""), request.args.get("command")):
+        raise desk.refusal()
+
+
+def _command() -> str | None:
+    # What Dovecot sends, taken as it is; anything else goes through werkzeug's parsing.
+    return _COMMAND_QUERIES.get(request.environ.get("QUERY_STRING", "")) or single_arg("command")
+
+
+def _body() -> dict[str, Any]:
+    return read_object(MAX_POLICY_BODY)
 
 
 @blueprint.post("/auth-policy")
 def auth_policy() -> Response:
-    labels = _Labels()
-    try:
-        return _answer(labels)
-    except ClientError as exc:
-        _count(labels, exc.code)
-        log.warning("dovecot auth-policy: answered %d: %s", exc.status, exc.message)
-        raise
+    desk: PolicyDesk = current_app.extensions[DESK]
+    return desk.respond(_command, _body).response()
 
 
 blueprint.register_error_handler(ClientError, _error)
