@@ -219,3 +219,59 @@ def _bare_lf(data: bytes | bytearray, start: int) -> bool:
             return True
         at = data.find(b"\n", at + 1)
     return False
+
+
+# -- a plain head, read in full for the express lane ---------------------------------------------------------------
+
+# A field line with nothing unusual about it: a name of token characters (no "_", which gunicorn drops
+# from the environ by default), one colon, and a value of visible ASCII with single spaces or tabs
+# inside.  Anything else (obs-fold, obs-text, control characters) goes through gunicorn's parser.
+_PLAIN_FIELD = re.compile(rb"([!#$%&'*+.^`|~0-9A-Za-z-]+):[ \t]*((?:[\x21-\x7e]+(?:[ \t][\x21-\x7e]+)*)?)[ \t]*")
+_PLAIN_REQUEST_LINE = re.compile(rb"([A-Z]{1,20}) (/[\x21-\x7e]*) HTTP/1\.1")
+
+
+class PlainHead:
+    """An HTTP/1.1 request head with nothing in it that needs gunicorn's parser to be understood.
+
+    ``fields`` maps each lower-cased name to its value, blanks around it
+    taken off; a plain head names no field twice.  ``close`` is whether it
+    asked for ``Connection: close``.
+    """
+
+    __slots__ = ("close", "fields", "method", "target")
+
+    def __init__(self, method: bytes, target: bytes, fields: dict[bytes, bytes], close: bool) -> None:
+        self.method, self.target, self.fields, self.close = method, target, fields, close
+
+
+def plain_head(head: bytes, max_line: int, max_fields: int, max_field_size: int) -> PlainHead | None:
+    """``head`` (up to and without its final empty line) as a PlainHead, or None when it is not one.
+
+    None is no verdict on the request: gunicorn's parser reads it as it
+    reads every request.  Only well inside gunicorn's limits (its
+    ``limit_request_line``, ``limit_request_fields`` and
+    ``limit_request_field_size``, given here) is a head plain; a field
+    gunicorn gives a meaning beyond its value (Transfer-Encoding, Expect,
+    a Connection other than close or keep-alive) makes no plain head either.
+    """
+    lines = head.split(b"\r\n")
+    if len(lines[0]) + 2 >= max_line or len(lines) >= max_fields:
+        return None
+    request_line = _PLAIN_REQUEST_LINE.fullmatch(lines[0])
+    if request_line is None:
+        return None
+    fields: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        match = _PLAIN_FIELD.fullmatch(line)
+        if match is None or len(line) + 2 >= max_field_size:
+            return None
+        name = match[1].lower()
+        if name in fields:
+            return None
+        fields[name] = match[2]
+    if b"transfer-encoding" in fields or b"expect" in fields:
+        return None
+    connection = fields.get(b"connection", b"keep-alive").lower()
+    if connection not in (b"keep-alive", b"close"):
+        return None
+    return PlainHead(request_line[1], request_line[2], fields, connection == b"close")

@@ -51,18 +51,19 @@ _Latency = dict[str, tuple[list[float], list[int]]]  # family -> ([sum], count p
 
 class _Tally:
     """Counted since the last flush: requests by (family, outcome); latency sum and buckets by family;
-    Dovecot decisions by (command, protocol, decision)."""
+    Dovecot decisions by (command, protocol, decision); requests the express lane answered, by family."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, str], int] = {}
         self.latency: _Latency = {}
         self.decisions: dict[tuple[str, str, str], int] = {}
+        self.express: dict[str, int] = {}
 
-    def take(self) -> tuple[dict[tuple[str, str], int], _Latency, dict[tuple[str, str, str], int]]:
+    def take(self) -> tuple[dict[tuple[str, str], int], _Latency, dict[tuple[str, str, str], int], dict[str, int]]:
         with self.lock:
-            taken = self.requests, self.latency, self.decisions
-            self.requests, self.latency, self.decisions = {}, {}, {}
+            taken = self.requests, self.latency, self.decisions, self.express
+            self.requests, self.latency, self.decisions, self.express = {}, {}, {}, {}
         return taken
 
 
@@ -95,6 +96,12 @@ class Metrics:
             ["switch", "value"],
             registry=self.registry,
         )
+        self.express_requests = Counter(
+            "autoconfig_express_requests",
+            "Of autoconfig_requests, those the worker's express lane answered without Flask, by endpoint family.",
+            ["format"],
+            registry=self.registry,
+        )
         self.dovecot_policy_decisions = Counter(
             "autoconfig_dovecot_policy_decisions",
             "Answers to Dovecot's auth-policy requests, by command, protocol and decision.",
@@ -106,11 +113,16 @@ class Metrics:
         _LIVE.add(self)
         forget_after_fork(self)
 
-    def count_request(self, family: str, outcome: str, seconds: float | None) -> None:
-        """One answered request of ``family`` with ``outcome``, and its time in the app; written out by ``flush``."""
+    def count_request(self, family: str, outcome: str, seconds: float | None, express: bool = False) -> None:
+        """One answered request of ``family`` with ``outcome``, and its time in the app; written out by ``flush``.
+
+        ``express``: the worker's express lane answered it (autoconfig/web/express.py).
+        """
         tally = self._tally
         with tally.lock:
             tally.requests[family, outcome] = tally.requests.get((family, outcome), 0) + 1
+            if express:
+                tally.express[family] = tally.express.get(family, 0) + 1
             if seconds is not None:
                 latency = tally.latency.get(family)
                 if latency is None:
@@ -135,9 +147,11 @@ class Metrics:
 
     def flush(self) -> None:
         """Write the tallied requests and decisions to prometheus_client."""
-        requests, latency, decisions = self._tally.take()
+        requests, latency, decisions, express = self._tally.take()
         for (family, outcome), count in requests.items():
             self.requests.labels(format=family, outcome=outcome).inc(count)
+        for family, count in express.items():
+            self.express_requests.labels(format=family).inc(count)
         for (command, protocol, decision), count in decisions.items():
             self.dovecot_policy_decisions.labels(command=command, protocol=protocol, decision=decision).inc(count)
         for family, (total, buckets) in latency.items():

@@ -4,6 +4,8 @@ Keeping them in one module lets the tests assert against the spec's own
 names rather than against strings copied from the implementation.
 """
 
+import re
+
 # Thunderbird / draft-ietf-mailmaint-autoconfig
 THUNDERBIRD_PATHS = (
     "/mail/config-v1.1.xml",
@@ -23,6 +25,8 @@ TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
 
 # Input limits.
+# A Host header we take: a name or an IPv6 literal, and a port; anything else is a 400 (autoconfig.web).
+HOST_FIELD = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
 MAX_QUERY_STRING = 2048
 MAX_ADMIN_BODY = 4096
 # Dovecot's auth-policy requests are a few hundred bytes; IMAP ID data (device_id) can add a few KiB.

@@ -63,17 +63,19 @@ import socket
 import struct
 import time
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from gunicorn import http
+from gunicorn import SERVER, http, util
+from gunicorn.config import PostRequest, PreRequest
 from gunicorn.http import wsgi
 from gunicorn.http.body import LengthReader
+from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import RequestTimeout as _HTTPRequestTimeout
 
-from autoconfig.framing import DEFAULT_CHUNK_LINE_LIMIT, RequestFraming, Verdict
+from autoconfig.framing import DEFAULT_CHUNK_LINE_LIMIT, PlainHead, RequestFraming, Verdict, plain_head
 from autoconfig.framing import MAX_BODY as MAX_BODY
 from autoconfig.framing import MAX_HEAD as MAX_HEAD
 
@@ -191,6 +193,14 @@ def read_timeout(value: str | None) -> float:
     if not 0.1 <= seconds <= 300:
         raise ValueError(f"AUTOCONFIG_READ_TIMEOUT must be seconds between 0.1 and 300, not {value!r}")
     return seconds
+
+
+def express_lane(value: str | None) -> bool:
+    """``AUTOCONFIG_EXPRESS_LANE`` (on, the default, or off); a clear error for anything else."""
+    setting = (value or "on").strip().lower()
+    if setting not in ("on", "off"):
+        raise ValueError(f"AUTOCONFIG_EXPRESS_LANE must be on or off, not {value!r}")
+    return setting == "on"
 
 
 class ReplaySocket(socket.socket):
@@ -386,10 +396,20 @@ class _Idle:
         self.sock, self.addr, self.listener, self.deadline = sock, addr, listener, deadline
 
 
+class _Logged:
+    """An express answer and its request, as gunicorn's access log reads a ``Response`` and a ``Request``."""
+
+    __slots__ = ("headers", "sent", "status")
+
+    def __init__(self, headers: list[tuple[str, str]], status: str = "", sent: int = 0) -> None:
+        self.headers, self.status, self.sent = headers, status, sent
+
+
 class BufferingWorker(SyncWorker):  # type: ignore[misc]
     """gunicorn's sync worker, fed only complete requests (see the module docstring)."""
 
     read_timeout = DEFAULT_READ_TIMEOUT  # config/gunicorn.conf.py sets it from AUTOCONFIG_READ_TIMEOUT
+    express = True  # config/gunicorn.conf.py: AUTOCONFIG_EXPRESS_LANE=off sets it False
     _buffering = True
     _may_keep = False  # whether the request being served may leave its connection open
 
@@ -416,6 +436,7 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
         self._chunk_line_limit = self.cfg.limit_request_field_size
         if self._chunk_line_limit <= 0:
             self._chunk_line_limit = DEFAULT_CHUNK_LINE_LIMIT
+        self._lane, self._lane_limits = self._express_lane()
         for listener in self.sockets:
             listener.setblocking(False)
         self._selector.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
@@ -554,6 +575,8 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
                 sock.send(TOO_LARGE_RESPONSE, socket.MSG_DONTWAIT)
             self._linger(sock)
             return True
+        if verdict is Verdict.COMPLETE and self._lane is not None and self._express(pending):
+            return True
         sock.prime(bytes(pending.data), pending.deadline, pending.continue_sent)
         # Only a request read whole is complete: a refused one's end is unknown, so its connection is
         # neither kept nor closed at once (the client may still be sending: a reset would destroy the answer).
@@ -610,6 +633,95 @@ class BufferingWorker(SyncWorker):  # type: ignore[misc]
     def _drop(self, pending: _Pending) -> None:
         self._forget(pending, True)
         pending.sock.close()
+
+    # -- the express lane ----------------------------------------------------
+
+    def _express_lane(self) -> tuple[Any, tuple[int, int, int]]:
+        """The app's express lane (autoconfig/web/express.py), when this worker may use it, and gunicorn's
+        limits on a head as its parser applies them.
+
+        Not when it is switched off (``AUTOCONFIG_EXPRESS_LANE=off``), nor when anything the lane does
+        not do would come into play: the PROXY protocol (the client's address comes from its header)
+        or a ``pre_request``/``post_request`` hook of the admin's own (they expect gunicorn's objects).
+        """
+        cfg = self.cfg
+        limits = (
+            cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else MAX_REQUEST_LINE,
+            cfg.limit_request_fields if 0 < cfg.limit_request_fields <= MAX_HEADERS else MAX_HEADERS,
+            cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE,
+        )
+        lane = getattr(self.wsgi, "express_lane", None)
+        if (
+            lane is None
+            or not self.express
+            or str(getattr(cfg, "proxy_protocol", "off")).lower() not in ("off", "false", "none", "")
+            or cfg.pre_request is not PreRequest.pre_request
+            or cfg.post_request is not PostRequest.post_request
+        ):
+            return None, limits
+        return lane, limits
+
+    def _express(self, pending: _Pending) -> bool:
+        """Answer a whole request in the express lane if the lane takes it.  True when it did.
+
+        The lane gets a plain head's fields and the body; the answer goes out as gunicorn would frame
+        it (status line, Server, Date, Connection, the lane's headers), the access log gets the line
+        gunicorn would write, and the connection is kept or closed as ``handle`` would.
+        """
+        framing = pending.framing
+        data = pending.data
+        head = plain_head(bytes(data[: framing.head_end - 4]), *self._lane_limits)
+        if head is None or not self._lane.fields.issuperset(head.fields):
+            return False
+        started = time.monotonic()
+        answer = self._lane(head.method, head.target, head.fields, bytes(data[framing.head_end : framing.end]))
+        if answer is None:
+            return False
+        self.nr += 1
+        if self.nr >= self.max_requests:
+            self.log.info("Autorestarting worker after current request.")
+            self.alive = False
+        keep = not head.close and self.alive and self._keepalive > 0
+        sock, addr = pending.sock, pending.addr
+        lines = [
+            f"HTTP/1.1 {answer.status}\r\nServer: {SERVER}\r\nDate: {util.http_date()}\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n"
+        ]
+        lines.extend(f"{name}: {value}\r\n" for name, value in answer.headers)
+        lines.append("\r\n")
+        try:
+            sock.sendall("".join(lines).encode("latin-1") + answer.body)  # one write, under its own deadline
+        except WriteTimeout:
+            keep = False
+            self.log.info("%s did not take its answer within %g s: closed", _peer(addr), self.read_timeout)
+        except OSError:
+            keep = False  # the client went away, as handle() lets it
+        self._log_express(head, answer, addr, time.monotonic() - started)
+        if keep and sock.fileno() >= 0:
+            self._keep(sock, addr, pending.listener, bytes(data[framing.end :]))
+        else:
+            self._close(sock, True)
+        return True
+
+    def _log_express(self, head: PlainHead, answer: Any, addr: Any, seconds: float) -> None:
+        """The access log's line for an express answer, from what gunicorn's ``Logger.access`` reads."""
+        if not self.log.access_log_enabled:
+            return
+        target = head.target.decode("ascii")
+        path, _, query = target.partition("?")
+        environ = {
+            "REQUEST_METHOD": head.method.decode("ascii"),
+            "RAW_URI": target,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": addr if isinstance(addr, str) else addr.decode() if isinstance(addr, bytes) else addr[0],
+        }
+        fields = [(name.decode("ascii").upper(), value.decode("ascii")) for name, value in head.fields.items()]
+        for name, value in fields:
+            environ["HTTP_" + name.replace("-", "_")] = value
+        response = _Logged(answer.headers, answer.status, len(answer.body))
+        self.log.access(response, _Logged(fields), environ, timedelta(seconds=seconds))
 
     # -- kept-alive connections ----------------------------------------------
 

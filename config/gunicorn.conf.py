@@ -4,7 +4,8 @@ package (config/autoconfig.service).
 
 Environment: AUTOCONFIG_BIND (default 127.0.0.1:8080), AUTOCONFIG_WORKERS
 (default 2 per core + 1), AUTOCONFIG_READ_TIMEOUT (default 5 seconds),
-AUTOCONFIG_WORKER_CLASS (default buffering) and, for gthread only,
+AUTOCONFIG_WORKER_CLASS (default buffering), AUTOCONFIG_EXPRESS_LANE (on or off,
+default on: the buffering worker answers Dovecot's questions without Flask) and, for gthread only,
 AUTOCONFIG_THREADS (default 4).
 
 Why the buffering worker (autoconfig/worker.py): every request is a few
@@ -43,10 +44,13 @@ threads = int(os.environ.get("AUTOCONFIG_THREADS", "4")) if worker_class == "gth
 # Only the buffering worker reads it; imported only then, so another app (the benchmark's
 # peer, in a virtualenv without this package's dependencies) can run under these settings.
 _read_timeout = None
+# Dovecot's questions answered without Flask (autoconfig/web/express.py); "off" sends them down the full path.
+_express_lane = True
 if worker_class == _WORKER_CLASSES["buffering"]:
-    from autoconfig.worker import read_timeout
+    from autoconfig.worker import express_lane, read_timeout
 
     _read_timeout = read_timeout(os.environ.get("AUTOCONFIG_READ_TIMEOUT"))
+    _express_lane = express_lane(os.environ.get("AUTOCONFIG_EXPRESS_LANE"))
 timeout = 30
 graceful_timeout = 10
 # How long the buffering worker keeps an answered connection open for its next request (an idle
@@ -109,9 +113,10 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
-    """The read deadline for this worker (only the buffering worker has one)."""
+    """The read deadline and the express lane for this worker (only the buffering worker has them)."""
     if _read_timeout is not None:
         worker.read_timeout = _read_timeout
+        worker.express = _express_lane
 
 
 def worker_exit(server, worker):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Request, Response, current_app, request
@@ -26,9 +26,12 @@ from werkzeug.routing import RequestRedirect
 from ..errors import BadRequest, ClientError, TooManyRequests, UriTooLong
 from ..ratelimit import RateLimiter
 from ..resources import data_dir
-from ..spec import ADMIN_PREFIX, MAX_QUERY_STRING
+from ..spec import ADMIN_PREFIX, HOST_FIELD, MAX_QUERY_STRING
 from .context import FAMILY_KEY, text_response
 from .families import FAMILY_ERRORS, FAMILY_HEADERS, family_render
+
+if TYPE_CHECKING:
+    from .express import ExpressLane
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,9 @@ class App(Flask):
     """
 
     session_interface = _NoSessions()
+    # Dovecot's questions, answered without Flask by the buffering worker (autoconfig/web/express.py);
+    # None without [dovecot].
+    express_lane: ExpressLane | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,9 +94,6 @@ class App(Flask):
         except KeyError:
             wrapped = self._sync_functions[func] = super().ensure_sync(func)
             return wrapped
-
-
-_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
 
 
 # Blueprints whose callers are trusted machines (load balancer health checks,
@@ -169,7 +172,7 @@ def _before_request() -> None:
     if (not query.isascii() or _HIGH_ESCAPE.search(query)) and not _utf8_query(query):
         raise BadRequest("the query string is not valid UTF-8 (after percent-decoding)")
     host = req.environ.get("HTTP_HOST", "")  # the Host header, without werkzeug's header lookup
-    if host and not _HOST.match(host):
+    if host and not HOST_FIELD.match(host):
         raise BadRequest("the Host header is not a valid host name")
 
 
@@ -211,7 +214,7 @@ def _server_error(exc: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from . import admin, apple, dovecot, health, outlook, prometheus, setup, stack, thunderbird
+    from . import admin, apple, dovecot, express, health, outlook, prometheus, setup, stack, thunderbird
 
     app.extensions[FAMILY_HEADERS] = {}
     app.extensions[FAMILY_ERRORS] = {}
@@ -235,3 +238,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(setup.blueprint)
     app.register_blueprint(outlook.blueprint)
     stack.build(app)
+    if isinstance(app, App):
+        app.express_lane = express.express_lane(app)

@@ -40,7 +40,8 @@ def build(app: Flask) -> None:
     app.wsgi_app = Edge(wsgi, app)  # type: ignore[method-assign]
 
 
-def _outcome(status: int) -> str:
+def outcome_of(status: int) -> str:
+    """The request metrics' outcome for an answer whose view noted none."""
     if status == 429:
         return "rate_limited"
     if status == 503:
@@ -82,7 +83,7 @@ class Edge:
         finally:
             family = environ.get(FAMILY_KEY, "unknown")
             if family != "metrics":  # scrapes are not client traffic
-                outcome = environ.get(OUTCOME_KEY) or _outcome(status_code)
+                outcome = environ.get(OUTCOME_KEY) or outcome_of(status_code)
                 registry: Metrics = self.flask_app.extensions[METRICS]
                 registry.count_request(family, outcome, time.perf_counter() - started)
 
