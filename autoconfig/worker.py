@@ -48,6 +48,13 @@ ones before it stops accepting for want of descriptors.  A stopping worker
 closes its idle connections within STOP_IDLE_LINGER, answering a request
 that arrives meanwhile with ``Connection: close``.
 
+Dovecot's questions take an express lane.  A whole request whose head is
+plain (``framing.plain_head``) and that the app's ``express_lane``
+(autoconfig/web/express.py) takes is answered by it without gunicorn's
+parser and without Flask, and framed here as gunicorn frames an answer;
+anything it does not take goes the usual way.  tests/test_express.py holds
+the two paths to the same bytes.
+
 Production still puts nginx in front (config/nginx/autoconfig.conf): TLS,
 and the buffering of slow clients on the scale of a whole site.
 """
