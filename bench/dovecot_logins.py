@@ -77,6 +77,7 @@ TARGET_OVERHEAD = 0.10
 CLOSING = "hook, closing"
 WARM_UP = 50
 METRICS = "\n[metrics]\nenabled = true\n"  # loopback only (the default allow_networks)
+_EXPRESS = re.compile(r'^autoconfig_express_requests_total\{format="dovecot"\} ([0-9.e+]+)$', re.MULTILINE)
 _DECISIONS = re.compile(
     r"^autoconfig_dovecot_policy_decisions_total"
     r'\{(?=[^}]*command="allow")(?=[^}]*decision="allow")[^}]*\} ([0-9.e+]+)$',
@@ -337,10 +338,11 @@ def main() -> int:
         lines = report(runs, args)
         for name, service_url in urls.items():
             asked[name] += sum(run.logins for run in runs[name])
-            decided = _allowed_decisions(service_url)
+            decided, express = _allowed_decisions(service_url)
             lines.append(
                 f"{'PASS' if decided == asked[name] else 'FAIL'}  autoconfig decided {decided} of the "
-                f"{asked[name]} logins through the Dovecot {name} (allow, from its metrics)"
+                f"{asked[name]} logins through the Dovecot {name} (allow, from its metrics; "
+                f"{express} in the worker's express lane)"
             )
     text = "\n".join(lines) + "\n"
     print(text)
@@ -349,10 +351,12 @@ def main() -> int:
     return 1 if "FAIL" in text else 0
 
 
-def _allowed_decisions(url: str) -> int:
+def _allowed_decisions(url: str) -> tuple[int, int]:
+    """The logins autoconfig allowed, and the questions its express lane answered (autoconfig/web/express.py)."""
     with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    return int(sum(float(value) for value in _DECISIONS.findall(text)))
+    express = sum(float(value) for value in _EXPRESS.findall(text))
+    return int(sum(float(value) for value in _DECISIONS.findall(text))), int(express)
 
 
 def _enable_imap_and_pop(store_url: str, users: list[str]) -> None:
