@@ -15,47 +15,30 @@ installed asks its questions directly, and every one of them takes the lane.
 from __future__ import annotations
 
 import json
-import re
-import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
 
 from tests.support.admin import LiveAdmin
-from tests.support.config import POLICY_HEADER, base_config
+from tests.support.config import POLICY_HEADER
 from tests.support.dovecot import DovecotServer, dovecot_settings
-from tests.support.gunicorn import GunicornServer, gunicorn_on, http
-from tests.test_dovecot_login import PASSWORD, imap_login, pop3_login
-from tests.test_keepalive import Client
+from tests.support.express import (
+    ACCESS_LINE,
+    SECRET,
+    ask,
+    body,
+    express_count,
+    lane_pair,
+    metric_lines,
+    question,
+    same_but_date,
+)
+from tests.support.gunicorn import GunicornServer
+from tests.support.mail_clients import imap_login, pop3_login
+from tests.support.sockets import Client
 
-SECRET = "express-lane-secret-0123456789"
-WEBMAIL_NETWORK = "192.0.2.0/28"
-
-
-def body(login: str = "alice@example.net", protocol: str = "imap", **fields: object) -> bytes:
-    """What Dovecot 2.3's shipped snippet sends (2.4 sends the same names)."""
-    attributes = {"login": login, "protocol": protocol, "remote": "198.51.100.9", "real_remote": "198.51.100.9"}
-    return json.dumps({**attributes, "session_id": "Zq3z/Sph1JJ/AAAB", "tls": True, **fields}).encode()
-
-
-def question(
-    payload: bytes | None = None,
-    *,
-    request_line: str = "POST /dovecot/auth-policy?command=allow HTTP/1.1",
-    fields: tuple[str, ...] = (),
-    secret: str = SECRET,
-    content_type: str = "application/json",
-    host: str = "127.0.0.1:8080",
-    length: bool = True,
-) -> bytes:
-    """A question as Dovecot's HTTP client writes it, with ``fields`` added or any part changed."""
-    payload = body() if payload is None else payload
-    lines = [request_line, f"Host: {host}", "Date: Mon, 07 Dec 2026 10:00:00 GMT"]
-    lines += ["User-Agent: dovecot/2.3", "Connection: Keep-Alive", f"Content-Type: {content_type}"]
-    lines += [f"{POLICY_HEADER}: {secret}"] if secret else []
-    lines += [f"Content-Length: {len(payload)}"] if length else []
-    return ("\r\n".join([*lines, *fields]) + "\r\n\r\n").encode("latin-1") + payload
+PASSWORD = "express-lane-password"
 
 
 class Case(NamedTuple):
@@ -136,87 +119,11 @@ FULL = {
 CASES = {**EXPRESS, **FULL}
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, lane: str) -> GunicornServer:
-    workdir = tmp_path_factory.mktemp(f"express-{lane}")
-    config = base_config(
-        workdir,
-        limits={"client_rate": 0},
-        dovecot={"api_header": f"{POLICY_HEADER}: {SECRET}", "webmail_networks": [WEBMAIL_NETWORK]},
-        metrics={"enabled": True},
-        service={"log_level": "DEBUG", "log_flush_seconds": 0},
-    )
-    return gunicorn_on(workdir, config, env={"AUTOCONFIG_EXPRESS_LANE": lane}, workers=1)
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornServer, GunicornServer]]:
     """(lane on, lane off)."""
-    with start(tmp_path_factory, "on") as on, start(tmp_path_factory, "off") as off:
-        for server in (on, off):
-            LiveAdmin(server).set("imap-on@example.net", imap=True)
-        yield on, off
-
-
-def express_count(server: GunicornServer) -> float:
-    """autoconfig_express_requests_total for Dovecot's questions (one worker: the scrape flushes its tally)."""
-    status, _, text = http("GET", f"{server.url}/metrics")
-    assert status == 200
-    found = re.search(rb'^autoconfig_express_requests_total\{format="dovecot"\} ([0-9.e+]+)$', text, re.MULTILINE)
-    return float(found[1]) if found else 0.0
-
-
-def metric_lines(server: GunicornServer) -> list[bytes]:
-    """The counters both servers must agree on: requests by family and outcome, Dovecot's decisions."""
-    _, _, text = http("GET", f"{server.url}/metrics")
-    wanted = (b"autoconfig_requests_total{", b"autoconfig_dovecot_policy_decisions_total{")
-    return sorted(line for line in text.splitlines() if line.startswith(wanted) and b'format="metrics"' not in line)
-
-
-_VARYING = [
-    (re.compile(rb"^Date: .*$", re.MULTILINE), b"Date: -"),
-]
-_LOG_VARYING = [
-    (re.compile(r"^\[[^]]*\] \[\d+\] "), "[time] [pid] "),  # gunicorn's own lines
-    (re.compile(r"^\d{4}-\d\d-\d\d \S+ \[\d+\] "), "[time] [pid] "),  # the app's
-    (re.compile(r" \d+ms "), " -ms "),  # the access log's time taken
-]
-
-
-ACCESS_LINE = re.compile(r'^\S+ "POST /dovecot/auth-policy\?command=')
-
-
-def same_but_date(answer: bytes) -> bytes:
-    for pattern, replacement in _VARYING:
-        answer = pattern.sub(replacement, answer)
-    return answer
-
-
-def settled_log(server: GunicornServer, since: int) -> str:
-    """The server's log once no line has come for a moment (lines are written around an answer)."""
-    deadline = time.monotonic() + 5
-    text, seen = server.log_text(), -1
-    while len(text) != seen or len(text) == since:
-        assert time.monotonic() < deadline, text[since:]
-        seen = len(text)
-        time.sleep(0.05)
-        text = server.log_text()
-    return text
-
-
-def ask(server: GunicornServer, request: bytes) -> tuple[bytes, bool, list[str]]:
-    """The answer, whether the server then closed the connection, and the log lines the question left."""
-    before = len(settled_log(server, -1))  # the metrics scrapes' lines written first
-    with Client(server) as client:
-        client.sock.sendall(request)
-        try:
-            answer = client.answer()
-        except ConnectionError:
-            answer = client.buffer
-        closed = client.closed_by_server(0.2)
-    lines = settled_log(server, before)[before:].splitlines()
-    for pattern, replacement in _LOG_VARYING:
-        lines = [pattern.sub(replacement, line) for line in lines]
-    return answer, closed, lines
+    with lane_pair(tmp_path_factory) as pair:
+        yield pair
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -300,8 +207,11 @@ def test_every_question_the_installed_dovecot_asks_takes_the_lane(
 ) -> None:
     on, _off = servers
     before = express_count(on)
-    results = [imap_login(dovecot, "imap-on@example.net") for _ in range(3)]
-    results += [pop3_login(dovecot, "alice@example.net"), imap_login(dovecot, "alice@example.net")]
+    results = [imap_login(dovecot.imap_port, "imap-on@example.net", PASSWORD) for _ in range(3)]
+    results += [
+        pop3_login(dovecot.pop3_port, "alice@example.net", PASSWORD),
+        imap_login(dovecot.imap_port, "alice@example.net", PASSWORD),
+    ]
     assert results[:3] == ["OK"] * 3
     assert results[3].startswith("-ERR [AUTH] POP is turned off") and results[4].startswith(
         "[ALERT] IMAP is turned off"

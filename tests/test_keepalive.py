@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import time
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ from autoconfig.worker import MAX_IDLE, STOP_IDLE_LINGER
 from tests.support.config import base_config
 from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.ports import wait_for
-from tests.support.sockets import SLACK, answer_end, connect, status_of, timed_healthz
+from tests.support.sockets import SLACK, Client, status_of, timed_healthz
 
 READ_TIMEOUT = 1.5
 KEEPALIVE = 3  # seconds; the settings' own (15) would make the idle test slow
@@ -51,51 +50,6 @@ def policy(secret: str = POLICY_SECRET, *fields: str) -> bytes:
         *fields,
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + POLICY_BODY
-
-
-class Client:
-    """One connection, answers read one by one by their framing (Content-Length); ``with`` closes it."""
-
-    def __init__(self, server: GunicornServer) -> None:
-        self.sock = connect(server)
-        self.buffer = b""
-
-    def answer(self) -> bytes:
-        while (end := answer_end(self.buffer)) is None:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"closed by the server after {self.buffer[:300]!r}")
-            self.buffer += chunk
-        answer, self.buffer = self.buffer[:end], self.buffer[end:]
-        return answer
-
-    def ask(self, request: bytes) -> bytes:
-        self.sock.sendall(request)
-        return self.answer()
-
-    def closed_by_server(self, timeout: float = 0.0) -> bool:
-        """Whether the server closes the connection within ``timeout`` seconds (0: has closed it already).
-
-        Peeks, so an answer that arrives instead is left to read, and says "not closed".
-        """
-        self.sock.settimeout(timeout)  # 0 is non-blocking: an open, silent connection raises BlockingIOError
-        try:
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
-        except (TimeoutError, BlockingIOError):
-            return False
-        except ConnectionResetError:
-            return True
-        finally:
-            self.sock.settimeout(30)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def connection_field(answer: bytes) -> str:

@@ -28,7 +28,7 @@ import pytest
 from tests.support.config import base_config
 from tests.support.gunicorn import GunicornServer, gunicorn_on
 from tests.support.ports import wait_for
-from tests.support.sockets import SLACK, connect, timed_healthz
+from tests.support.sockets import SLACK, connect, flood_unread, timed_healthz
 
 ROOT = Path(__file__).resolve().parents[1]
 READ_TIMEOUT = 1.5
@@ -573,27 +573,6 @@ def test_a_head_over_64_kib_gets_431_however_it_arrives(server: GunicornServer) 
 
 
 # -- clients that do not read their answers -------------------------------------------------------
-
-
-def flood_unread(server: GunicornServer, request: bytes) -> socket.socket:
-    """A connection that pipelines ``request`` without reading a byte, until the server stops taking them
-    (its answers fill the socket buffers both ways): the worker's write of an answer then has to wait."""
-    sock = connect(server)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    batch = request * 64
-    stalled_since = None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            sock.send(batch)
-            stalled_since = None
-        except BlockingIOError:
-            stalled_since = stalled_since or time.monotonic()
-            if time.monotonic() - stalled_since > 0.3:
-                return sock
-            time.sleep(0.01)
-    raise AssertionError("the server kept taking requests for 20 s")
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
-"""Raw sockets to a running server: a connection, one answer read by its framing, the node's health timed.
+"""Raw sockets to a running server: a connection, one answer read by its framing, the node's health timed,
+a kept-alive ``Client``, a client that never reads.
 
-The slow-client and keep-alive tests talk to the worker's event loop
-byte by byte; these are the few steps they share.
+The slow-client, keep-alive and express-lane tests talk to the worker's
+event loop byte by byte; these are the steps they share.
 """
 
 from __future__ import annotations
@@ -57,3 +58,69 @@ def timed_healthz(server: GunicornServer) -> float:
     status, _, body = http("GET", f"{server.url}/healthz")
     assert status == 200 and json.loads(body)["status"] == "ok", body
     return time.monotonic() - started
+
+
+class Client:
+    """One connection, answers read one by one by their framing (Content-Length); ``with`` closes it."""
+
+    def __init__(self, server: GunicornServer) -> None:
+        self.sock = connect(server)
+        self.buffer = b""
+
+    def answer(self) -> bytes:
+        while (end := answer_end(self.buffer)) is None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed by the server after {self.buffer[:300]!r}")
+            self.buffer += chunk
+        answer, self.buffer = self.buffer[:end], self.buffer[end:]
+        return answer
+
+    def ask(self, request: bytes) -> bytes:
+        self.sock.sendall(request)
+        return self.answer()
+
+    def closed_by_server(self, timeout: float = 0.0) -> bool:
+        """Whether the server closes the connection within ``timeout`` seconds (0: has closed it already).
+
+        Peeks, so an answer that arrives instead is left to read, and says "not closed".
+        """
+        self.sock.settimeout(timeout)  # 0 is non-blocking: an open, silent connection raises BlockingIOError
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except (TimeoutError, BlockingIOError):
+            return False
+        except ConnectionResetError:
+            return True
+        finally:
+            self.sock.settimeout(30)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def flood_unread(server: GunicornServer, request: bytes) -> socket.socket:
+    """A connection that pipelines ``request`` without reading a byte, until the server stops taking them
+    (its answers fill the socket buffers both ways): the worker's write of an answer then has to wait."""
+    sock = connect(server)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    batch = request * 64
+    stalled_since = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            sock.send(batch)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.3:
+                return sock
+            time.sleep(0.01)
+    raise AssertionError("the server kept taking requests for 20 s")
