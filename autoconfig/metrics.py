@@ -26,11 +26,13 @@ last second of counts.
 from __future__ import annotations
 
 import atexit
+import glob
 import logging
 import os
 import threading
 import weakref
 from bisect import bisect_left
+from typing import Any
 
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
@@ -174,9 +176,33 @@ class Metrics:
         self.flush()  # this process's own requests, up to this one
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             combined = CollectorRegistry()
-            MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            _WrittenFiles(combined)  # type: ignore[no-untyped-call]
             return generate_latest(combined)
         return generate_latest(self.registry)
+
+
+class _WrittenFiles(MultiProcessCollector):
+    """The workers' files, leaving out one another worker is creating this instant.
+
+    prometheus_client creates a worker's file empty and only then sizes it;
+    a scrape that read it in between failed with ``struct.error`` (a 500 on
+    /metrics, seen once in CI).  A file without its 8-byte header holds no
+    value yet, so leaving it out loses nothing.
+    """
+
+    def collect(self) -> Any:
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if _size(path) >= _HEADER]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+
+
+_HEADER = 8  # prometheus_client's mmap file: the bytes used, then padding, before the first value
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # gone meanwhile (a worker's files are removed when it exits)
+        return 0
 
 
 class _ProcessId:

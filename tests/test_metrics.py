@@ -231,6 +231,18 @@ registry.flush()
 """
 
 
+def test_a_file_another_worker_is_creating_does_not_fail_the_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prometheus_client creates a worker's file empty and sizes it after: a scrape in between must still answer."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", CHILD_WRITES_ITS_OWN_TALLY], env=env, check=True, timeout=60)
+    (tmp_path / "counter_4242424.db").touch()  # a worker's file, created and not yet sized
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = metrics.Metrics().exposition().decode()
+    assert samples(text, "autoconfig_requests_total")[(("format", "thunderbird"), ("outcome", "served"))] == 4
+
+
 def test_a_forked_child_writes_its_own_requests_and_not_its_parents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
